@@ -1,0 +1,65 @@
+//! Linux: anonymous segments are memfds; space is reserved with `fallocate`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+/// A new anonymous shared file of `len` bytes, every page reserved.
+///
+/// The memfd has no name in any file system, so nothing is left behind
+/// whatever happens to the processes that hold it.
+pub(crate) fn anonymous(len: usize) -> io::Result<OwnedFd> {
+    // Reserving memfd pages allocates real memory: a request larger than the
+    // machine could ever hold would run the OOM killer before failing.
+    if len as u128 > memory_limit()? {
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "segment larger than the machine's memory and swap",
+        ));
+    }
+    let fd = memfd_create("mproc", MFdFlags::MFD_CLOEXEC)?;
+    preallocate(std::os::fd::AsFd::as_fd(&fd), len, true)?;
+    Ok(fd)
+}
+
+/// Sizes the file behind `fd` to `len` bytes and reserves its blocks, so that
+/// running out of space is an error now (ENOSPC) and never a SIGBUS later.
+///
+/// File systems without `fallocate` support fall back to `ftruncate`.
+pub(crate) fn preallocate(fd: BorrowedFd<'_>, len: usize, _is_shm: bool) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment length too large"))?;
+    if len == 0 {
+        return Ok(());
+    }
+    loop {
+        // SAFETY: fallocate with mode 0 on an open descriptor; it neither
+        // reads nor writes our memory.
+        let ret = unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, len) };
+        if ret == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) => {
+                nix::unistd::ftruncate(fd, len)?;
+                return Ok(());
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Physical memory plus swap, in bytes.
+fn memory_limit() -> io::Result<u128> {
+    // SAFETY: an all-zero sysinfo is a valid value for the kernel to fill.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: sysinfo writes into the struct we pass and reads nothing.
+    if unsafe { libc::sysinfo(&mut info) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let unit = u128::from(info.mem_unit.max(1));
+    Ok((u128::from(info.totalram) + u128::from(info.totalswap)) * unit)
+}

@@ -1,0 +1,63 @@
+//! macOS: anonymous segments are POSIX shm objects unlinked at once; files
+//! reserve space with `F_PREALLOCATE`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+/// A new anonymous shared object of `len` bytes.
+///
+/// macOS has no memfd: we create a uniquely named shm object and unlink the
+/// name straight away, so only descriptors keep it alive and a SIGKILL leaves
+/// nothing behind. The name lives for a few microseconds.
+pub(crate) fn anonymous(len: usize) -> io::Result<OwnedFd> {
+    for _ in 0..16 {
+        let name = format!("/mp.{}", super::unique_suffix());
+        // macOS limits shm names to 31 bytes (PSHMNAMLEN).
+        let name: String = name.chars().take(30).collect();
+        match super::shm_create(&name, len) {
+            Ok(fd) => {
+                super::shm_unlink(&name)?;
+                return Ok(fd);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "could not find a free shm name",
+    ))
+}
+
+/// Sizes the object behind `fd` to `len` bytes.
+///
+/// For regular files the blocks are reserved first with `F_PREALLOCATE`, so a
+/// full disk is an error here. shm objects accept only one `ftruncate`, which
+/// the kernel backs with memory.
+pub(crate) fn preallocate(fd: BorrowedFd<'_>, len: usize, is_shm: bool) -> io::Result<()> {
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "segment length too large"))?;
+    if len == 0 {
+        return Ok(());
+    }
+    if !is_shm {
+        let mut store = libc::fstore_t {
+            fst_flags: libc::F_ALLOCATEALL,
+            fst_posmode: libc::F_PEOFPOSMODE,
+            fst_offset: 0,
+            fst_length: len,
+            fst_bytesalloc: 0,
+        };
+        // SAFETY: F_PREALLOCATE takes a pointer to an fstore_t, which lives
+        // on our stack for the call.
+        let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_PREALLOCATE, &mut store) };
+        if ret == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                return Err(e);
+            }
+        }
+    }
+    nix::unistd::ftruncate(fd, len)?;
+    Ok(())
+}

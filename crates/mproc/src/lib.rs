@@ -1,0 +1,35 @@
+//! mproc: what Python's `multiprocessing` gives Python programs, for Rust —
+//! and it keeps working when a process dies.
+//!
+//! This crate re-exports the mproc crates as modules and their front-door
+//! types at its root; it adds no logic of its own. Depend on a single crate
+//! (say `mproc-shm`) when that is all you need.
+//!
+//! # Modules
+//!
+//! - [`shm`] — file-backed IPC: shared [`Segment`]s, handle
+//!   [`transfer`](shm::transfer), [`RawValue`] / [`RawArray`], named
+//!   [`SharedMemory`], and [`FileDoc`], the locked, atomically replaced
+//!   document.
+//!
+//! # Example
+//!
+//! ```
+//! use mproc::{FileDoc, RawArray};
+//!
+//! let squares = RawArray::<u64>::new(4)?;
+//! for i in 0..4 {
+//!     squares.set(i, (i * i) as u64)?;
+//! }
+//! assert_eq!(squares.to_vec(), [0, 1, 4, 9]);
+//! # let _ = std::marker::PhantomData::<FileDoc<()>>;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+#[doc(inline)]
+pub use mproc_shm as shm;
+
+#[doc(no_inline)]
+pub use mproc_shm::{FileDoc, RawArray, RawValue, Segment, SharedMemory};

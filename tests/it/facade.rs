@@ -1,0 +1,36 @@
+//! Touches every public path of the façade, so a broken re-export fails here.
+
+#[test]
+fn every_public_path_resolves() {
+    use mproc::shm::{self, transfer};
+
+    let _: fn(usize) -> std::io::Result<mproc::Segment> = mproc::Segment::anonymous;
+    let _: fn(usize) -> std::io::Result<shm::Segment> = shm::Segment::anonymous;
+    let _ = mproc::RawValue::<u8>::new;
+    let _ = mproc::RawArray::<u8>::new;
+    let _ = mproc::SharedMemory::create;
+    let _ = |p: &str| mproc::FileDoc::<u8>::open(p);
+    let _ = shm::SharedMemory::options;
+    let _: Option<shm::SharedMemoryOptions> = None;
+    let _: Option<shm::DocError> = None;
+    let _: Option<shm::RangeError> = None;
+    let _: Option<shm::IndexError> = None;
+    let _: Option<(shm::Json, shm::Postcard)> = None;
+    let _ = <shm::Json as shm::Format>::encode::<u8>;
+    let _ = shm::MAX_NAME_LEN;
+    let _ = transfer::encode::<u8>;
+    let _ = transfer::decode::<u8>;
+    let _ = transfer::send;
+    let _ = transfer::recv;
+    let _ = transfer::spawn_inheriting;
+    let _ = transfer::FdTable::new;
+    let _ = transfer::FdRef::export;
+    let _: Option<transfer::TransferError> = None;
+    let _ = (
+        transfer::INHERIT_ENV,
+        transfer::MAX_FDS,
+        transfer::MAX_MESSAGE_LEN,
+    );
+    let _: Option<transfer::Message> = None;
+    let _ = <u32 as shm::bytemuck::Zeroable>::zeroed;
+}

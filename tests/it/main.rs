@@ -1,0 +1,5 @@
+//! Cross-process suites. Every test runs real child processes (fixtures in
+//! `tests/src/bin/`), reaps them, and ends with a `LeakCheck`.
+
+mod facade;
+mod shm;

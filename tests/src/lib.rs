@@ -1,0 +1,217 @@
+//! Helpers shared by mproc's cross-process suites and their child fixtures.
+//!
+//! - [`LeakCheck`] snapshots what a test could leak (child processes, open
+//!   descriptors, names in `/dev/shm`) and asserts none is left at the end.
+//! - [`TempDir`] is a uniquely named directory removed on drop.
+//! - [`hex`] / [`unhex`] carry transfer bytes on a command line.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A unique, short name for something created on the system: prefix, pid and
+/// a counter, at most 30 bytes (macOS's limit for shm names).
+pub fn unique_name(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    assert!(name.len() <= 30, "name too long: {name}");
+    name
+}
+
+/// A directory under the system temp dir, removed with its contents on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh directory.
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The names of the entries now in the directory, sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.path)
+            .expect("read temp dir")
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses [`hex`] output.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Reads a child's stdout line by line.
+#[derive(Debug)]
+pub struct Lines {
+    inner: BufReader<ChildStdout>,
+}
+
+impl Lines {
+    /// Takes the piped stdout of `child`.
+    pub fn of(child: &mut Child) -> Lines {
+        Lines {
+            inner: BufReader::new(child.stdout.take().expect("child stdout must be piped")),
+        }
+    }
+
+    /// The next line without its newline, or `None` at end of stream.
+    pub fn next_line(&mut self) -> Option<String> {
+        let mut s = String::new();
+        match self.inner.read_line(&mut s) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(s.trim_end_matches('\n').to_owned()),
+        }
+    }
+}
+
+/// What a test could leave behind, taken before it starts.
+///
+/// `assert_clean` fails when the test process has a child left (running or
+/// zombie), holds more descriptors than at the start (checked only when each
+/// test has a process to itself, as under nextest), or when `/dev/shm` holds
+/// a new name.
+#[derive(Debug)]
+pub struct LeakCheck {
+    fds: Option<BTreeSet<String>>,
+    shm: BTreeSet<String>,
+}
+
+impl LeakCheck {
+    /// Snapshots the current state.
+    pub fn start() -> LeakCheck {
+        LeakCheck {
+            fds: process_per_test().then(open_fds),
+            shm: shm_names(),
+        }
+    }
+
+    /// Asserts that nothing was leaked since [`start`](LeakCheck::start).
+    #[track_caller]
+    pub fn assert_clean(self) {
+        let kids = children_of(std::process::id());
+        assert!(
+            kids.is_empty(),
+            "children left behind (pid, state): {kids:?}"
+        );
+        if let Some(before) = self.fds {
+            let after = open_fds();
+            let leaked: Vec<_> = after.difference(&before).collect();
+            assert!(leaked.is_empty(), "descriptors leaked: {leaked:?}");
+        }
+        let new: Vec<_> = shm_names().difference(&self.shm).cloned().collect();
+        assert!(new.is_empty(), "names left in /dev/shm: {new:?}");
+    }
+}
+
+fn process_per_test() -> bool {
+    std::env::var_os("NEXTEST_RUN_ID").is_some()
+}
+
+fn open_fds() -> BTreeSet<String> {
+    let dir = if Path::new("/proc/self/fd").exists() {
+        "/proc/self/fd"
+    } else {
+        "/dev/fd"
+    };
+    let mut set = BTreeSet::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let target = std::fs::read_link(e.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            set.insert(format!("{} -> {target}", e.file_name().to_string_lossy()));
+        }
+    }
+    // The handle read_dir itself opened points into /proc; it is not ours.
+    set.retain(|s| !s.contains("/proc/"));
+    set
+}
+
+fn shm_names() -> BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The children of `pid` with their state letter (`Z` for a zombie), read
+/// from `/proc`. Empty where `/proc` does not exist.
+pub fn children_of(pid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may contain spaces.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == pid {
+            out.push((child, state));
+        }
+    }
+    out
+}
+
+/// Sends `signal` to our own child `child` (by its pid).
+pub fn signal(child: &Child, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    // SAFETY: kill takes a pid and a signal number; it touches no memory.
+    if unsafe { libc::kill(pid, signal) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
