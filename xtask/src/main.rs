@@ -1,1 +1,47 @@
-fn main() {}
+//! mproc's developer tasks, reached as `cargo xtask …`.
+//!
+//! - `cargo xtask test [-- ARGS]` — nextest over the workspace (ARGS passed
+//!   through), doctests, then every example once under a time bound.
+//! - `cargo xtask ci [STAGE…]` — exactly what CI runs: fmt, clippy, docs
+//!   (`gate`), `test`, a smoke run of every bench (`bench-smoke`), and a
+//!   type-check for macOS (`macos`); all stages when none is named.
+//! - `cargo xtask bench [--quick] [-- CRITERION ARGS]` — criterion benches and
+//!   their Python `multiprocessing` counterparts side by side, as one table.
+
+mod bench;
+mod ci;
+mod cmd;
+mod test;
+#[cfg(test)]
+mod tidy;
+
+use anyhow::{bail, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    match task {
+        "test" => test::run(passthrough(rest)?),
+        "ci" => ci::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "-h" | "--help" => {
+            println!(
+                "usage: cargo xtask <test [-- ARGS] | ci | bench [--quick] [-- CRITERION ARGS]>"
+            );
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}; try `cargo xtask help`"),
+    }
+}
+
+/// Everything after a leading `--`, or the arguments as they are.
+fn passthrough(args: &[String]) -> Result<&[String]> {
+    match args.split_first() {
+        Some((first, rest)) if first == "--" => Ok(rest),
+        Some((first, _)) if first.starts_with('-') => bail!("put tool arguments after `--`"),
+        _ => Ok(args),
+    }
+}

@@ -33,3 +33,8 @@ pub use mproc_shm as shm;
 
 #[doc(no_inline)]
 pub use mproc_shm::{FileDoc, RawArray, RawValue, Segment, SharedMemory};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -173,11 +173,10 @@ pub(crate) fn send_with_fds(
     }
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let payload = std::mem::size_of_val(raw.as_slice()) as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation.
     let space = if raw.is_empty() {
         0
     } else {
-        (unsafe { libc::CMSG_SPACE(payload) }) as usize
+        cmsg_space(payload)
     };
     // u64 storage keeps the control buffer aligned for `cmsghdr`.
     let mut control = vec![0u64; space.div_ceil(8)];
@@ -221,6 +220,12 @@ pub(crate) fn send_with_fds(
     }
 }
 
+/// The control-buffer size for `payload` bytes of ancillary data.
+fn cmsg_space(payload: u32) -> usize {
+    // SAFETY: CMSG_SPACE is a pure size computation; it touches no memory.
+    (unsafe { libc::CMSG_SPACE(payload) }) as usize
+}
+
 #[cfg(target_os = "linux")]
 fn send_flags() -> libc::c_int {
     libc::MSG_NOSIGNAL
@@ -242,8 +247,7 @@ pub(crate) fn recv_with_fds(
     buf: &mut [u8],
 ) -> io::Result<(usize, Vec<OwnedFd>)> {
     let payload = (MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32;
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = (unsafe { libc::CMSG_SPACE(payload) }) as usize;
+    let space = cmsg_space(payload);
     let mut control = vec![0u64; space.div_ceil(8)];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),

@@ -1,0 +1,280 @@
+//! `cargo xtask bench`: our criterion benches and the same scenarios in
+//! Python's `multiprocessing`, run side by side, printed as one table and
+//! written to `target/mproc-bench/` as Markdown and an SVG chart.
+//!
+//! Every scenario is measured as time per operation in both languages; the
+//! ratio is Python's time over ours, so "12×" means mproc is twelve times
+//! faster. Targets are ratios (the machines are noisy; ratios travel).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::{cmd, test};
+
+/// One row of the table.
+struct Scenario {
+    /// The criterion benchmark id: `group/function`.
+    id: &'static str,
+    /// What the row measures.
+    title: &'static str,
+    /// The Python script under `benches/python/` and its key in the output.
+    python: (&'static str, &'static str),
+    /// How many items one operation moves (for items/s display); 0 shows
+    /// time per operation instead.
+    items: u64,
+    /// The DESIGN.md target for Python's time over ours, if there is one.
+    target: Option<f64>,
+}
+
+/// The rows, in the order they print. Each crate's issue adds its own.
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        id: "shm/anonymous_segment_create_map_drop",
+        title: "anonymous segment 4 KiB: create + map + drop",
+        python: ("shm.py", "shared_memory_create_close_unlink"),
+        items: 0,
+        target: None,
+    },
+    Scenario {
+        id: "shm/named_create_map_unlink",
+        title: "named SharedMemory 4 KiB: create + map + unlink",
+        python: ("shm.py", "shared_memory_create_close_unlink"),
+        items: 0,
+        target: None,
+    },
+    Scenario {
+        id: "shm/raw_value_increment",
+        title: "RawValue<i64> read + write (Value lock=False)",
+        python: ("shm.py", "raw_value_increment"),
+        items: 0,
+        target: None,
+    },
+    Scenario {
+        id: "shm/file_doc_update",
+        title: "FileDoc JSON update (flock, tmp, fsync, rename)",
+        python: ("shm.py", "json_file_update"),
+        items: 0,
+        target: None,
+    },
+];
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let criterion_args: Vec<String> = match args.iter().position(|a| a == "--") {
+        Some(i) => args[i + 1..].to_vec(),
+        None if quick => ["--warm-up-time", "0.5", "--measurement-time", "1"]
+            .map(String::from)
+            .to_vec(),
+        None => Vec::new(),
+    };
+    let target = test::target_dir()?;
+    let criterion_dir = target.join("criterion");
+    // Stale estimates from an earlier run must not pass for this one.
+    let _ = std::fs::remove_dir_all(&criterion_dir);
+    cmd::run(
+        cmd::cargo()
+            .args(["bench", "--package", "mproc-benches", "--"])
+            .args(&criterion_args),
+    )?;
+
+    let ours: BTreeMap<&str, f64> = SCENARIOS
+        .iter()
+        .filter_map(|s| criterion_median_ns(&criterion_dir, s.id).map(|ns| (s.id, ns)))
+        .collect();
+    let python = run_python(quick);
+
+    let rows: Vec<Row<'_>> = SCENARIOS
+        .iter()
+        .map(|s| Row {
+            s,
+            ours: ours.get(s.id).copied(),
+            python: python
+                .as_ref()
+                .ok()
+                .and_then(|p| p.get(&format!("{}:{}", s.python.0, s.python.1)).copied()),
+        })
+        .collect();
+
+    if let Err(why) = &python {
+        println!("python: {why}; showing mproc's numbers alone");
+    }
+    let table = markdown(&rows);
+    println!("\n{table}");
+    let out = target.join("mproc-bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("report.md"), &table)?;
+    std::fs::write(out.join("ratios.svg"), svg(&rows))?;
+    println!(
+        "written: {} and {}",
+        out.join("report.md").display(),
+        out.join("ratios.svg").display()
+    );
+    Ok(())
+}
+
+struct Row<'a> {
+    s: &'a Scenario,
+    ours: Option<f64>,
+    python: Option<f64>,
+}
+
+impl Row<'_> {
+    fn ratio(&self) -> Option<f64> {
+        Some(self.python? / self.ours?)
+    }
+
+    fn met(&self) -> &'static str {
+        match (self.s.target, self.ratio()) {
+            (Some(t), Some(r)) if r >= t => "yes",
+            (Some(_), Some(_)) => "NO",
+            (Some(_), None) => "?",
+            (None, _) => "—",
+        }
+    }
+}
+
+/// The median time per iteration that criterion estimated, in nanoseconds.
+fn criterion_median_ns(dir: &Path, id: &str) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+/// Runs each Python script once; keys are `script:scenario`, values ns/op.
+fn run_python(quick: bool) -> Result<BTreeMap<String, f64>> {
+    let version = Command::new("python3")
+        .arg("--version")
+        .output()
+        .context("python3 not found")?;
+    if !version.status.success() {
+        anyhow::bail!("python3 does not run");
+    }
+    let mut scripts: Vec<&str> = SCENARIOS.iter().map(|s| s.python.0).collect();
+    scripts.dedup();
+    let mut out = BTreeMap::new();
+    for script in scripts {
+        let path = cmd::root().join("benches").join("python").join(script);
+        let mut c = Command::new("python3");
+        c.arg(&path);
+        if quick {
+            c.arg("--quick");
+        }
+        eprintln!(
+            "$ python3 {}{}",
+            path.display(),
+            if quick { " --quick" } else { "" }
+        );
+        let stdout = cmd::output(&mut c)?;
+        let results: BTreeMap<String, f64> = serde_json::from_str(&stdout)
+            .with_context(|| format!("{script} printed no JSON object"))?;
+        for (k, v) in results {
+            out.insert(format!("{script}:{k}"), v);
+        }
+    }
+    Ok(out)
+}
+
+fn show(ns: Option<f64>, items: u64) -> String {
+    let Some(ns) = ns else { return "—".into() };
+    if items > 0 {
+        let per_s = items as f64 * 1e9 / ns;
+        return if per_s >= 1e6 {
+            format!("{:.2}M/s", per_s / 1e6)
+        } else {
+            format!("{:.1}k/s", per_s / 1e3)
+        };
+    }
+    if ns < 1e3 {
+        format!("{ns:.1} ns")
+    } else if ns < 1e6 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
+
+fn markdown(rows: &[Row<'_>]) -> String {
+    let mut t = String::from(
+        "| scenario | mproc | Python | ratio | target | met? |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.s.title,
+            show(r.ours, r.s.items),
+            show(r.python, r.s.items),
+            r.ratio().map_or("—".into(), |x| format!("{x:.1}×")),
+            r.s.target.map_or("—".into(), |x| format!("≥ {x}×")),
+            r.met()
+        );
+    }
+    t
+}
+
+/// Horizontal bars of each ratio on a log scale, with the 1× line and each
+/// target marked.
+fn svg(rows: &[Row<'_>]) -> String {
+    let (label_w, bar_w, row_h) = (420.0, 460.0, 26.0);
+    let height = 40.0 + row_h * rows.len() as f64;
+    let max = rows
+        .iter()
+        .filter_map(|r| r.ratio().into_iter().chain(r.s.target).reduce(f64::max))
+        .fold(10.0f64, f64::max);
+    let scale = |x: f64| bar_w * (x.max(0.1).log10() + 1.0) / (max.log10() + 1.0);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12">
+<text x="4" y="16" font-weight="bold">mproc vs Python multiprocessing: Python's time / ours (log scale)</text>
+"#,
+        w = label_w + bar_w + 80.0
+    );
+    let one = label_w + scale(1.0);
+    for (i, r) in rows.iter().enumerate() {
+        let y = 30.0 + row_h * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<text x="4" y="{}">{}</text>"#,
+            y + 15.0,
+            escape(r.s.title)
+        );
+        if let Some(ratio) = r.ratio() {
+            let color = match r.met() {
+                "NO" => "#d9534f",
+                _ => "#4a90d9",
+            };
+            let _ = writeln!(
+                s,
+                r#"<rect x="{label_w}" y="{}" width="{:.1}" height="18" fill="{color}"/><text x="{:.1}" y="{}">{ratio:.1}×</text>"#,
+                y + 2.0,
+                scale(ratio),
+                label_w + scale(ratio) + 4.0,
+                y + 15.0
+            );
+        }
+        if let Some(t) = r.s.target {
+            let x = label_w + scale(t);
+            let _ = writeln!(
+                s,
+                r#"<line x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}" stroke="black" stroke-width="2"/>"#,
+                y,
+                y + 22.0
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        r##"<line x1="{one:.1}" x2="{one:.1}" y1="26" y2="{height}" stroke="#888" stroke-dasharray="3,3"/></svg>"##
+    );
+    s
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

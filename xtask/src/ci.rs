@@ -1,0 +1,85 @@
+//! `cargo xtask ci [STAGE…]`: exactly what CI runs, in order, stopping at the
+//! first failure.
+
+use std::process::Stdio;
+
+use anyhow::{bail, Result};
+
+use crate::{cmd, test};
+
+/// The target of the macOS type-check.
+const MACOS: &str = "aarch64-apple-darwin";
+
+/// The stages, in the order `cargo xtask ci` runs them. CI's jobs each run
+/// one stage (`cargo xtask ci gate`, …), so local and CI runs are the same.
+const STAGES: &[&str] = &["gate", "test", "bench-smoke", "macos"];
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let chosen: Vec<&str> = if args.is_empty() {
+        STAGES.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    for stage in &chosen {
+        match *stage {
+            "gate" => gate()?,
+            "test" => test::run(&["--profile".into(), "ci".into()])?,
+            // Smoke: criterion runs each bench once when not given `--bench`.
+            "bench-smoke" => cmd::run(cmd::cargo().args(["test", "--workspace", "--benches"]))?,
+            "macos" => macos_check()?,
+            other => bail!("unknown ci stage {other:?}; stages: {}", STAGES.join(", ")),
+        }
+    }
+    eprintln!("xtask ci: {} passed", chosen.join(", "));
+    Ok(())
+}
+
+fn gate() -> Result<()> {
+    cmd::run(cmd::cargo().args(["fmt", "--all", "--check"]))?;
+    cmd::run(cmd::cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    cmd::run(
+        cmd::cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )
+}
+
+fn macos_check() -> Result<()> {
+    if let Err(reason) = ensure_target(MACOS) {
+        println!("SKIPPED macOS check: {reason}");
+        return Ok(());
+    }
+    cmd::run(cmd::cargo().args(["check", "--workspace", "--all-targets", "--target", MACOS]))
+}
+
+/// Makes sure the standard library for `target` is installed.
+fn ensure_target(target: &str) -> Result<(), String> {
+    let installed = std::process::Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is not available ({e})"))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == target)
+    {
+        return Ok(());
+    }
+    eprintln!("$ rustup target add {target}");
+    let status = std::process::Command::new("rustup")
+        .args(["target", "add", target])
+        .stdout(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("cannot run rustup ({e})"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`rustup target add {target}` failed: {status}"))
+    }
+}

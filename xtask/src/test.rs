@@ -1,0 +1,99 @@
+//! `cargo xtask test`: nextest, doctests, then every example once.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+/// How long one example may run before it counts as hung.
+const EXAMPLE_BOUND: Duration = Duration::from_secs(120);
+
+pub(crate) fn run(nextest_args: &[String]) -> Result<()> {
+    ensure_nextest()?;
+    cmd::run(
+        cmd::cargo()
+            .args(["nextest", "run", "--workspace"])
+            .args(nextest_args),
+    )?;
+    cmd::run(cmd::cargo().args(["test", "--doc", "--workspace"]))?;
+    run_examples()
+}
+
+fn ensure_nextest() -> Result<()> {
+    let ok = cmd::cargo()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!("cargo-nextest is missing: install it with `cargo install cargo-nextest --locked`");
+    }
+    Ok(())
+}
+
+/// Every example target of the workspace, as (package, name).
+fn examples() -> Result<Vec<(String, String)>> {
+    let meta = cmd::output(cmd::cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let meta: serde_json::Value = serde_json::from_str(&meta)?;
+    let mut out = Vec::new();
+    for pkg in meta["packages"].as_array().into_iter().flatten() {
+        for target in pkg["targets"].as_array().into_iter().flatten() {
+            let is_example = target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "example"));
+            if is_example {
+                out.push((
+                    pkg["name"].as_str().unwrap_or_default().to_owned(),
+                    target["name"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn run_examples() -> Result<()> {
+    let examples = examples()?;
+    cmd::run(cmd::cargo().args(["build", "--release", "--workspace", "--examples"]))?;
+    let dir = target_dir()?.join("release").join("examples");
+    for (pkg, name) in &examples {
+        let exe = dir.join(name);
+        eprintln!("$ {} (example {name} of {pkg})", exe.display());
+        let mut child = Command::new(&exe)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start example {name}"))?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if start.elapsed() > EXAMPLE_BOUND {
+                // Our own child, by its pid.
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("example {name} ran past {EXAMPLE_BOUND:?} and was killed");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !status.success() {
+            bail!("example {name} failed: {status}");
+        }
+        eprintln!("  ok in {:.2?}", start.elapsed());
+    }
+    eprintln!("{} examples passed", examples.len());
+    Ok(())
+}
+
+pub(crate) fn target_dir() -> Result<PathBuf> {
+    let meta = cmd::output(cmd::cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let meta: serde_json::Value = serde_json::from_str(&meta)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata has no target_directory")
+}
