@@ -33,4 +33,31 @@ fn every_public_path_resolves() {
     );
     let _: Option<transfer::Message> = None;
     let _ = <u32 as shm::bytemuck::Zeroable>::zeroed;
+
+    use mproc::sync::{self, wait};
+    let _ = mproc::Lock::new;
+    let _ = mproc::RLock::new;
+    let _ = mproc::Semaphore::new;
+    let _ = mproc::BoundedSemaphore::new;
+    let _ = mproc::Condition::new;
+    let _ = mproc::Event::new;
+    let _ = mproc::Barrier::new;
+    let _ = mproc::Value::<u8>::new;
+    let _ = mproc::Array::<u8>::new;
+    let _: Option<(sync::LockGuard<'_>, sync::RLockGuard<'_>)> = None;
+    let _: Option<(sync::LockError<'_>, sync::RLockError<'_>)> = None;
+    let _: Option<(
+        sync::Acquired,
+        sync::AcquireError,
+        sync::NotOwner,
+        sync::OverRelease,
+    )> = None;
+    let _: Option<(sync::WaitError, sync::BrokenBarrier)> = None;
+    let _: Option<(sync::ValueGuard<'_, u8>, sync::ArrayGuard<'_, u8>)> = None;
+    let _ = (sync::PROBE_INTERVAL, sync::MAX_PARTIES, wait::MAX_SPIN);
+    let _ = wait::wait;
+    let _ = (wait::wake_one, wait::wake_all, wait::wake, wait::deadline);
+    let _: Option<wait::WaitResult> = None;
+    fn takes_condition_lock<L: sync::ConditionLock>() {}
+    takes_condition_lock::<mproc::Lock>();
 }

@@ -260,7 +260,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
     /// A received handle is an attacher: it never unlinks on drop.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SharedMemory, D::Error> {
         let w = Wire::deserialize(deserializer)?;
-        validate_name(&w.name).map_err(serde::de::Error::custom)?;
+        validate_name(&w.name).map_err(crate::transfer::de_error)?;
         Ok(SharedMemory::wrap(&w.name, w.seg, None))
     }
 }

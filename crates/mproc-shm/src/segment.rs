@@ -281,7 +281,7 @@ struct Wire {
 
 impl Serialize for Segment {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let fd = transfer::FdRef::export(self.as_fd()).map_err(serde::ser::Error::custom)?;
+        let fd = transfer::FdRef::export(self.as_fd()).map_err(transfer::ser_error)?;
         Wire {
             fd,
             len: self.inner.len as u64,
@@ -292,12 +292,11 @@ impl Serialize for Segment {
 
 impl<'de> Deserialize<'de> for Segment {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Segment, D::Error> {
-        use serde::de::Error;
         let wire = Wire::deserialize(deserializer)?;
-        let fd = wire.fd.import().map_err(D::Error::custom)?;
-        let seg = Segment::from_fd(fd).map_err(D::Error::custom)?;
+        let fd = wire.fd.import().map_err(transfer::de_error)?;
+        let seg = Segment::from_fd(fd).map_err(transfer::de_error)?;
         if seg.len() as u64 != wire.len {
-            return Err(D::Error::custom(format_args!(
+            return Err(transfer::de_error(format_args!(
                 "segment length mismatch: sent {} bytes, file has {}",
                 wire.len,
                 seg.len()

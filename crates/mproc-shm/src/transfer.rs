@@ -308,6 +308,31 @@ pub fn decode<T: DeserializeOwned>(msg: Message) -> Result<T, TransferError> {
     }
 }
 
+fn remember(key: &'static std::thread::LocalKey<RefCell<Option<Context>>>, msg: &str) {
+    key.with(|c| {
+        if let Some(ctx) = c.borrow_mut().as_mut() {
+            ctx.error.get_or_insert_with(|| msg.to_owned());
+        }
+    });
+}
+
+/// A deserialization error for a handle that cannot be rebuilt, whose words
+/// reach [`TransferError::Decode`] (serde formats such as postcard keep only
+/// the kind of a custom error).
+pub fn de_error<E: serde::de::Error>(msg: impl fmt::Display) -> E {
+    let msg = msg.to_string();
+    remember(&DECODING, &msg);
+    E::custom(msg)
+}
+
+/// A serialization error for a handle that cannot be sent, whose words reach
+/// [`TransferError::Encode`].
+pub fn ser_error<E: serde::ser::Error>(msg: impl fmt::Display) -> E {
+    let msg = msg.to_string();
+    remember(&ENCODING, &msg);
+    E::custom(msg)
+}
+
 /// A descriptor inside a serialized handle: its index in the transfer's table.
 ///
 /// Handle types of other mproc crates serialize their descriptors through

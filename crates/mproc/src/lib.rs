@@ -11,6 +11,9 @@
 //!   [`transfer`](shm::transfer), [`RawValue`] / [`RawArray`], named
 //!   [`SharedMemory`], and [`FileDoc`], the locked, atomically replaced
 //!   document.
+//! - [`sync`] — process-shared, crash-robust [`Lock`], [`RLock`],
+//!   [`Semaphore`], [`BoundedSemaphore`], [`Condition`], [`Event`],
+//!   [`Barrier`], and the locked [`Value`] / [`Array`].
 //!
 //! # Example
 //!
@@ -31,8 +34,15 @@
 #[doc(inline)]
 pub use mproc_shm as shm;
 
+#[doc(inline)]
+pub use mproc_sync as sync;
+
 #[doc(no_inline)]
 pub use mproc_shm::{FileDoc, RawArray, RawValue, Segment, SharedMemory};
+#[doc(no_inline)]
+pub use mproc_sync::{
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,0 +1,321 @@
+//! `Barrier`: `parties` processes meet, then all go on.
+//!
+//! # Layout (`10 + parties` 32-bit words)
+//!
+//! | word | meaning |
+//! |---|---|
+//! | 0 | kind `"BARR"` |
+//! | 1 | parties |
+//! | 2 | arrived in the current generation |
+//! | 3 | generation (waiters sleep on this word) |
+//! | 4 | broken (0 or 1) |
+//! | 5 | `ended`: generation + 1 of the last generation ended by a break or reset |
+//! | 6–8 | an internal lock (a [`Lock`](crate::Lock)'s state, tid, inconsistent) |
+//! | 9 | unused |
+//! | 10.. | the pid of each party that has arrived in this generation |
+//!
+//! Arrival and every change of words 2–5 happen under the internal lock. The
+//! last party to arrive resets the count and bumps the generation
+//! (`Release`), then wakes everyone; a waiter returns when the generation
+//! differs from the one it arrived in — with its arrival index, or with
+//! [`BrokenBarrier`] when word 5 says that generation was ended by a break.
+//!
+//! # Crash story
+//!
+//! A broken barrier stays broken until [`Barrier::reset`]. It breaks when a
+//! waiter times out, when [`Barrier::abort`] is called, and when a party dies
+//! inside `wait`: sleepers wake every [`PROBE_INTERVAL`](crate::PROBE_INTERVAL)
+//! and check that the parties recorded in words 10.. are alive. A party
+//! killed while holding the internal lock leaves the barrier's words
+//! possibly half-changed, so the next party to take that lock breaks the
+//! barrier. Nobody hangs.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::block::{block_serde, Block, KIND_BARRIER};
+use crate::lock::{Raw, PROBE_INTERVAL};
+use crate::sys;
+use crate::wait::{self, WaitResult};
+
+const PARTIES: usize = 1;
+const COUNT: usize = 2;
+const GENERATION: usize = 3;
+const BROKEN: usize = 4;
+const ENDED: usize = 5;
+const LOCK: usize = 6;
+const SLOTS: usize = 10;
+
+/// The most parties a barrier may have.
+pub const MAX_PARTIES: u32 = 1 << 20;
+
+/// Python's `multiprocessing.Barrier`, without the `action` callable.
+///
+/// # Examples
+///
+/// ```
+/// use mproc_sync::Barrier;
+///
+/// let b = Barrier::new(1)?;
+/// assert_eq!(b.wait(), Ok(0)); // a single party passes at once
+/// assert!(Barrier::new(0).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    block: Block,
+}
+
+block_serde!(Barrier, KIND_BARRIER);
+
+/// The barrier was broken (a timeout, an abort, a reset, or a party that
+/// died) while or before this party waited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BrokenBarrier;
+
+impl fmt::Display for BrokenBarrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the barrier is broken")
+    }
+}
+
+impl std::error::Error for BrokenBarrier {}
+
+/// The internal lock, held; released on drop.
+struct Inner<'a> {
+    raw: Raw<'a>,
+}
+
+impl Drop for Inner<'_> {
+    fn drop(&mut self) {
+        self.raw.release();
+    }
+}
+
+impl Barrier {
+    /// A barrier for `parties` processes (or threads).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when `parties` is 0 or above [`MAX_PARTIES`].
+    pub fn new(parties: u32) -> io::Result<Barrier> {
+        if parties == 0 || parties > MAX_PARTIES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a barrier needs between 1 and {MAX_PARTIES} parties, not {parties}"),
+            ));
+        }
+        let block = Block::new(KIND_BARRIER, SLOTS + parties as usize)?;
+        block.word(PARTIES).store(parties, Ordering::Release);
+        Ok(Barrier { block })
+    }
+
+    fn from_block(block: Block) -> Barrier {
+        Barrier { block }
+    }
+
+    fn w(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        self.block.word(i)
+    }
+
+    fn parties_checked(&self) -> usize {
+        // A forged parties word must not index past the block.
+        (self.w(PARTIES).load(Ordering::Acquire) as usize).min(self.block.len() - SLOTS)
+    }
+
+    /// Takes the internal lock; a holder that died with it breaks the barrier.
+    fn inner(&self) -> Inner<'_> {
+        let raw = Raw::at(&self.block, LOCK);
+        let died = raw.acquire(sys::me(), true, None).unwrap_or(false);
+        if died {
+            raw.bad.store(0, Ordering::Relaxed);
+            self.end_generation(true);
+        }
+        Inner { raw }
+    }
+
+    /// Ends the current generation (under the internal lock); `broken`
+    /// marks it as ended by a break rather than by everyone arriving.
+    fn end_generation(&self, broken: bool) {
+        let gen = self.w(GENERATION).load(Ordering::Relaxed);
+        if broken {
+            self.w(BROKEN).store(1, Ordering::Relaxed);
+            self.w(ENDED).store(gen.wrapping_add(1), Ordering::Relaxed);
+        }
+        self.w(COUNT).store(0, Ordering::Relaxed);
+        self.w(GENERATION)
+            .store(gen.wrapping_add(1), Ordering::Release);
+        wait::wake_all(self.w(GENERATION));
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<usize, BrokenBarrier> {
+        let me = sys::me();
+        let (gen, index) = {
+            let _inner = self.inner();
+            if self.w(BROKEN).load(Ordering::Relaxed) != 0 {
+                return Err(BrokenBarrier);
+            }
+            let parties = self.parties_checked();
+            let gen = self.w(GENERATION).load(Ordering::Relaxed);
+            let index = self.w(COUNT).load(Ordering::Relaxed) as usize;
+            if index >= parties {
+                // Only a corrupted count gets here.
+                self.end_generation(true);
+                return Err(BrokenBarrier);
+            }
+            self.w(SLOTS + index).store(me.pid, Ordering::Relaxed);
+            if index + 1 == parties {
+                self.end_generation(false);
+                return Ok(index);
+            }
+            self.w(COUNT).store(index as u32 + 1, Ordering::Relaxed);
+            (gen, index)
+        };
+        loop {
+            let slice = Instant::now() + PROBE_INTERVAL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            let r = wait::wait(self.w(GENERATION), gen, Some(until));
+            if self.w(GENERATION).load(Ordering::Acquire) != gen {
+                return if self.w(ENDED).load(Ordering::Relaxed) == gen.wrapping_add(1) {
+                    Err(BrokenBarrier)
+                } else {
+                    Ok(index)
+                };
+            }
+            if r == WaitResult::TimedOut {
+                let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+                let _inner = self.inner();
+                if self.w(GENERATION).load(Ordering::Relaxed) != gen {
+                    continue;
+                }
+                let arrived =
+                    (self.w(COUNT).load(Ordering::Relaxed) as usize).min(self.parties_checked());
+                let someone_died = (0..arrived).any(|i| {
+                    let pid = self.w(SLOTS + i).load(Ordering::Relaxed);
+                    pid != me.pid && sys::is_dead(pid)
+                });
+                if timed_out || someone_died {
+                    self.end_generation(true);
+                    return Err(BrokenBarrier);
+                }
+            }
+        }
+    }
+
+    /// Waits until all parties have called `wait`; returns this party's
+    /// arrival index, distinct for each party of a generation, in
+    /// `0..parties`.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokenBarrier`] when the barrier is or becomes broken.
+    pub fn wait(&self) -> Result<usize, BrokenBarrier> {
+        self.wait_until(None)
+    }
+
+    /// Like [`wait`](Barrier::wait); a timeout breaks the barrier for
+    /// everyone, this party included.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokenBarrier`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, BrokenBarrier> {
+        self.wait_until(wait::deadline(timeout))
+    }
+
+    /// Breaks the barrier: current and future waiters get [`BrokenBarrier`]
+    /// until [`reset`](Barrier::reset).
+    pub fn abort(&self) {
+        let _inner = self.inner();
+        self.end_generation(true);
+    }
+
+    /// Returns the barrier to its empty state; parties waiting now get
+    /// [`BrokenBarrier`].
+    pub fn reset(&self) {
+        let _inner = self.inner();
+        if self.w(COUNT).load(Ordering::Relaxed) > 0 {
+            self.end_generation(true);
+        }
+        self.w(BROKEN).store(0, Ordering::Relaxed);
+    }
+
+    /// The number of parties.
+    pub fn parties(&self) -> u32 {
+        self.w(PARTIES).load(Ordering::Relaxed)
+    }
+
+    /// How many parties are waiting now (a snapshot).
+    pub fn n_waiting(&self) -> u32 {
+        self.w(COUNT).load(Ordering::Relaxed)
+    }
+
+    /// Whether the barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.w(BROKEN).load(Ordering::Relaxed) != 0
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("n_waiting", &self.n_waiting())
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_get_distinct_indices_each_generation() {
+        let b = Barrier::new(3).unwrap();
+        for _ in 0..20 {
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let b = b.clone();
+                    std::thread::spawn(move || b.wait().unwrap())
+                })
+                .collect();
+            let mut idx: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            idx.sort();
+            assert_eq!(idx, [0, 1, 2]);
+        }
+    }
+
+    #[test]
+    fn timeout_breaks_for_everyone_until_reset() {
+        let b = Barrier::new(2).unwrap();
+        assert_eq!(
+            b.wait_timeout(Duration::from_millis(20)),
+            Err(BrokenBarrier)
+        );
+        assert!(b.is_broken());
+        assert_eq!(
+            b.wait_timeout(Duration::from_millis(20)),
+            Err(BrokenBarrier)
+        );
+        b.reset();
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || b2.wait());
+        assert!(b.wait().is_ok());
+        assert!(t.join().unwrap().is_ok());
+    }
+
+    #[test]
+    fn abort_wakes_a_waiter() {
+        let b = Barrier::new(2).unwrap();
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || b2.wait());
+        while b.n_waiting() == 0 {
+            std::thread::yield_now();
+        }
+        b.abort();
+        assert_eq!(t.join().unwrap(), Err(BrokenBarrier));
+    }
+}

@@ -1,0 +1,70 @@
+//! Process-shared synchronization for mproc, robust against processes that die.
+//!
+//! - [`Lock`] — a mutex; a holder that dies hands the lock on with
+//!   [`LockError::OwnerDied`] instead of deadlocking everyone.
+//! - [`RLock`] — the re-entrant form.
+//! - [`Semaphore`] / [`BoundedSemaphore`] — counters of permits, `value()`
+//!   included (also on macOS).
+//! - [`Condition`] — wait for a change announced under a `Lock` or `RLock`.
+//! - [`Event`] — a flag to wait for.
+//! - [`Barrier`] — `parties` processes meet; a timeout, an abort or a dead
+//!   party breaks it for everyone with [`BrokenBarrier`].
+//! - [`Value`] / [`Array`] — plain-old-data with a lock of its own.
+//! - [`wait`] — the cross-process wait/wake layer they all use (futex,
+//!   `os_sync_wait_on_address`, or a bounded sleep-poll).
+//!
+//! Every primitive lives in shared memory (an `mproc-shm` [`Segment`]
+//! (mproc_shm::Segment)), is `Send + Sync`, and serializes through
+//! [`mproc_shm::transfer`], so handing one to a child process gives the
+//! child the same primitive. Nothing here uses `std::sync` or `parking_lot`
+//! in shared memory: their waiters park in per-process tables that other
+//! processes cannot reach.
+//!
+//! # Examples
+//!
+//! ```
+//! use mproc_sync::{Lock, LockError, Value};
+//!
+//! let total = Value::new(0u64)?;
+//! total.update(|t| *t += 5);
+//!
+//! let lock = Lock::new()?;
+//! match lock.lock() {
+//!     Ok(_guard) => { /* critical section */ }
+//!     Err(LockError::OwnerDied(guard)) => guard.mark_consistent(),
+//!     Err(e) => return Err(e.to_string().into()),
+//! }
+//! assert_eq!(total.get(), 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Platform support
+//!
+//! Linux waits on futexes (shared, not private). macOS 14.4+ uses
+//! `os_sync_wait_on_address` with the shared flag; older macOS falls back to
+//! a bounded sleep-poll (50 µs growing to 2 ms), which the `portable-wait`
+//! feature forces everywhere so that it is tested on Linux. A dead lock
+//! holder or barrier party is noticed within [`PROBE_INTERVAL`] on every
+//! platform.
+
+#![warn(missing_docs)]
+
+mod sys;
+
+mod barrier;
+mod block;
+mod condition;
+mod event;
+mod lock;
+mod rlock;
+mod semaphore;
+mod value;
+pub mod wait;
+
+pub use barrier::{Barrier, BrokenBarrier, MAX_PARTIES};
+pub use condition::{Condition, ConditionLock, WaitError};
+pub use event::Event;
+pub use lock::{AcquireError, Acquired, Lock, LockError, LockGuard, NotOwner, PROBE_INTERVAL};
+pub use rlock::{RLock, RLockError, RLockGuard};
+pub use semaphore::{BoundedSemaphore, OverRelease, Semaphore};
+pub use value::{Array, ArrayGuard, Value, ValueGuard};

@@ -1,0 +1,600 @@
+//! `Lock`: a process-shared mutex that a dead holder never deadlocks.
+//!
+//! # Layout (four 32-bit words)
+//!
+//! | word | name | meaning |
+//! |---|---|---|
+//! | 0 | kind | `"LOCK"` tag, checked when a handle arrives |
+//! | 1 | state | 0 = free; else the holder's pid (bits 0–29) and `WAITERS` (bit 30) |
+//! | 2 | owner tid | the holding thread's id; written by the holder after acquiring |
+//! | 3 | inconsistent | 1 after a holder died, until `mark_consistent` |
+//!
+//! # States and orderings
+//!
+//! Acquire is one compare-exchange `0 → pid` (`Acquire`); release is one swap
+//! `→ 0` (`Release`), followed by a futex wake only when `WAITERS` was set.
+//! A contended locker spins briefly (adaptive), then sets `WAITERS` and
+//! sleeps on the state word; a woken locker takes the lock as
+//! `pid | WAITERS`, since other sleepers may remain (the classic three-state
+//! futex mutex, with the pid standing in for "locked").
+//!
+//! # Crash story
+//!
+//! The state word names the holder's process, so a waiter can tell whether
+//! the holder still exists. Sleepers wake every [`PROBE_INTERVAL`] and probe
+//! the holder (`kill(pid, 0)`, and a zombie counts as dead); a non-blocking
+//! `try_lock` probes at once. On a dead holder, the prober swaps the state
+//! from the dead pid to its own (so exactly one prober wins), sets the
+//! *inconsistent* word and returns [`LockError::OwnerDied`] with the guard.
+//! Every later locker gets `OwnerDied` too, until someone calls
+//! [`LockGuard::mark_consistent`]. A stopped (SIGSTOP) holder exists, so it
+//! is never robbed. Detection takes at most one probe interval after the
+//! death, on every platform.
+//!
+//! Not the kernel's robust list: glibc owns each thread's `set_robust_list`
+//! head, so registering our own would break glibc's robust mutexes, and a
+//! pthread robust mutex cannot offer "flagged until marked consistent",
+//! monotonic timeouts and one tested implementation on Linux and macOS.
+//! The probe relies on pids: processes in different pid namespaces cannot
+//! share a lock, and a dead holder whose pid was reused within the probe
+//! interval would be taken for alive until that process ends.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::block::{block_serde, Block, KIND_LOCK};
+use crate::sys::{self, Me};
+use crate::wait::{self, WaitResult};
+
+/// How often sleepers check whether the holder is still alive.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+const WAITERS: u32 = 1 << 30;
+const PID_MASK: u32 = WAITERS - 1;
+
+/// The three words of a lock, wherever they live (a `Lock`, an `RLock`, the
+/// guard of a barrier).
+#[derive(Clone, Copy)]
+pub(crate) struct Raw<'a> {
+    pub(crate) state: &'a AtomicU32,
+    pub(crate) tid: &'a AtomicU32,
+    pub(crate) bad: &'a AtomicU32,
+}
+
+/// Why a raw acquire did not get the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Miss {
+    WouldBlock,
+    Timeout,
+}
+
+impl<'a> Raw<'a> {
+    pub(crate) fn at(block: &'a Block, first: usize) -> Raw<'a> {
+        Raw {
+            state: block.word(first),
+            tid: block.word(first + 1),
+            bad: block.word(first + 2),
+        }
+    }
+
+    /// Takes the lock; `Ok(true)` when it is flagged inconsistent.
+    #[inline]
+    pub(crate) fn acquire(
+        self,
+        me: Me,
+        blocking: bool,
+        deadline: Option<Instant>,
+    ) -> Result<bool, Miss> {
+        if self
+            .state
+            .compare_exchange(0, me.pid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(self.enter(me));
+        }
+        self.acquire_slow(me, blocking, deadline)
+    }
+
+    #[cold]
+    fn acquire_slow(self, me: Me, blocking: bool, deadline: Option<Instant>) -> Result<bool, Miss> {
+        if !blocking {
+            return if self.steal_from_dead(me) {
+                Ok(self.enter(me))
+            } else {
+                Err(Miss::WouldBlock)
+            };
+        }
+        // Spin first: the holder may be about to release.
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s != 0 && !wait::spin(self.state, s) {
+                break;
+            }
+            if self
+                .state
+                .compare_exchange(0, me.pid, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok(self.enter(me));
+            }
+            if self.state.load(Ordering::Relaxed) != 0 {
+                break;
+            }
+        }
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s == 0 {
+                if self
+                    .state
+                    .compare_exchange(0, me.pid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(self.enter(me));
+                }
+                continue;
+            }
+            if s & WAITERS == 0
+                && self
+                    .state
+                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let slice = Instant::now() + PROBE_INTERVAL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            if wait::sleep(self.state, s | WAITERS, Some(until)) == WaitResult::TimedOut {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Miss::Timeout);
+                }
+                if self.steal_from_dead(me) {
+                    return Ok(self.enter(me));
+                }
+            }
+        }
+    }
+
+    /// Takes the lock over from a dead holder; `true` when we did.
+    fn steal_from_dead(self, me: Me) -> bool {
+        let s = self.state.load(Ordering::Relaxed);
+        let owner = s & PID_MASK;
+        if owner == 0 || owner == me.pid || !sys::is_dead(owner) {
+            return false;
+        }
+        // WAITERS stays set: others may be asleep on the dead holder.
+        if self
+            .state
+            .compare_exchange(s, me.pid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.bad.store(1, Ordering::Relaxed);
+        true
+    }
+
+    #[inline]
+    fn enter(self, me: Me) -> bool {
+        self.tid.store(me.tid, Ordering::Relaxed);
+        self.bad.load(Ordering::Relaxed) != 0
+    }
+
+    #[inline]
+    pub(crate) fn release(self) {
+        self.tid.store(0, Ordering::Relaxed);
+        if self.state.swap(0, Ordering::Release) & WAITERS != 0 {
+            wait::wake_one(self.state);
+        }
+    }
+
+    /// Whether the calling thread holds the lock.
+    pub(crate) fn held_by(self, me: Me) -> bool {
+        self.state.load(Ordering::Relaxed) & PID_MASK == me.pid
+            && self.tid.load(Ordering::Relaxed) == me.tid
+    }
+
+    pub(crate) fn holder(self) -> Option<u32> {
+        let pid = self.state.load(Ordering::Relaxed) & PID_MASK;
+        (pid != 0).then_some(pid)
+    }
+}
+
+/// A mutual-exclusion lock shared by every process that holds a handle.
+///
+/// Like `multiprocessing.Lock`, but a holder that dies never deadlocks the
+/// others: the next locker gets [`LockError::OwnerDied`] carrying the guard.
+///
+/// # Examples
+///
+/// ```
+/// use mproc_sync::Lock;
+///
+/// let lock = Lock::new()?;
+/// {
+///     let _guard = lock.lock().map_err(|e| e.to_string())?;
+///     assert!(lock.try_lock().is_err());
+/// }
+/// assert!(lock.try_lock().is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A guard stays in the thread that took it:
+///
+/// ```compile_fail
+/// let lock = mproc_sync::Lock::new().unwrap();
+/// let guard = lock.lock().unwrap();
+/// std::thread::spawn(move || drop(guard));
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    block: Block,
+}
+
+block_serde!(Lock, KIND_LOCK);
+
+impl Lock {
+    pub(crate) const WORDS: usize = 4;
+
+    /// A new, unlocked lock in its own anonymous segment.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the segment cannot be created.
+    pub fn new() -> io::Result<Lock> {
+        Ok(Lock::from_block(Block::new(KIND_LOCK, Lock::WORDS)?))
+    }
+
+    /// A new lock in 16 zeroed bytes at `offset` (4-aligned) of `seg`, for
+    /// structures that keep their lock next to their data.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when the lock does not fit at `offset`.
+    pub fn new_in(seg: mproc_shm::Segment, offset: usize) -> io::Result<Lock> {
+        Ok(Lock::from_block(Block::init(
+            seg,
+            offset,
+            KIND_LOCK,
+            Lock::WORDS,
+        )?))
+    }
+
+    pub(crate) fn from_block(block: Block) -> Lock {
+        Lock { block }
+    }
+
+    #[inline]
+    pub(crate) fn raw(&self) -> Raw<'_> {
+        Raw::at(&self.block, 1)
+    }
+
+    fn guard(&self, inconsistent: bool) -> Result<LockGuard<'_>, LockError<'_>> {
+        let g = LockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        };
+        if inconsistent {
+            Err(LockError::OwnerDied(g))
+        } else {
+            Ok(g)
+        }
+    }
+
+    /// Blocks until the lock is ours.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::OwnerDied`] (holding the guard) when a holder died with
+    /// the lock and nobody has marked it consistent since.
+    #[inline]
+    pub fn lock(&self) -> Result<LockGuard<'_>, LockError<'_>> {
+        match self.raw().acquire(sys::me(), true, None) {
+            Ok(bad) => self.guard(bad),
+            Err(_) => Err(LockError::Timeout),
+        }
+    }
+
+    /// Takes the lock if it is free (or its holder is dead), without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::WouldBlock`] when a live process holds it;
+    /// [`LockError::OwnerDied`] as for [`lock`](Lock::lock).
+    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<'_>> {
+        match self.raw().acquire(sys::me(), false, None) {
+            Ok(bad) => self.guard(bad),
+            Err(_) => Err(LockError::WouldBlock),
+        }
+    }
+
+    /// Like [`lock`](Lock::lock), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`]; [`LockError::OwnerDied`] as for `lock`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<'_>> {
+        match self.raw().acquire(sys::me(), true, wait::deadline(timeout)) {
+            Ok(bad) => self.guard(bad),
+            Err(_) => Err(LockError::Timeout),
+        }
+    }
+
+    /// Python's `acquire()`: takes the lock without a guard; release it
+    /// with [`release`](Lock::release). Prefer [`lock`](Lock::lock).
+    pub fn acquire(&self) -> Acquired {
+        match self.raw().acquire(sys::me(), true, None) {
+            Ok(true) => Acquired::OwnerDied,
+            _ => Acquired::Clean,
+        }
+    }
+
+    /// Python's `acquire(timeout=…)` (and `block=False` with a zero timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Timeout`] when the lock stayed held.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Acquired, AcquireError> {
+        let blocking = !timeout.is_zero();
+        match self
+            .raw()
+            .acquire(sys::me(), blocking, wait::deadline(timeout))
+        {
+            Ok(true) => Ok(Acquired::OwnerDied),
+            Ok(false) => Ok(Acquired::Clean),
+            Err(_) => Err(AcquireError::Timeout),
+        }
+    }
+
+    /// Python's `release()`.
+    ///
+    /// # Errors
+    ///
+    /// [`NotOwner`] when the calling thread does not hold the lock.
+    pub fn release(&self) -> Result<(), NotOwner> {
+        if !self.raw().held_by(sys::me()) {
+            return Err(NotOwner);
+        }
+        self.raw().release();
+        Ok(())
+    }
+
+    /// Clears the owner-died flag; only the holder may.
+    ///
+    /// # Errors
+    ///
+    /// [`NotOwner`] when the calling thread does not hold the lock.
+    pub fn mark_consistent(&self) -> Result<(), NotOwner> {
+        if !self.raw().held_by(sys::me()) {
+            return Err(NotOwner);
+        }
+        self.raw().bad.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether some process holds the lock now (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.raw().holder().is_some()
+    }
+
+    /// The pid of the holding process, if any (a snapshot, for diagnostics).
+    pub fn holder_pid(&self) -> Option<u32> {
+        self.raw().holder()
+    }
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("holder_pid", &self.holder_pid())
+            .finish()
+    }
+}
+
+/// Holds a [`Lock`]; releases it on drop. Not `Send`: the thread that took
+/// the lock releases it.
+#[must_use = "the lock is released as soon as the guard drops"]
+pub struct LockGuard<'a> {
+    lock: &'a Lock,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: a shared guard only reads the lock's atomics (mark_consistent is
+// an atomic store), so sharing `&LockGuard` between threads is harmless.
+unsafe impl Sync for LockGuard<'_> {}
+
+impl<'a> LockGuard<'a> {
+    /// Declares the protected data repaired after an owner died: later
+    /// lockers get the lock without [`LockError::OwnerDied`].
+    pub fn mark_consistent(&self) {
+        self.lock.raw().bad.store(0, Ordering::Relaxed);
+    }
+
+    /// The lock this guard holds.
+    pub fn lock(&self) -> &'a Lock {
+        self.lock
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lock.raw().release();
+    }
+}
+
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LockGuard")
+    }
+}
+
+/// Why [`Lock::lock`] and friends returned without a clean guard.
+#[non_exhaustive]
+pub enum LockError<'a> {
+    /// The lock is yours, but a previous holder died with it: the data it
+    /// protects may be half-updated. Repair it, then call
+    /// [`LockGuard::mark_consistent`].
+    OwnerDied(LockGuard<'a>),
+    /// `try_lock` found the lock held by a live process.
+    WouldBlock,
+    /// The timeout passed with the lock still held.
+    Timeout,
+}
+
+impl<'a> LockError<'a> {
+    /// The guard of an `OwnerDied`, for callers that repair or ignore.
+    pub fn into_guard(self) -> Option<LockGuard<'a>> {
+        match self {
+            LockError::OwnerDied(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for LockError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            LockError::WouldBlock => f.write_str("WouldBlock"),
+            LockError::Timeout => f.write_str("Timeout"),
+        }
+    }
+}
+
+impl fmt::Display for LockError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockError::OwnerDied(_) => {
+                "a previous holder died with the lock; the data may be inconsistent"
+            }
+            LockError::WouldBlock => "the lock is held by another thread or process",
+            LockError::Timeout => "timed out waiting for the lock",
+        })
+    }
+}
+
+impl std::error::Error for LockError<'_> {}
+
+/// How a guard-less [`Lock::acquire`] got the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    /// Normally.
+    Clean,
+    /// From (or after) a holder that died: the data may be inconsistent.
+    OwnerDied,
+}
+
+/// Why a timed guard-less acquire failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AcquireError {
+    /// The timeout passed.
+    Timeout,
+}
+
+impl fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("timed out waiting to acquire")
+    }
+}
+
+impl std::error::Error for AcquireError {}
+
+/// The calling thread does not hold the lock it tried to release, notify
+/// through or mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotOwner;
+
+impl fmt::Display for NotOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the calling thread does not hold the lock")
+    }
+}
+
+impl std::error::Error for NotOwner {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_by_a_non_owner_is_an_error() {
+        let lock = Lock::new().unwrap();
+        assert_eq!(lock.release(), Err(NotOwner));
+        lock.acquire();
+        let l2 = lock.clone();
+        std::thread::spawn(move || assert_eq!(l2.release(), Err(NotOwner)))
+            .join()
+            .unwrap();
+        assert_eq!(lock.release(), Ok(()));
+        assert!(!lock.is_locked());
+    }
+
+    #[test]
+    fn threads_exclude_each_other() {
+        let lock = Lock::new().unwrap();
+        let counter = mproc_shm::RawValue::new(0u64).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (lock, counter) = (lock.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        let _g = lock.lock().unwrap();
+                        counter.set(counter.get() + 1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(counter.get(), 40_000);
+    }
+
+    #[test]
+    fn timeout_while_held_by_this_process() {
+        let lock = Lock::new().unwrap();
+        let _g = lock.lock().unwrap();
+        let l2 = lock.clone();
+        let r = std::thread::spawn(move || {
+            matches!(
+                l2.lock_timeout(Duration::from_millis(30)),
+                Err(LockError::Timeout)
+            )
+        });
+        assert!(r.join().unwrap());
+        assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
+    }
+
+    #[test]
+    fn a_dead_pid_in_the_word_is_owner_died() {
+        // Forge a holder that cannot exist (pid 0x3fff_fff0 is above pid_max).
+        let lock = Lock::new().unwrap();
+        lock.raw().state.store(0x3fff_fff0, Ordering::Relaxed);
+        let g = match lock.try_lock() {
+            Err(LockError::OwnerDied(g)) => g,
+            other => panic!("expected OwnerDied, got {other:?}"),
+        };
+        drop(g);
+        // Still flagged until marked consistent.
+        let g = lock.lock().unwrap_err().into_guard().unwrap();
+        g.mark_consistent();
+        drop(g);
+        assert!(lock.lock().is_ok());
+    }
+
+    #[test]
+    fn wrong_kind_is_rejected_on_arrival() {
+        let ev = crate::Event::new().unwrap();
+        let msg = mproc_shm::transfer::encode(&ev).unwrap();
+        let err = mproc_shm::transfer::decode::<Lock>(msg).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("holds an Event where a Lock was expected"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,304 @@
+//! `RLock`: a re-entrant lock, held by one thread of one process at a time.
+//!
+//! # Layout (five 32-bit words)
+//!
+//! Words 0–3 are a [`Lock`](crate::Lock)'s (kind `"RLCK"`), word 4 is the
+//! recursion count, touched only by the holder. Re-entry checks that the
+//! state names our pid and the owner word our thread id; only the holder
+//! writes the owner word, so the check cannot be fooled by a stale value.
+//! The crash story is the `Lock`'s: a dead holder's lock goes to the next
+//! locker with [`LockError::OwnerDied`], count reset to 1.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::block::{block_serde, Block, KIND_RLOCK};
+use crate::lock::{AcquireError, Acquired, LockError, NotOwner, Raw};
+use crate::{sys, wait};
+
+/// A re-entrant lock (Python's `multiprocessing.RLock`).
+///
+/// # Examples
+///
+/// ```
+/// use mproc_sync::RLock;
+///
+/// let lock = RLock::new()?;
+/// let outer = lock.lock().map_err(|e| e.to_string())?;
+/// let inner = lock.lock().map_err(|e| e.to_string())?; // same thread: no deadlock
+/// assert_eq!(lock.count(), 2);
+/// drop(inner);
+/// drop(outer);
+/// assert_eq!(lock.count(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct RLock {
+    block: Block,
+}
+
+block_serde!(RLock, KIND_RLOCK);
+
+const COUNT: usize = 4;
+
+impl RLock {
+    /// A new, unlocked re-entrant lock.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the segment cannot be created.
+    pub fn new() -> io::Result<RLock> {
+        Ok(RLock::from_block(Block::new(KIND_RLOCK, 5)?))
+    }
+
+    fn from_block(block: Block) -> RLock {
+        RLock { block }
+    }
+
+    fn raw(&self) -> Raw<'_> {
+        Raw::at(&self.block, 1)
+    }
+
+    fn take(&self, blocking: bool, timeout: Option<Duration>) -> Result<bool, LockError<'_>> {
+        let me = sys::me();
+        let raw = self.raw();
+        if raw.held_by(me) {
+            self.block.word(COUNT).fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+        match raw.acquire(me, blocking, timeout.and_then(wait::deadline)) {
+            Ok(bad) => {
+                self.block.word(COUNT).store(1, Ordering::Relaxed);
+                Ok(bad)
+            }
+            Err(crate::lock::Miss::WouldBlock) => Err(LockError::WouldBlock),
+            Err(crate::lock::Miss::Timeout) => Err(LockError::Timeout),
+        }
+    }
+
+    fn guard(&self, r: Result<bool, LockError<'_>>) -> Result<RLockGuard<'_>, RLockError<'_>> {
+        let guard = |g| RLockGuard {
+            lock: g,
+            _not_send: PhantomData,
+        };
+        match r {
+            Ok(false) => Ok(guard(self)),
+            Ok(true) => Err(RLockError::OwnerDied(guard(self))),
+            Err(LockError::WouldBlock) => Err(RLockError::WouldBlock),
+            Err(_) => Err(RLockError::Timeout),
+        }
+    }
+
+    /// Takes the lock, or takes it again if this thread holds it.
+    ///
+    /// # Errors
+    ///
+    /// [`RLockError::OwnerDied`] (holding the guard) after a holder died.
+    pub fn lock(&self) -> Result<RLockGuard<'_>, RLockError<'_>> {
+        self.guard(self.take(true, None))
+    }
+
+    /// Like [`lock`](RLock::lock) without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`RLockError::WouldBlock`] when another thread or process holds it.
+    pub fn try_lock(&self) -> Result<RLockGuard<'_>, RLockError<'_>> {
+        self.guard(self.take(false, None))
+    }
+
+    /// Like [`lock`](RLock::lock), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RLockError::Timeout`].
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, RLockError<'_>> {
+        self.guard(self.take(true, Some(timeout)))
+    }
+
+    /// Python's `acquire()`, without a guard.
+    pub fn acquire(&self) -> Acquired {
+        match self.take(true, None) {
+            Ok(true) => Acquired::OwnerDied,
+            _ => Acquired::Clean,
+        }
+    }
+
+    /// Python's `acquire(timeout=…)`.
+    ///
+    /// # Errors
+    ///
+    /// [`AcquireError::Timeout`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Acquired, AcquireError> {
+        match self.take(!timeout.is_zero(), Some(timeout)) {
+            Ok(true) => Ok(Acquired::OwnerDied),
+            Ok(false) => Ok(Acquired::Clean),
+            Err(_) => Err(AcquireError::Timeout),
+        }
+    }
+
+    /// Python's `release()`: drops one level; the last one unlocks.
+    ///
+    /// # Errors
+    ///
+    /// [`NotOwner`] when the calling thread does not hold the lock.
+    pub fn release(&self) -> Result<(), NotOwner> {
+        if !self.raw().held_by(sys::me()) {
+            return Err(NotOwner);
+        }
+        self.release_one();
+        Ok(())
+    }
+
+    fn release_one(&self) {
+        if self.block.word(COUNT).fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.raw().release();
+        }
+    }
+
+    /// How many times the holder has taken the lock (0 when free).
+    pub fn count(&self) -> u32 {
+        if self.raw().holder().is_some() {
+            self.block.word(COUNT).load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Whether the calling thread holds the lock.
+    pub fn is_owned(&self) -> bool {
+        self.raw().held_by(sys::me())
+    }
+
+    /// Releases every level (for [`Condition`](crate::Condition)), returning
+    /// the count to restore.
+    pub(crate) fn release_all(&self) -> u32 {
+        let n = self.block.word(COUNT).swap(0, Ordering::Relaxed);
+        self.raw().release();
+        n
+    }
+
+    /// Re-takes the lock with a saved count; `true` when flagged inconsistent.
+    pub(crate) fn restore(&self, count: u32) -> bool {
+        let bad = self.raw().acquire(sys::me(), true, None).unwrap_or(false);
+        self.block.word(COUNT).store(count, Ordering::Relaxed);
+        bad
+    }
+}
+
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLock")
+            .field("holder_pid", &self.raw().holder())
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+/// One level of an [`RLock`]; dropping it releases that level.
+#[must_use = "the level is released as soon as the guard drops"]
+pub struct RLockGuard<'a> {
+    lock: &'a RLock,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a> RLockGuard<'a> {
+    /// Declares the protected data repaired after an owner died.
+    pub fn mark_consistent(&self) {
+        self.lock.raw().bad.store(0, Ordering::Relaxed);
+    }
+
+    /// The lock this guard holds a level of.
+    pub fn lock(&self) -> &'a RLock {
+        self.lock
+    }
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.release_one();
+    }
+}
+
+impl fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RLockGuard")
+    }
+}
+
+/// Why [`RLock::lock`] and friends returned without a clean guard.
+#[non_exhaustive]
+pub enum RLockError<'a> {
+    /// The lock is yours, but a previous holder died with it.
+    OwnerDied(RLockGuard<'a>),
+    /// Another thread or process holds it.
+    WouldBlock,
+    /// The timeout passed.
+    Timeout,
+}
+
+impl<'a> RLockError<'a> {
+    /// The guard of an `OwnerDied`.
+    pub fn into_guard(self) -> Option<RLockGuard<'a>> {
+        match self {
+            RLockError::OwnerDied(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for RLockError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RLockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            RLockError::WouldBlock => f.write_str("WouldBlock"),
+            RLockError::Timeout => f.write_str("Timeout"),
+        }
+    }
+}
+
+impl fmt::Display for RLockError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RLockError::OwnerDied(_) => {
+                "a previous holder died with the lock; the data may be inconsistent"
+            }
+            RLockError::WouldBlock => "the lock is held by another thread or process",
+            RLockError::Timeout => "timed out waiting for the lock",
+        })
+    }
+}
+
+impl std::error::Error for RLockError<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_threads_wait_for_the_last_level() {
+        let lock = RLock::new().unwrap();
+        let a = lock.lock().unwrap();
+        let b = lock.lock().unwrap();
+        let l2 = lock.clone();
+        assert!(
+            std::thread::spawn(move || matches!(l2.try_lock(), Err(RLockError::WouldBlock)))
+                .join()
+                .unwrap()
+        );
+        let l3 = lock.clone();
+        assert!(std::thread::spawn(move || l3.release() == Err(NotOwner))
+            .join()
+            .unwrap());
+        drop(b);
+        assert_eq!(lock.count(), 1);
+        drop(a);
+        let l4 = lock.clone();
+        assert!(std::thread::spawn(move || l4.try_lock().is_ok())
+            .join()
+            .unwrap());
+    }
+}

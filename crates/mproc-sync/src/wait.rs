@@ -1,0 +1,169 @@
+//! Cross-process wait and wake on a 32-bit word in shared memory.
+//!
+//! Every blocking primitive of mproc sleeps here: Linux uses a futex without
+//! `FUTEX_PRIVATE_FLAG`, macOS `os_sync_wait_on_address` with the shared flag
+//! (14.4+) or, below that, a bounded sleep-poll (also forced everywhere by
+//! the `portable-wait` feature, so the fallback is tested on Linux).
+//!
+//! [`wait`] first spins briefly: on virtual machines a wake-up across cores
+//! costs 50–100 µs, so a peer that answers within a few microseconds is
+//! caught without a sleep. The spin is adaptive and bounded: its length
+//! doubles (up to [`MAX_SPIN`] iterations) each time spinning caught the
+//! change and halves each time it did not.
+//!
+//! Deadlines are `Option<Instant>` on the monotonic clock; `None` waits for
+//! ever. [`deadline`] turns a timeout into one and saturates, so
+//! `Duration::MAX` is simply "for ever". Interrupted sleeps (`EINTR`) retry
+//! with the same deadline.
+//!
+//! # Examples
+//!
+//! ```
+//! use mproc_shm::Segment;
+//! use mproc_sync::wait::{self, WaitResult};
+//! use std::sync::atomic::Ordering;
+//! use std::time::Duration;
+//!
+//! let seg = Segment::anonymous(64)?;
+//! let word = seg.atomic_u32(0).unwrap();
+//! // Nobody changes the word: the wait times out.
+//! let r = wait::wait(word, 0, wait::deadline(Duration::from_millis(5)));
+//! assert_eq!(r, WaitResult::TimedOut);
+//! // The word differs from `expected`: it returns at once.
+//! word.store(1, Ordering::Release);
+//! assert_eq!(wait::wait(word, 0, None), WaitResult::Woken);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, Sleep};
+
+/// The longest spin, in iterations of `spin_loop` (tens of µs).
+pub const MAX_SPIN: u32 = 2000;
+const MIN_SPIN: u32 = 16;
+
+static SPIN: AtomicU32 = AtomicU32::new(200);
+
+/// How a [`wait`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitResult {
+    /// The word changed, a waker woke us, or the wake-up was spurious:
+    /// look at the word again.
+    Woken,
+    /// The deadline passed with the word unchanged.
+    TimedOut,
+}
+
+/// The deadline `timeout` from now, or `None` (for ever) when that instant
+/// cannot be represented.
+pub fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Spins while `*word == expected`, at most the adaptive spin length.
+/// Returns `true` when the word changed.
+pub(crate) fn spin(word: &AtomicU32, expected: u32) -> bool {
+    let limit = SPIN.load(Ordering::Relaxed);
+    for _ in 0..limit {
+        if word.load(Ordering::Acquire) != expected {
+            let _ = SPIN.compare_exchange(
+                limit,
+                (limit * 2).min(MAX_SPIN),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    let _ = SPIN.compare_exchange(
+        limit,
+        (limit / 2).max(MIN_SPIN),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    false
+}
+
+/// Blocks while `*word == expected`, until a [`wake_one`] / [`wake_all`] on
+/// the same word (from any process), or `deadline`.
+///
+/// Spurious returns are possible: callers re-check their condition.
+pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
+    if spin(word, expected) {
+        return WaitResult::Woken;
+    }
+    sleep(word, expected, deadline)
+}
+
+/// [`wait`] without the spin, for callers that spun already.
+pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return WaitResult::TimedOut;
+    }
+    match sys::wait_on(word, expected, deadline) {
+        Sleep::Woken => WaitResult::Woken,
+        Sleep::TimedOut => WaitResult::TimedOut,
+    }
+}
+
+/// Wakes one waiter on `word`, in any process.
+pub fn wake_one(word: &AtomicU32) {
+    sys::wake(word, 1);
+}
+
+/// Wakes every waiter on `word`, in any process.
+pub fn wake_all(word: &AtomicU32) {
+    sys::wake(word, u32::MAX);
+}
+
+/// Wakes up to `n` waiters on `word`.
+pub fn wake(word: &AtomicU32, n: u32) {
+    if n > 0 {
+        sys::wake(word, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_saturate_to_forever() {
+        assert_eq!(deadline(Duration::MAX), None);
+        assert!(deadline(Duration::from_secs(1)).is_some());
+    }
+
+    #[test]
+    fn wake_reaches_a_sleeper_in_another_thread() {
+        let seg = mproc_shm::Segment::anonymous(64).unwrap();
+        let seg2 = seg.clone();
+        let t = std::thread::spawn(move || {
+            let w = seg2.atomic_u32(0).unwrap();
+            while w.load(Ordering::Acquire) == 0 {
+                wait(w, 0, None);
+            }
+        });
+        let w = seg.atomic_u32(0).unwrap();
+        w.store(1, Ordering::Release);
+        wake_all(w);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn timeout_is_honoured() {
+        let seg = mproc_shm::Segment::anonymous(64).unwrap();
+        let start = Instant::now();
+        assert_eq!(
+            wait(
+                seg.atomic_u32(0).unwrap(),
+                0,
+                deadline(Duration::from_millis(30))
+            ),
+            WaitResult::TimedOut
+        );
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+}
