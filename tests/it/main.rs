@@ -3,3 +3,4 @@
 
 mod facade;
 mod shm;
+mod sync;

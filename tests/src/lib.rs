@@ -110,7 +110,7 @@ impl Lines {
 /// `assert_clean` fails when the test process has a child left (running or
 /// zombie), holds more descriptors than at the start (checked only when each
 /// test has a process to itself, as under nextest), or when `/dev/shm` holds
-/// a new name.
+/// a new name made by this process.
 #[derive(Debug)]
 pub struct LeakCheck {
     fds: Option<BTreeSet<String>>,
@@ -139,7 +139,16 @@ impl LeakCheck {
             let leaked: Vec<_> = after.difference(&before).collect();
             assert!(leaked.is_empty(), "descriptors leaked: {leaked:?}");
         }
-        let new: Vec<_> = shm_names().difference(&self.shm).cloned().collect();
+        // Other tests run at the same time in other processes: only names
+        // that carry this process's pid are ours (`unique_name` puts it in
+        // decimal, `SharedMemory::create_unique` in hex).
+        let pid = std::process::id();
+        let (dec, hex) = (format!("-{pid}-"), format!("mp-{pid:x}."));
+        let new: Vec<_> = shm_names()
+            .difference(&self.shm)
+            .filter(|n| n.contains(&dec) || n.starts_with(&hex))
+            .cloned()
+            .collect();
         assert!(new.is_empty(), "names left in /dev/shm: {new:?}");
     }
 }

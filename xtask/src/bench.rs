@@ -2,9 +2,11 @@
 //! Python's `multiprocessing`, run side by side, printed as one table and
 //! written to `target/mproc-bench/` as Markdown and an SVG chart.
 //!
-//! Every scenario is measured as time per operation in both languages; the
-//! ratio is Python's time over ours, so "12×" means mproc is twelve times
-//! faster. Targets are ratios (the machines are noisy; ratios travel).
+//! Every scenario is measured as time per operation; the reference is the
+//! same scenario in Python (or, for floors such as a bare futex lock, another
+//! Rust bench). The ratio is the reference's time over ours, so "12×" means
+//! mproc is twelve times faster. Targets are ratios (the machines are noisy;
+//! ratios travel).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,14 +17,23 @@ use anyhow::{Context, Result};
 
 use crate::{cmd, test};
 
+/// The measurement a row is compared with.
+#[derive(Clone, Copy)]
+enum Reference {
+    /// A scenario of a script under `benches/python/`: (script, key).
+    Python(&'static str, &'static str),
+    /// Another of our criterion benches (a Rust floor, such as a bare futex).
+    Rust(&'static str),
+}
+
 /// One row of the table.
 struct Scenario {
     /// The criterion benchmark id: `group/function`.
     id: &'static str,
     /// What the row measures.
     title: &'static str,
-    /// The Python script under `benches/python/` and its key in the output.
-    python: (&'static str, &'static str),
+    /// What the row compares against.
+    reference: Reference,
     /// How many items one operation moves (for items/s display); 0 shows
     /// time per operation instead.
     items: u64,
@@ -35,28 +46,70 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         id: "shm/anonymous_segment_create_map_drop",
         title: "anonymous segment 4 KiB: create + map + drop",
-        python: ("shm.py", "shared_memory_create_close_unlink"),
+        reference: Reference::Python("shm.py", "shared_memory_create_close_unlink"),
         items: 0,
         target: None,
     },
     Scenario {
         id: "shm/named_create_map_unlink",
         title: "named SharedMemory 4 KiB: create + map + unlink",
-        python: ("shm.py", "shared_memory_create_close_unlink"),
+        reference: Reference::Python("shm.py", "shared_memory_create_close_unlink"),
         items: 0,
         target: None,
     },
     Scenario {
         id: "shm/raw_value_increment",
         title: "RawValue<i64> read + write (Value lock=False)",
-        python: ("shm.py", "raw_value_increment"),
+        reference: Reference::Python("shm.py", "raw_value_increment"),
         items: 0,
         target: None,
     },
     Scenario {
         id: "shm/file_doc_update",
         title: "FileDoc JSON update (flock, tmp, fsync, rename)",
-        python: ("shm.py", "json_file_update"),
+        reference: Reference::Python("shm.py", "json_file_update"),
+        items: 0,
+        target: None,
+    },
+    Scenario {
+        id: "sync/lock_uncontended",
+        title: "Lock acquire + release, uncontended",
+        reference: Reference::Python("sync.py", "lock_uncontended"),
+        items: 0,
+        target: Some(2.5),
+    },
+    Scenario {
+        id: "sync/lock_uncontended",
+        title: "Lock vs a bare futex lock in shared memory (≤ 1.5× its time)",
+        reference: Reference::Rust("sync/bare_futex_lock"),
+        items: 0,
+        target: Some(1.0 / 1.5),
+    },
+    Scenario {
+        id: "sync/rlock_uncontended",
+        title: "RLock acquire + release, uncontended",
+        reference: Reference::Python("sync.py", "rlock_uncontended"),
+        items: 0,
+        target: None,
+    },
+    Scenario {
+        id: "sync/value_increment_2proc",
+        title: "2 processes incrementing a Value under its Lock",
+        reference: Reference::Python("sync.py", "value_increment_2proc"),
+        items: 2,
+        target: Some(8.0),
+    },
+    Scenario {
+        id: "sync/event_ping_pong_2proc",
+        title: "Event set/wait ping-pong round trip, 2 processes",
+        reference: Reference::Python("sync.py", "event_ping_pong_2proc"),
+        items: 0,
+        target: None,
+    },
+    Scenario {
+        id: "sync/barrier_round_2proc",
+        title: "Barrier round, 2 processes",
+        reference: Reference::Python("sync.py", "barrier_round_2proc"),
         items: 0,
         target: None,
     },
@@ -81,21 +134,20 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             .args(&criterion_args),
     )?;
 
-    let ours: BTreeMap<&str, f64> = SCENARIOS
-        .iter()
-        .filter_map(|s| criterion_median_ns(&criterion_dir, s.id).map(|ns| (s.id, ns)))
-        .collect();
     let python = run_python(quick);
-
+    let reference = |r: Reference| match r {
+        Reference::Python(script, key) => python
+            .as_ref()
+            .ok()
+            .and_then(|p| p.get(&format!("{script}:{key}")).copied()),
+        Reference::Rust(id) => criterion_median_ns(&criterion_dir, id),
+    };
     let rows: Vec<Row<'_>> = SCENARIOS
         .iter()
         .map(|s| Row {
             s,
-            ours: ours.get(s.id).copied(),
-            python: python
-                .as_ref()
-                .ok()
-                .and_then(|p| p.get(&format!("{}:{}", s.python.0, s.python.1)).copied()),
+            ours: criterion_median_ns(&criterion_dir, s.id),
+            reference: reference(s.reference),
         })
         .collect();
 
@@ -119,12 +171,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 struct Row<'a> {
     s: &'a Scenario,
     ours: Option<f64>,
-    python: Option<f64>,
+    reference: Option<f64>,
 }
 
 impl Row<'_> {
     fn ratio(&self) -> Option<f64> {
-        Some(self.python? / self.ours?)
+        Some(self.reference? / self.ours?)
     }
 
     fn met(&self) -> &'static str {
@@ -154,7 +206,13 @@ fn run_python(quick: bool) -> Result<BTreeMap<String, f64>> {
     if !version.status.success() {
         anyhow::bail!("python3 does not run");
     }
-    let mut scripts: Vec<&str> = SCENARIOS.iter().map(|s| s.python.0).collect();
+    let mut scripts: Vec<&str> = SCENARIOS
+        .iter()
+        .filter_map(|s| match s.reference {
+            Reference::Python(script, _) => Some(script),
+            Reference::Rust(_) => None,
+        })
+        .collect();
     scripts.dedup();
     let mut out = BTreeMap::new();
     for script in scripts {
@@ -200,7 +258,7 @@ fn show(ns: Option<f64>, items: u64) -> String {
 
 fn markdown(rows: &[Row<'_>]) -> String {
     let mut t = String::from(
-        "| scenario | mproc | Python | ratio | target | met? |\n|---|---|---|---|---|---|\n",
+        "| scenario | mproc | reference | ratio | target | met? |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let _ = writeln!(
@@ -208,9 +266,9 @@ fn markdown(rows: &[Row<'_>]) -> String {
             "| {} | {} | {} | {} | {} | {} |",
             r.s.title,
             show(r.ours, r.s.items),
-            show(r.python, r.s.items),
+            show(r.reference, r.s.items),
             r.ratio().map_or("—".into(), |x| format!("{x:.1}×")),
-            r.s.target.map_or("—".into(), |x| format!("≥ {x}×")),
+            r.s.target.map_or("—".into(), |x| format!("≥ {x:.2}×")),
             r.met()
         );
     }

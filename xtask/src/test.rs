@@ -1,4 +1,5 @@
-//! `cargo xtask test`: nextest, doctests, then every example once.
+//! `cargo xtask test`: nextest, the sync suite on the portable wait layer,
+//! doctests, then every example once.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

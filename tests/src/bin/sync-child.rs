@@ -1,0 +1,162 @@
+//! Child roles for the mproc-sync cross-process tests. Handles arrive by
+//! inheritance: `MPROC_INHERITED_FDS` plus hex transfer bytes in argv[2].
+
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mproc::shm::{transfer, RawValue, Segment};
+use mproc::sync::{Barrier, Condition, Event, Lock, LockError, Semaphore, Value};
+use mproc_tests::unhex;
+use serde::de::DeserializeOwned;
+
+fn handles<T: DeserializeOwned>(hex: &str) -> T {
+    let spec = std::env::var(transfer::INHERIT_ENV).unwrap_or_default();
+    // SAFETY: the parent named exactly the descriptors it handed us, read once
+    // at start-up before anything else could own them.
+    let fds = unsafe { transfer::FdTable::from_inherit_spec(&spec) }.expect("inherited fds");
+    transfer::decode(transfer::Message {
+        bytes: unhex(hex).expect("hex"),
+        fds,
+    })
+    .expect("decode handles")
+}
+
+fn line(s: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}").unwrap();
+    out.flush().unwrap();
+}
+
+fn stdin_line() -> String {
+    let mut s = String::new();
+    std::io::stdin().lock().read_line(&mut s).unwrap();
+    s.trim().to_owned()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let n = || arg(2).parse::<u64>().unwrap();
+    let role = arg(0);
+    let hex = arg(1);
+    match role {
+        "value-update" => {
+            let v: Value<u64> = handles(hex);
+            for _ in 0..n() {
+                v.update(|x| *x += 1);
+            }
+        }
+        "lock-increment" => {
+            let (lock, raw): (Lock, RawValue<u64>) = handles(hex);
+            for _ in 0..n() {
+                let _g = lock.lock().unwrap();
+                raw.set(raw.get() + 1);
+            }
+        }
+        "semaphore" => {
+            let (sem, seg, full, k): (Semaphore, Segment, Event, u32) = handles(hex);
+            let (cur, max) = (seg.atomic_u32(0).unwrap(), seg.atomic_u32(4).unwrap());
+            for round in 0..n() {
+                sem.acquire();
+                let now = cur.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(now, Ordering::SeqCst);
+                if now == k {
+                    full.set();
+                }
+                if round == 0 && !full.wait_timeout(Duration::from_secs(20)) {
+                    return ExitCode::from(4);
+                }
+                cur.fetch_sub(1, Ordering::SeqCst);
+                sem.release().unwrap();
+            }
+        }
+        "barrier-rounds" => {
+            let (b, seg, parties): (Barrier, Segment, u32) = handles(hex);
+            let rounds = n() as usize;
+            for r in 0..rounds {
+                seg.atomic_u32(4 * r)
+                    .unwrap()
+                    .fetch_add(1, Ordering::SeqCst);
+                let idx = b.wait().unwrap();
+                if seg.atomic_u32(4 * r).unwrap().load(Ordering::SeqCst) < parties {
+                    line(format!("passed round {r} early"));
+                    return ExitCode::from(3);
+                }
+                seg.atomic_u32(4 * (rounds + r))
+                    .unwrap()
+                    .fetch_or(1 << idx, Ordering::SeqCst);
+            }
+        }
+        "condition-produce" => {
+            let (cond, counter): (Condition, RawValue<u64>) = handles(hex);
+            for _ in 0..n() {
+                let _g = cond.get_lock().lock().unwrap();
+                counter.set(counter.get() + 1);
+                cond.notify_all().unwrap();
+            }
+        }
+        "event-pong" => {
+            let (ping, pong): (Event, Event) = handles(hex);
+            for _ in 0..n() {
+                if !ping.wait_timeout(Duration::from_secs(20)) {
+                    return ExitCode::from(5);
+                }
+                ping.clear();
+                pong.set();
+            }
+        }
+        "hold-lock" => {
+            let lock: Lock = handles(hex);
+            let g = lock.lock().unwrap();
+            line("locked");
+            if stdin_line() == "release" {
+                drop(g);
+                line("released");
+            }
+        }
+        "wait-lock" => {
+            let lock: Lock = handles(hex);
+            line("waiting");
+            match lock.lock_timeout(Duration::from_secs(20)) {
+                Ok(_) => line("ok"),
+                Err(LockError::OwnerDied(_)) => line("owner-died"),
+                Err(e) => line(e),
+            };
+        }
+        "barrier-wait" => {
+            let b: Barrier = handles(hex);
+            match b.wait_timeout(Duration::from_secs(20)) {
+                Ok(i) => line(format!("ok {i}")),
+                Err(_) => line("broken"),
+            }
+        }
+        "print-with-lock" | "print-without-lock" => {
+            let lock: Lock = handles(hex);
+            let g = if role == "print-with-lock" {
+                Some(lock.lock().unwrap())
+            } else {
+                None
+            };
+            let me = std::process::id();
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "start {me}").unwrap();
+            out.flush().unwrap();
+            drop(out);
+            // Give the others a chance to print in between.
+            for _ in 0..50 {
+                std::thread::yield_now();
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "end {me}").unwrap();
+            out.flush().unwrap();
+            drop(g);
+        }
+        other => {
+            eprintln!("sync-child: unknown role {other:?}");
+            return ExitCode::from(64);
+        }
+    }
+    ExitCode::SUCCESS
+}
