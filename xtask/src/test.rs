@@ -19,6 +19,21 @@ pub(crate) fn run(nextest_args: &[String]) -> Result<()> {
             .args(["nextest", "run", "--workspace"])
             .args(nextest_args),
     )?;
+    // The cross-process sync suite again, on the portable (sleep-poll) wait
+    // layer that macOS before 14.4 uses.
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "nextest",
+                "run",
+                "--package",
+                "mproc-tests",
+                "--features",
+                "portable-wait",
+            ])
+            .args(["-E", "test(/^sync::/)"])
+            .args(nextest_args),
+    )?;
     cmd::run(cmd::cargo().args(["test", "--doc", "--workspace"]))?;
     run_examples()
 }

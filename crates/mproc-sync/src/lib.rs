@@ -13,8 +13,8 @@
 //! - [`wait`] — the cross-process wait/wake layer they all use (futex,
 //!   `os_sync_wait_on_address`, or a bounded sleep-poll).
 //!
-//! Every primitive lives in shared memory (an `mproc-shm` [`Segment`]
-//! (mproc_shm::Segment)), is `Send + Sync`, and serializes through
+//! Every primitive lives in shared memory (an `mproc-shm`
+//! [`Segment`](mproc_shm::Segment)), is `Send + Sync`, and serializes through
 //! [`mproc_shm::transfer`], so handing one to a child process gives the
 //! child the same primitive. Nothing here uses `std::sync` or `parking_lot`
 //! in shared memory: their waiters park in per-process tables that other

@@ -1,5 +1,5 @@
 //! Child roles for the mproc-sync cross-process tests. Handles arrive by
-//! inheritance: `MPROC_INHERITED_FDS` plus hex transfer bytes in argv[2].
+//! inheritance: `MPROC_INHERITED_FDS` plus hex transfer bytes in `argv[2]`.
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;

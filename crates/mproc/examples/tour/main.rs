@@ -7,14 +7,17 @@
 //! The children in these chapters are this same program started again in a
 //! child role (`tour child …`), with handles passed by `mproc::shm::transfer`.
 
+#[path = "../common/mod.rs"]
+mod common;
+mod sync;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
-use mproc::shm::{transfer, FileDoc, RawArray};
+use common::{child_command, reap, Result};
+use mproc::shm::{FileDoc, RawArray};
 use serde::{Deserialize, Serialize};
-
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Serialize, Deserialize, Debug)]
 struct Office {
@@ -22,15 +25,15 @@ struct Office {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("child") {
-        return child(&args[1..]);
+    if let Some(args) = common::child_role() {
+        return child(&args);
     }
     let dir = std::env::temp_dir().join(format!("mproc-tour-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = chapter_shm(&dir);
     std::fs::remove_dir_all(&dir)?;
-    result
+    result?;
+    sync::chapter()
 }
 
 /// Chapter 1 — mproc-shm: documents and memory shared between processes.
@@ -90,14 +93,9 @@ fn chapter_shm(dir: &Path) -> Result<()> {
 
     println!("Shared memory: 4 children each fill a quarter of one RawArray<u64>.");
     let squares = RawArray::<u64>::new(16)?;
-    let msg = transfer::encode(&squares)?;
     let kids: Vec<Child> = (0..4)
-        .map(|part| {
-            let mut cmd = child_command(&["fill", &part.to_string(), &hex(&msg.bytes)])?;
-            Ok(transfer::spawn_inheriting(&mut cmd, &msg.fds)?)
-        })
+        .map(|part| common::spawn_with("fill", &squares, &[&part.to_string()], Stdio::null()))
         .collect::<Result<_>>()?;
-    drop(msg);
     reap(kids)?;
     println!("  squares = {:?}\n", squares.to_vec());
     Ok(())
@@ -135,28 +133,16 @@ fn child(args: &[String]) -> Result<()> {
             println!("{}", if bought { "bought" } else { "sold out" });
         }
         "fill" => {
-            let part: usize = arg(1).parse()?;
-            let spec = std::env::var(transfer::INHERIT_ENV)?;
-            // SAFETY: the parent handed us exactly these descriptors, and we
-            // read the list once, before anything else could own them.
-            let fds = unsafe { transfer::FdTable::from_inherit_spec(&spec)? };
-            let squares: RawArray<u64> = transfer::decode(transfer::Message {
-                bytes: unhex(arg(2)).ok_or("bad hex")?,
-                fds,
-            })?;
+            let squares: RawArray<u64> = common::handles(arg(1))?;
+            let part: usize = arg(2).parse()?;
             for i in part * 4..part * 4 + 4 {
                 squares.set(i, (i * i) as u64)?;
             }
         }
+        role if role.starts_with("sync-") => sync::child(args)?,
         other => return Err(format!("unknown child role {other:?}").into()),
     }
     Ok(())
-}
-
-fn child_command(args: &[&str]) -> Result<Command> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("child").args(args);
-    Ok(cmd)
 }
 
 fn spawn_child(args: &[&str]) -> Result<Child> {
@@ -164,16 +150,6 @@ fn spawn_child(args: &[&str]) -> Result<Child> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?)
-}
-
-fn reap(kids: Vec<Child>) -> Result<()> {
-    for mut k in kids {
-        let status = k.wait()?;
-        if !status.success() {
-            return Err(format!("a child failed: {status}").into());
-        }
-    }
-    Ok(())
 }
 
 fn read_line(r: &mut BufReader<std::process::ChildStdout>) -> Result<String> {
@@ -184,15 +160,4 @@ fn read_line(r: &mut BufReader<std::process::ChildStdout>) -> Result<String> {
 
 fn path_str(p: &Path) -> Result<&str> {
     p.to_str().ok_or_else(|| "temp path is not UTF-8".into())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
