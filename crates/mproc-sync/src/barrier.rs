@@ -37,16 +37,17 @@ use std::time::{Duration, Instant};
 
 use crate::block::{block_serde, Block, KIND_BARRIER};
 use crate::lock::{Raw, PROBE_INTERVAL};
-use crate::sys;
+use crate::sys::{self, Me};
 use crate::wait::{self, WaitResult};
+use crate::word::Word;
 
-const PARTIES: usize = 1;
-const COUNT: usize = 2;
+pub(crate) const PARTIES: usize = 1;
+pub(crate) const COUNT: usize = 2;
 const GENERATION: usize = 3;
 const BROKEN: usize = 4;
 const ENDED: usize = 5;
 const LOCK: usize = 6;
-const SLOTS: usize = 10;
+pub(crate) const SLOTS: usize = 10;
 
 /// The most parties a barrier may have.
 pub const MAX_PARTIES: u32 = 1 << 20;
@@ -83,14 +84,149 @@ impl fmt::Display for BrokenBarrier {
 
 impl std::error::Error for BrokenBarrier {}
 
-/// The internal lock, held; released on drop.
-struct Inner<'a> {
-    raw: Raw<'a>,
+/// The words a barrier machine runs on: a `Block` in shared memory, or a
+/// loom model's words.
+pub(crate) trait Words {
+    type W: Word;
+    fn w(&self, i: usize) -> &Self::W;
+    fn len(&self) -> usize;
 }
 
-impl Drop for Inner<'_> {
+impl Words for Block {
+    type W = std::sync::atomic::AtomicU32;
+
+    fn w(&self, i: usize) -> &Self::W {
+        self.word(i)
+    }
+
+    fn len(&self) -> usize {
+        Block::len(self)
+    }
+}
+
+/// The internal lock, held; released on drop.
+struct Inner<'a, W: Word> {
+    raw: Raw<'a, W>,
+}
+
+impl<W: Word> Drop for Inner<'_, W> {
     fn drop(&mut self) {
         self.raw.release();
+    }
+}
+
+/// The barrier's state machine over its words.
+pub(crate) struct Machine<'a, S: Words> {
+    pub(crate) s: &'a S,
+}
+
+impl<S: Words> Machine<'_, S> {
+    fn w(&self, i: usize) -> &S::W {
+        self.s.w(i)
+    }
+
+    fn parties_checked(&self) -> usize {
+        // A forged parties word must not index past the block.
+        (self.w(PARTIES).load(Ordering::Acquire) as usize).min(self.s.len() - SLOTS)
+    }
+
+    /// Takes the internal lock; a holder that died with it breaks the barrier.
+    fn inner(&self, me: Me) -> Inner<'_, S::W> {
+        let raw = Raw {
+            state: self.w(LOCK),
+            tid: self.w(LOCK + 1),
+            bad: self.w(LOCK + 2),
+        };
+        let died = raw.acquire(me, true, None).unwrap_or(false);
+        if died {
+            raw.bad.store(0, Ordering::Relaxed);
+            self.end_generation(true);
+        }
+        Inner { raw }
+    }
+
+    /// Ends the current generation (under the internal lock); `broken`
+    /// marks it as ended by a break rather than by everyone arriving.
+    fn end_generation(&self, broken: bool) {
+        let gen = self.w(GENERATION).load(Ordering::Relaxed);
+        if broken {
+            self.w(BROKEN).store(1, Ordering::Relaxed);
+            self.w(ENDED).store(gen.wrapping_add(1), Ordering::Relaxed);
+        }
+        self.w(COUNT).store(0, Ordering::Relaxed);
+        self.w(GENERATION)
+            .store(gen.wrapping_add(1), Ordering::Release);
+        self.w(GENERATION).wake(u32::MAX);
+    }
+
+    pub(crate) fn wait_until(
+        &self,
+        me: Me,
+        deadline: Option<Instant>,
+    ) -> Result<usize, BrokenBarrier> {
+        let (gen, index) = {
+            let _inner = self.inner(me);
+            if self.w(BROKEN).load(Ordering::Relaxed) != 0 {
+                return Err(BrokenBarrier);
+            }
+            let parties = self.parties_checked();
+            let gen = self.w(GENERATION).load(Ordering::Relaxed);
+            let index = self.w(COUNT).load(Ordering::Relaxed) as usize;
+            if index >= parties {
+                // Only a corrupted count gets here.
+                self.end_generation(true);
+                return Err(BrokenBarrier);
+            }
+            self.w(SLOTS + index).store(me.pid, Ordering::Relaxed);
+            if index + 1 == parties {
+                self.end_generation(false);
+                return Ok(index);
+            }
+            self.w(COUNT).store(index as u32 + 1, Ordering::Relaxed);
+            (gen, index)
+        };
+        loop {
+            let slice = Instant::now() + PROBE_INTERVAL;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            let r = self.w(GENERATION).wait(gen, Some(until));
+            if self.w(GENERATION).load(Ordering::Acquire) != gen {
+                return if self.w(ENDED).load(Ordering::Relaxed) == gen.wrapping_add(1) {
+                    Err(BrokenBarrier)
+                } else {
+                    Ok(index)
+                };
+            }
+            if r == WaitResult::TimedOut {
+                let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+                let _inner = self.inner(me);
+                if self.w(GENERATION).load(Ordering::Relaxed) != gen {
+                    continue;
+                }
+                let arrived =
+                    (self.w(COUNT).load(Ordering::Relaxed) as usize).min(self.parties_checked());
+                let someone_died = (0..arrived).any(|i| {
+                    let pid = self.w(SLOTS + i).load(Ordering::Relaxed);
+                    pid != me.pid && self.w(SLOTS + i).is_dead(pid)
+                });
+                if timed_out || someone_died {
+                    self.end_generation(true);
+                    return Err(BrokenBarrier);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn abort(&self, me: Me) {
+        let _inner = self.inner(me);
+        self.end_generation(true);
+    }
+
+    pub(crate) fn reset(&self, me: Me) {
+        let _inner = self.inner(me);
+        if self.w(COUNT).load(Ordering::Relaxed) > 0 {
+            self.end_generation(true);
+        }
+        self.w(BROKEN).store(0, Ordering::Relaxed);
     }
 }
 
@@ -116,92 +252,8 @@ impl Barrier {
         Barrier { block }
     }
 
-    fn w(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
-        self.block.word(i)
-    }
-
-    fn parties_checked(&self) -> usize {
-        // A forged parties word must not index past the block.
-        (self.w(PARTIES).load(Ordering::Acquire) as usize).min(self.block.len() - SLOTS)
-    }
-
-    /// Takes the internal lock; a holder that died with it breaks the barrier.
-    fn inner(&self) -> Inner<'_> {
-        let raw = Raw::at(&self.block, LOCK);
-        let died = raw.acquire(sys::me(), true, None).unwrap_or(false);
-        if died {
-            raw.bad.store(0, Ordering::Relaxed);
-            self.end_generation(true);
-        }
-        Inner { raw }
-    }
-
-    /// Ends the current generation (under the internal lock); `broken`
-    /// marks it as ended by a break rather than by everyone arriving.
-    fn end_generation(&self, broken: bool) {
-        let gen = self.w(GENERATION).load(Ordering::Relaxed);
-        if broken {
-            self.w(BROKEN).store(1, Ordering::Relaxed);
-            self.w(ENDED).store(gen.wrapping_add(1), Ordering::Relaxed);
-        }
-        self.w(COUNT).store(0, Ordering::Relaxed);
-        self.w(GENERATION)
-            .store(gen.wrapping_add(1), Ordering::Release);
-        wait::wake_all(self.w(GENERATION));
-    }
-
-    fn wait_until(&self, deadline: Option<Instant>) -> Result<usize, BrokenBarrier> {
-        let me = sys::me();
-        let (gen, index) = {
-            let _inner = self.inner();
-            if self.w(BROKEN).load(Ordering::Relaxed) != 0 {
-                return Err(BrokenBarrier);
-            }
-            let parties = self.parties_checked();
-            let gen = self.w(GENERATION).load(Ordering::Relaxed);
-            let index = self.w(COUNT).load(Ordering::Relaxed) as usize;
-            if index >= parties {
-                // Only a corrupted count gets here.
-                self.end_generation(true);
-                return Err(BrokenBarrier);
-            }
-            self.w(SLOTS + index).store(me.pid, Ordering::Relaxed);
-            if index + 1 == parties {
-                self.end_generation(false);
-                return Ok(index);
-            }
-            self.w(COUNT).store(index as u32 + 1, Ordering::Relaxed);
-            (gen, index)
-        };
-        loop {
-            let slice = Instant::now() + PROBE_INTERVAL;
-            let until = deadline.map_or(slice, |d| d.min(slice));
-            let r = wait::wait(self.w(GENERATION), gen, Some(until));
-            if self.w(GENERATION).load(Ordering::Acquire) != gen {
-                return if self.w(ENDED).load(Ordering::Relaxed) == gen.wrapping_add(1) {
-                    Err(BrokenBarrier)
-                } else {
-                    Ok(index)
-                };
-            }
-            if r == WaitResult::TimedOut {
-                let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-                let _inner = self.inner();
-                if self.w(GENERATION).load(Ordering::Relaxed) != gen {
-                    continue;
-                }
-                let arrived =
-                    (self.w(COUNT).load(Ordering::Relaxed) as usize).min(self.parties_checked());
-                let someone_died = (0..arrived).any(|i| {
-                    let pid = self.w(SLOTS + i).load(Ordering::Relaxed);
-                    pid != me.pid && sys::is_dead(pid)
-                });
-                if timed_out || someone_died {
-                    self.end_generation(true);
-                    return Err(BrokenBarrier);
-                }
-            }
-        }
+    fn machine(&self) -> Machine<'_, Block> {
+        Machine { s: &self.block }
     }
 
     /// Waits until all parties have called `wait`; returns this party's
@@ -212,7 +264,7 @@ impl Barrier {
     ///
     /// [`BrokenBarrier`] when the barrier is or becomes broken.
     pub fn wait(&self) -> Result<usize, BrokenBarrier> {
-        self.wait_until(None)
+        self.machine().wait_until(sys::me(), None)
     }
 
     /// Like [`wait`](Barrier::wait); a timeout breaks the barrier for
@@ -222,39 +274,35 @@ impl Barrier {
     ///
     /// [`BrokenBarrier`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, BrokenBarrier> {
-        self.wait_until(wait::deadline(timeout))
+        self.machine()
+            .wait_until(sys::me(), wait::deadline(timeout))
     }
 
     /// Breaks the barrier: current and future waiters get [`BrokenBarrier`]
     /// until [`reset`](Barrier::reset).
     pub fn abort(&self) {
-        let _inner = self.inner();
-        self.end_generation(true);
+        self.machine().abort(sys::me());
     }
 
     /// Returns the barrier to its empty state; parties waiting now get
     /// [`BrokenBarrier`].
     pub fn reset(&self) {
-        let _inner = self.inner();
-        if self.w(COUNT).load(Ordering::Relaxed) > 0 {
-            self.end_generation(true);
-        }
-        self.w(BROKEN).store(0, Ordering::Relaxed);
+        self.machine().reset(sys::me());
     }
 
     /// The number of parties.
     pub fn parties(&self) -> u32 {
-        self.w(PARTIES).load(Ordering::Relaxed)
+        self.block.word(PARTIES).load(Ordering::Relaxed)
     }
 
     /// How many parties are waiting now (a snapshot).
     pub fn n_waiting(&self) -> u32 {
-        self.w(COUNT).load(Ordering::Relaxed)
+        self.block.word(COUNT).load(Ordering::Relaxed)
     }
 
     /// Whether the barrier is broken.
     pub fn is_broken(&self) -> bool {
-        self.w(BROKEN).load(Ordering::Relaxed) != 0
+        self.block.word(BROKEN).load(Ordering::Relaxed) != 0
     }
 }
 

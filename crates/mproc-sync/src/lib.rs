@@ -59,6 +59,10 @@ mod lock;
 mod rlock;
 mod semaphore;
 mod value;
+mod word;
+
+#[cfg(test)]
+mod model;
 pub mod wait;
 
 pub use barrier::{Barrier, BrokenBarrier, MAX_PARTIES};

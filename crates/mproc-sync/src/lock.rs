@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use crate::block::{block_serde, Block, KIND_LOCK};
 use crate::sys::{self, Me};
 use crate::wait::{self, WaitResult};
+use crate::word::Word;
 
 /// How often sleepers check whether the holder is still alive.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -56,13 +57,20 @@ const WAITERS: u32 = 1 << 30;
 const PID_MASK: u32 = WAITERS - 1;
 
 /// The three words of a lock, wherever they live (a `Lock`, an `RLock`, the
-/// guard of a barrier).
-#[derive(Clone, Copy)]
-pub(crate) struct Raw<'a> {
-    pub(crate) state: &'a AtomicU32,
-    pub(crate) tid: &'a AtomicU32,
-    pub(crate) bad: &'a AtomicU32,
+/// guard of a barrier, or a loom model's words).
+pub(crate) struct Raw<'a, W: Word = AtomicU32> {
+    pub(crate) state: &'a W,
+    pub(crate) tid: &'a W,
+    pub(crate) bad: &'a W,
 }
+
+impl<W: Word> Clone for Raw<'_, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<W: Word> Copy for Raw<'_, W> {}
 
 /// Why a raw acquire did not get the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +87,9 @@ impl<'a> Raw<'a> {
             bad: block.word(first + 2),
         }
     }
+}
 
+impl<W: Word> Raw<'_, W> {
     /// Takes the lock; `Ok(true)` when it is flagged inconsistent.
     #[inline]
     pub(crate) fn acquire(
@@ -110,7 +120,7 @@ impl<'a> Raw<'a> {
         // Spin first: the holder may be about to release.
         loop {
             let s = self.state.load(Ordering::Relaxed);
-            if s != 0 && !wait::spin(self.state, s) {
+            if s != 0 && !self.state.spin(s) {
                 break;
             }
             if self
@@ -146,7 +156,7 @@ impl<'a> Raw<'a> {
             }
             let slice = Instant::now() + PROBE_INTERVAL;
             let until = deadline.map_or(slice, |d| d.min(slice));
-            if wait::sleep(self.state, s | WAITERS, Some(until)) == WaitResult::TimedOut {
+            if self.state.sleep(s | WAITERS, Some(until)) == WaitResult::TimedOut {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(Miss::Timeout);
                 }
@@ -161,7 +171,7 @@ impl<'a> Raw<'a> {
     fn steal_from_dead(self, me: Me) -> bool {
         let s = self.state.load(Ordering::Relaxed);
         let owner = s & PID_MASK;
-        if owner == 0 || owner == me.pid || !sys::is_dead(owner) {
+        if owner == 0 || owner == me.pid || !self.state.is_dead(owner) {
             return false;
         }
         // WAITERS stays set: others may be asleep on the dead holder.
@@ -186,7 +196,7 @@ impl<'a> Raw<'a> {
     pub(crate) fn release(self) {
         self.tid.store(0, Ordering::Relaxed);
         if self.state.swap(0, Ordering::Release) & WAITERS != 0 {
-            wait::wake_one(self.state);
+            self.state.wake(1);
         }
     }
 
