@@ -45,7 +45,11 @@ fn every_public_path_resolves() {
     let _ = mproc::Value::<u8>::new;
     let _ = mproc::Array::<u8>::new;
     let _: Option<(sync::LockGuard<'_>, sync::RLockGuard<'_>)> = None;
-    let _: Option<(sync::LockError<'_>, sync::RLockError<'_>)> = None;
+    let _: Option<(
+        sync::LockError<sync::LockGuard<'_>>,
+        sync::LockResult<'_>,
+        sync::RLockResult<'_>,
+    )> = None;
     let _: Option<(
         sync::Acquired,
         sync::AcquireError,

@@ -68,7 +68,9 @@ pub mod wait;
 pub use barrier::{Barrier, BrokenBarrier, MAX_PARTIES};
 pub use condition::{Condition, ConditionLock, WaitError};
 pub use event::Event;
-pub use lock::{AcquireError, Acquired, Lock, LockError, LockGuard, NotOwner, PROBE_INTERVAL};
-pub use rlock::{RLock, RLockError, RLockGuard};
+pub use lock::{
+    AcquireError, Acquired, Lock, LockError, LockGuard, LockResult, NotOwner, PROBE_INTERVAL,
+};
+pub use rlock::{RLock, RLockGuard, RLockResult};
 pub use semaphore::{BoundedSemaphore, OverRelease, Semaphore};
 pub use value::{Array, ArrayGuard, Value, ValueGuard};

@@ -281,16 +281,13 @@ impl Lock {
         Raw::at(&self.block, 1)
     }
 
-    fn guard(&self, inconsistent: bool) -> Result<LockGuard<'_>, LockError<'_>> {
-        let g = LockGuard {
-            lock: self,
-            _not_send: PhantomData,
-        };
-        if inconsistent {
-            Err(LockError::OwnerDied(g))
-        } else {
-            Ok(g)
-        }
+    fn take(&self, blocking: bool, deadline: Option<Instant>) -> LockResult<'_> {
+        outcome(self.raw().acquire(sys::me(), blocking, deadline), || {
+            LockGuard {
+                lock: self,
+                _not_send: PhantomData,
+            }
+        })
     }
 
     /// Blocks until the lock is ours.
@@ -300,11 +297,8 @@ impl Lock {
     /// [`LockError::OwnerDied`] (holding the guard) when a holder died with
     /// the lock and nobody has marked it consistent since.
     #[inline]
-    pub fn lock(&self) -> Result<LockGuard<'_>, LockError<'_>> {
-        match self.raw().acquire(sys::me(), true, None) {
-            Ok(bad) => self.guard(bad),
-            Err(_) => Err(LockError::Timeout),
-        }
+    pub fn lock(&self) -> LockResult<'_> {
+        self.take(true, None)
     }
 
     /// Takes the lock if it is free (or its holder is dead), without waiting.
@@ -313,11 +307,8 @@ impl Lock {
     ///
     /// [`LockError::WouldBlock`] when a live process holds it;
     /// [`LockError::OwnerDied`] as for [`lock`](Lock::lock).
-    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<'_>> {
-        match self.raw().acquire(sys::me(), false, None) {
-            Ok(bad) => self.guard(bad),
-            Err(_) => Err(LockError::WouldBlock),
-        }
+    pub fn try_lock(&self) -> LockResult<'_> {
+        self.take(false, None)
     }
 
     /// Like [`lock`](Lock::lock), giving up after `timeout`.
@@ -325,11 +316,8 @@ impl Lock {
     /// # Errors
     ///
     /// [`LockError::Timeout`]; [`LockError::OwnerDied`] as for `lock`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<'_>> {
-        match self.raw().acquire(sys::me(), true, wait::deadline(timeout)) {
-            Ok(bad) => self.guard(bad),
-            Err(_) => Err(LockError::Timeout),
-        }
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
+        self.take(true, wait::deadline(timeout))
     }
 
     /// Python's `acquire()`: takes the lock without a guard; release it
@@ -441,22 +429,26 @@ impl fmt::Debug for LockGuard<'_> {
     }
 }
 
-/// Why [`Lock::lock`] and friends returned without a clean guard.
+/// Why [`Lock::lock`] (or [`RLock::lock`](crate::RLock::lock)) and friends
+/// returned without a clean guard. `G` is the lock's guard type.
 #[non_exhaustive]
-pub enum LockError<'a> {
+pub enum LockError<G> {
     /// The lock is yours, but a previous holder died with it: the data it
-    /// protects may be half-updated. Repair it, then call
-    /// [`LockGuard::mark_consistent`].
-    OwnerDied(LockGuard<'a>),
-    /// `try_lock` found the lock held by a live process.
+    /// protects may be half-updated. Repair it, then call the guard's
+    /// `mark_consistent`.
+    OwnerDied(G),
+    /// `try_lock` found the lock held by a live thread or process.
     WouldBlock,
     /// The timeout passed with the lock still held.
     Timeout,
 }
 
-impl<'a> LockError<'a> {
+/// What [`Lock::lock`] and friends return.
+pub type LockResult<'a> = Result<LockGuard<'a>, LockError<LockGuard<'a>>>;
+
+impl<G> LockError<G> {
     /// The guard of an `OwnerDied`, for callers that repair or ignore.
-    pub fn into_guard(self) -> Option<LockGuard<'a>> {
+    pub fn into_guard(self) -> Option<G> {
         match self {
             LockError::OwnerDied(g) => Some(g),
             _ => None,
@@ -464,7 +456,7 @@ impl<'a> LockError<'a> {
     }
 }
 
-impl fmt::Debug for LockError<'_> {
+impl<G> fmt::Debug for LockError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
@@ -474,7 +466,7 @@ impl fmt::Debug for LockError<'_> {
     }
 }
 
-impl fmt::Display for LockError<'_> {
+impl<G> fmt::Display for LockError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             LockError::OwnerDied(_) => {
@@ -486,7 +478,20 @@ impl fmt::Display for LockError<'_> {
     }
 }
 
-impl std::error::Error for LockError<'_> {}
+impl<G> std::error::Error for LockError<G> {}
+
+/// Turns a raw acquire's outcome into a guard or an error.
+pub(crate) fn outcome<G>(
+    r: Result<bool, Miss>,
+    guard: impl FnOnce() -> G,
+) -> Result<G, LockError<G>> {
+    match r {
+        Ok(false) => Ok(guard()),
+        Ok(true) => Err(LockError::OwnerDied(guard())),
+        Err(Miss::WouldBlock) => Err(LockError::WouldBlock),
+        Err(Miss::Timeout) => Err(LockError::Timeout),
+    }
+}
 
 /// How a guard-less [`Lock::acquire`] got the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

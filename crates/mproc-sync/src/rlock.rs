@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::block::{block_serde, Block, KIND_RLOCK};
-use crate::lock::{AcquireError, Acquired, LockError, NotOwner, Raw};
+use crate::lock::{outcome, AcquireError, Acquired, LockError, Miss, NotOwner, Raw};
 use crate::{sys, wait};
 
 /// A re-entrant lock (Python's `multiprocessing.RLock`).
@@ -62,42 +62,33 @@ impl RLock {
         Raw::at(&self.block, 1)
     }
 
-    fn take(&self, blocking: bool, timeout: Option<Duration>) -> Result<bool, LockError<'_>> {
+    fn take(&self, blocking: bool, timeout: Option<Duration>) -> Result<bool, Miss> {
         let me = sys::me();
         let raw = self.raw();
         if raw.held_by(me) {
             self.block.word(COUNT).fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
-        match raw.acquire(me, blocking, timeout.and_then(wait::deadline)) {
-            Ok(bad) => {
-                self.block.word(COUNT).store(1, Ordering::Relaxed);
-                Ok(bad)
-            }
-            Err(crate::lock::Miss::WouldBlock) => Err(LockError::WouldBlock),
-            Err(crate::lock::Miss::Timeout) => Err(LockError::Timeout),
+        let r = raw.acquire(me, blocking, timeout.and_then(wait::deadline));
+        if r.is_ok() {
+            self.block.word(COUNT).store(1, Ordering::Relaxed);
         }
+        r
     }
 
-    fn guard(&self, r: Result<bool, LockError<'_>>) -> Result<RLockGuard<'_>, RLockError<'_>> {
-        let guard = |g| RLockGuard {
-            lock: g,
+    fn guard(&self, r: Result<bool, Miss>) -> RLockResult<'_> {
+        outcome(r, || RLockGuard {
+            lock: self,
             _not_send: PhantomData,
-        };
-        match r {
-            Ok(false) => Ok(guard(self)),
-            Ok(true) => Err(RLockError::OwnerDied(guard(self))),
-            Err(LockError::WouldBlock) => Err(RLockError::WouldBlock),
-            Err(_) => Err(RLockError::Timeout),
-        }
+        })
     }
 
     /// Takes the lock, or takes it again if this thread holds it.
     ///
     /// # Errors
     ///
-    /// [`RLockError::OwnerDied`] (holding the guard) after a holder died.
-    pub fn lock(&self) -> Result<RLockGuard<'_>, RLockError<'_>> {
+    /// [`LockError::OwnerDied`] (holding the guard) after a holder died.
+    pub fn lock(&self) -> RLockResult<'_> {
         self.guard(self.take(true, None))
     }
 
@@ -105,8 +96,8 @@ impl RLock {
     ///
     /// # Errors
     ///
-    /// [`RLockError::WouldBlock`] when another thread or process holds it.
-    pub fn try_lock(&self) -> Result<RLockGuard<'_>, RLockError<'_>> {
+    /// [`LockError::WouldBlock`] when another thread or process holds it.
+    pub fn try_lock(&self) -> RLockResult<'_> {
         self.guard(self.take(false, None))
     }
 
@@ -114,8 +105,8 @@ impl RLock {
     ///
     /// # Errors
     ///
-    /// [`RLockError::Timeout`].
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, RLockError<'_>> {
+    /// [`LockError::Timeout`].
+    pub fn lock_timeout(&self, timeout: Duration) -> RLockResult<'_> {
         self.guard(self.take(true, Some(timeout)))
     }
 
@@ -229,50 +220,8 @@ impl fmt::Debug for RLockGuard<'_> {
     }
 }
 
-/// Why [`RLock::lock`] and friends returned without a clean guard.
-#[non_exhaustive]
-pub enum RLockError<'a> {
-    /// The lock is yours, but a previous holder died with it.
-    OwnerDied(RLockGuard<'a>),
-    /// Another thread or process holds it.
-    WouldBlock,
-    /// The timeout passed.
-    Timeout,
-}
-
-impl<'a> RLockError<'a> {
-    /// The guard of an `OwnerDied`.
-    pub fn into_guard(self) -> Option<RLockGuard<'a>> {
-        match self {
-            RLockError::OwnerDied(g) => Some(g),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Debug for RLockError<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RLockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            RLockError::WouldBlock => f.write_str("WouldBlock"),
-            RLockError::Timeout => f.write_str("Timeout"),
-        }
-    }
-}
-
-impl fmt::Display for RLockError<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RLockError::OwnerDied(_) => {
-                "a previous holder died with the lock; the data may be inconsistent"
-            }
-            RLockError::WouldBlock => "the lock is held by another thread or process",
-            RLockError::Timeout => "timed out waiting for the lock",
-        })
-    }
-}
-
-impl std::error::Error for RLockError<'_> {}
+/// What [`RLock::lock`] and friends return.
+pub type RLockResult<'a> = Result<RLockGuard<'a>, LockError<RLockGuard<'a>>>;
 
 #[cfg(test)]
 mod tests {
@@ -285,7 +234,7 @@ mod tests {
         let b = lock.lock().unwrap();
         let l2 = lock.clone();
         assert!(
-            std::thread::spawn(move || matches!(l2.try_lock(), Err(RLockError::WouldBlock)))
+            std::thread::spawn(move || matches!(l2.try_lock(), Err(LockError::WouldBlock)))
                 .join()
                 .unwrap()
         );

@@ -8,23 +8,11 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
 use mproc::shm::{transfer, FileDoc, RawArray, RawValue, Segment, SharedMemory};
-use mproc_tests::unhex;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug)]
 struct Office {
     count: i64,
-}
-
-fn inherited(bytes_hex: &str) -> transfer::Message {
-    let spec = std::env::var(transfer::INHERIT_ENV).unwrap_or_default();
-    // SAFETY: the parent named exactly the descriptors it handed us; we read
-    // the list once, at start-up, and nothing else owns them.
-    let fds = unsafe { transfer::FdTable::from_inherit_spec(&spec) }.expect("inherited fds");
-    transfer::Message {
-        bytes: unhex(bytes_hex).expect("hex payload"),
-        fds,
-    }
 }
 
 fn line(s: impl std::fmt::Display) {
@@ -45,8 +33,7 @@ fn main() -> ExitCode {
     match arg(0) {
         // Inherited (Segment, RawValue<u64>): write a greeting, count to 1000.
         "segment-write" => {
-            let (seg, counter): (Segment, RawValue<u64>) =
-                transfer::decode(inherited(arg(1))).unwrap();
+            let (seg, counter): (Segment, RawValue<u64>) = mproc_tests::inherited(arg(1));
             seg.write(0, format!("hello from {}", std::process::id()).as_bytes())
                 .unwrap();
             for _ in 0..1000 {
@@ -57,9 +44,7 @@ fn main() -> ExitCode {
         // double the array, stamp the block, reply with the sum.
         "scm-serve" => {
             let sock: UnixStream = {
-                let fd: OwnedFd = transfer::decode(inherited(arg(1)))
-                    .map(|s: SocketFd| s.0)
-                    .unwrap();
+                let SocketFd(fd) = mproc_tests::inherited(arg(1));
                 UnixStream::from(fd)
             };
             let (arr, shm): (RawArray<u32>, SharedMemory) =

@@ -6,21 +6,12 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mproc::shm::{transfer, RawValue, Segment};
+use mproc::shm::{RawValue, Segment};
 use mproc::sync::{Barrier, Condition, Event, Lock, LockError, Semaphore, Value};
-use mproc_tests::unhex;
 use serde::de::DeserializeOwned;
 
 fn handles<T: DeserializeOwned>(hex: &str) -> T {
-    let spec = std::env::var(transfer::INHERIT_ENV).unwrap_or_default();
-    // SAFETY: the parent named exactly the descriptors it handed us, read once
-    // at start-up before anything else could own them.
-    let fds = unsafe { transfer::FdTable::from_inherit_spec(&spec) }.expect("inherited fds");
-    transfer::decode(transfer::Message {
-        bytes: unhex(hex).expect("hex"),
-        fds,
-    })
-    .expect("decode handles")
+    mproc_tests::inherited(hex)
 }
 
 fn line(s: impl std::fmt::Display) {
