@@ -64,4 +64,29 @@ fn every_public_path_resolves() {
     let _: Option<wait::WaitResult> = None;
     fn takes_condition_lock<L: sync::ConditionLock>() {}
     takes_condition_lock::<mproc::Lock>();
+    use mproc::process;
+    let _ = mproc::Process::new::<u8, ()>;
+    let _ = mproc::Process::from_target::<Nothing>;
+    let _ = mproc::current_process;
+    let _: Option<(
+        mproc::StartMethod,
+        process::ProcessInfo,
+        process::ProcessError,
+    )> = None;
+    let _ = (
+        process::active_children,
+        process::parent_process,
+        process::cpu_count,
+    );
+    let _ = (process::set_start_method, process::get_start_method);
+    let _: fn(i32) -> ! = process::exit;
+    fn outcome<O: process::Outcome>() {}
+    outcome::<()>();
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Nothing;
+
+impl mproc::Target for Nothing {
+    fn run(self) {}
 }

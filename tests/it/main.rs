@@ -2,5 +2,6 @@
 //! `tests/src/bin/`), reaps them, and ends with a `LeakCheck`.
 
 mod facade;
+mod process;
 mod shm;
 mod sync;

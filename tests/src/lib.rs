@@ -233,6 +233,22 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     out
 }
 
+/// Whether process `pid` exists and is not a zombie.
+pub fn is_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        if Path::new("/proc/self").exists() {
+            return false; // no such process
+        }
+        // No /proc (macOS): existence is all we can tell.
+        // SAFETY: signal 0 checks existence only.
+        return unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X'))
+}
+
 /// Sends `signal` to our own child `child` (by its pid).
 pub fn signal(child: &Child, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;

@@ -333,6 +333,30 @@ pub fn ser_error<E: serde::ser::Error>(msg: impl fmt::Display) -> E {
     E::custom(msg)
 }
 
+/// Decodes a `T` from the front of `bytes`, resolving descriptors from
+/// `fds`, and hands back how many bytes it used and the table, so that a
+/// second value can be decoded from the rest (a header, then a body whose
+/// type the header names).
+///
+/// # Errors
+///
+/// [`TransferError::Decode`] when the front of `bytes` is not a `T`.
+pub fn decode_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: FdTable,
+) -> Result<(T, usize, FdTable), TransferError> {
+    let mut scope = Scope::enter(&DECODING, fds.fds);
+    let result = postcard::take_from_bytes::<T>(bytes);
+    let ctx = scope.take();
+    let table = FdTable { fds: ctx.fds };
+    match result {
+        Ok((value, rest)) => Ok((value, bytes.len() - rest.len(), table)),
+        Err(e) => Err(TransferError::Decode(
+            ctx.error.unwrap_or_else(|| e.to_string()),
+        )),
+    }
+}
+
 /// A descriptor inside a serialized handle: its index in the transfer's table.
 ///
 /// Handle types of other mproc crates serialize their descriptors through

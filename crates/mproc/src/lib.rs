@@ -11,6 +11,9 @@
 //!   [`transfer`](shm::transfer), [`RawValue`] / [`RawArray`], named
 //!   [`SharedMemory`], and [`FileDoc`], the locked, atomically replaced
 //!   document.
+//! - [`process`] — [`Process`]: a `fn` or a struct target in a child,
+//!   started with spawn or fork; join, terminate, exit codes, daemons,
+//!   reaping.
 //! - [`sync`] — process-shared, crash-robust [`Lock`], [`RLock`],
 //!   [`Semaphore`], [`BoundedSemaphore`], [`Condition`], [`Event`],
 //!   [`Barrier`], and the locked [`Value`] / [`Array`].
@@ -35,8 +38,12 @@
 pub use mproc_shm as shm;
 
 #[doc(inline)]
+pub use mproc_process as process;
+#[doc(inline)]
 pub use mproc_sync as sync;
 
+#[doc(no_inline)]
+pub use mproc_process::{current_process, Process, StartMethod, Target};
 #[doc(no_inline)]
 pub use mproc_shm::{FileDoc, RawArray, RawValue, Segment, SharedMemory};
 #[doc(no_inline)]

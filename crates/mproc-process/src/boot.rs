@@ -1,0 +1,172 @@
+//! The child side: the bootstrap that runs before `main` in a spawned child,
+//! the code a forked child runs, and the exit rules every process follows.
+//!
+//! # How a spawned child finds its target
+//!
+//! The parent re-executes the current binary with `MPROC_BOOT=1` and the
+//! descriptors of the transfer inherited (the last one is a segment holding
+//! the encoded boot message). A constructor in `.init_array` (Linux) or
+//! `__mod_init_func` (macOS) runs before `main`, sees the variable, decodes a
+//! [`Header`] — which names the monomorphized trampoline for the target's
+//! types by its offset from [`anchor`] — and lets the trampoline decode the
+//! body and run it. The process then exits; `main` never runs. Offsets from
+//! a symbol of the same binary survive ASLR and re-exec, so any binary works,
+//! test harnesses included, with no `init()` call.
+
+use std::any::Any;
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use mproc_shm::transfer::{self, FdTable};
+use mproc_shm::Segment;
+use serde::{Deserialize, Serialize};
+
+use crate::registry;
+use crate::sys;
+
+/// The variable that marks a spawned child.
+pub(crate) const BOOT_ENV: &str = "MPROC_BOOT";
+
+/// What a child needs to know before it can run its target.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Header {
+    /// Offset of the trampoline from `anchor`.
+    pub(crate) trampoline: u64,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) parent_pid: u32,
+    pub(crate) parent_name: String,
+    pub(crate) report: Segment,
+}
+
+/// A trampoline decodes the body from the message and runs the target,
+/// returning its exit code.
+pub(crate) type Trampoline = fn(&[u8], FdTable) -> i32;
+
+/// The base every function offset is taken from.
+#[inline(never)]
+pub(crate) fn anchor() -> usize {
+    anchor as fn() -> usize as usize
+}
+
+/// The offset of a function pointer from [`anchor`].
+pub(crate) fn offset_of(addr: usize) -> u64 {
+    addr.wrapping_sub(anchor()) as u64
+}
+
+/// The address at `offset` from [`anchor`] in this process.
+pub(crate) fn address_at(offset: u64) -> usize {
+    anchor().wrapping_add(offset as usize)
+}
+
+/// The report area: a `u32` length, then a panic message (truncated).
+pub(crate) const REPORT_LEN: usize = 4096;
+
+pub(crate) fn write_report(report: &Segment, message: &str) {
+    let bytes = message.as_bytes();
+    let n = bytes.len().min(REPORT_LEN - 4);
+    let _ = report.write(4, &bytes[..n]);
+    if let Some(len) = report.atomic_u32(0) {
+        len.store(n as u32, Ordering::Release);
+    }
+}
+
+pub(crate) fn read_report(report: &Segment) -> Option<String> {
+    let n = report.atomic_u32(0)?.load(Ordering::Acquire) as usize;
+    if n == 0 || n > REPORT_LEN - 4 {
+        return None;
+    }
+    let mut buf = vec![0u8; n];
+    report.read(4, &mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+/// Runs a target, turning a panic into exit code 1 and a report.
+pub(crate) fn run_guarded(report: &Segment, f: impl FnOnce() -> i32) -> i32 {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(code) => code,
+        Err(payload) => {
+            write_report(report, &panic_text(&*payload));
+            1
+        }
+    }
+}
+
+/// Ends a child: its own children follow the exit rules, output is flushed,
+/// and the process exits without the parent's atexit handlers (which a
+/// forked child inherited and must not run).
+pub(crate) fn finish(code: i32) -> ! {
+    registry::exit_rules();
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
+}
+
+#[cfg_attr(target_os = "linux", link_section = ".init_array")]
+#[cfg_attr(target_os = "macos", link_section = "__DATA,__mod_init_func")]
+#[used]
+static BOOTSTRAP: extern "C" fn() = bootstrap;
+
+extern "C" fn bootstrap() {
+    if std::env::var_os(BOOT_ENV).is_none() {
+        return;
+    }
+    let code = match spawned_child() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mproc: child bootstrap failed: {e}");
+            70
+        }
+    };
+    finish(code)
+}
+
+fn spawned_child() -> Result<i32, Box<dyn std::error::Error>> {
+    let spec = std::env::var(transfer::INHERIT_ENV)?;
+    // Before main, single-threaded: clearing the variables is sound, and our
+    // own non-mproc children must not inherit them.
+    std::env::remove_var(BOOT_ENV);
+    std::env::remove_var(transfer::INHERIT_ENV);
+    // SAFETY: the parent named exactly the descriptors it handed over, and
+    // nothing in this fresh process owns them yet.
+    let mut fds = unsafe { FdTable::from_inherit_spec(&spec)? }.into_vec();
+    let payload = Segment::from_fd(fds.pop().ok_or("no boot payload")?)?;
+    let len = payload
+        .atomic_u64(0)
+        .ok_or("short payload")?
+        .load(Ordering::Acquire) as usize;
+    let mut bytes = vec![0u8; len.min(payload.len().saturating_sub(8))];
+    payload.read(8, &mut bytes)?;
+    let mut table = FdTable::new();
+    for fd in fds {
+        table.push(fd);
+    }
+    let (header, used, table) = transfer::decode_prefix::<Header>(&bytes, table)?;
+    if header.daemon {
+        sys::die_with_parent(header.parent_pid)?;
+    }
+    registry::become_child(
+        &header.name,
+        header.daemon,
+        header.parent_pid,
+        &header.parent_name,
+    );
+    let address = address_at(header.trampoline);
+    // SAFETY: the offset was taken from a `Trampoline` in the parent, which
+    // runs this same binary (re-executed), so anchor + offset is that
+    // function here.
+    let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(address) };
+    let body = &bytes[used..];
+    Ok(run_guarded(&header.report, || trampoline(body, table)))
+}

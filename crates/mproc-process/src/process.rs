@@ -1,0 +1,587 @@
+//! `Process`: a function or a struct target run in a child process.
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use mproc_shm::transfer::{self, FdTable, TransferError};
+use mproc_shm::Segment;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::boot::{self, Header, Trampoline};
+use crate::registry::{self, Child};
+use crate::sys;
+
+/// How a child process is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Re-execute the current binary; the child starts fresh and receives
+    /// its target and handles by transfer. Safe in any program.
+    Spawn,
+    /// `fork()` without `exec`: fastest, and the child inherits the whole
+    /// parent. Safe only in single-threaded programs: a lock held by another
+    /// thread at the fork (stdout's, say) stays held for ever in the child.
+    Fork,
+}
+
+static DEFAULT_METHOD: OnceLock<StartMethod> = OnceLock::new();
+
+/// Sets the process-wide default start method, once.
+///
+/// # Errors
+///
+/// Returns the method already in force when one was set before (or when a
+/// process was already started with the default).
+pub fn set_start_method(method: StartMethod) -> Result<(), StartMethod> {
+    let mut set = false;
+    let now = *DEFAULT_METHOD.get_or_init(|| {
+        set = true;
+        method
+    });
+    if set {
+        Ok(())
+    } else {
+        Err(now)
+    }
+}
+
+/// The default start method: [`StartMethod::Spawn`] unless
+/// [`set_start_method`] chose another. (DESIGN's default on Linux is the
+/// forkserver, which is not built yet.)
+pub fn get_start_method() -> StartMethod {
+    *DEFAULT_METHOD.get_or_init(|| StartMethod::Spawn)
+}
+
+/// What a target's return value means for the exit code.
+pub trait Outcome {
+    /// The exit code: 0 for success.
+    fn exit_code(self) -> i32;
+}
+
+impl Outcome for () {
+    fn exit_code(self) -> i32 {
+        0
+    }
+}
+
+impl<T, E: fmt::Debug> Outcome for Result<T, E> {
+    /// `Ok` is 0; `Err` prints the error to stderr (like `main`) and is 1.
+    fn exit_code(self) -> i32 {
+        match self {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                1
+            }
+        }
+    }
+}
+
+/// A struct target: the Rust form of subclassing Python's `Process` and
+/// overriding `run`. Its fields travel to the child by serde.
+///
+/// # Examples
+///
+/// ```no_run
+/// use mproc_process::{Process, Target};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greeter { name: String }
+///
+/// impl Target for Greeter {
+///     fn run(self) { println!("hello {}", self.name); }
+/// }
+///
+/// let mut p = Process::from_target(Greeter { name: "bob".into() });
+/// p.start()?;
+/// p.join()?;
+/// # Ok::<(), mproc_process::ProcessError>(())
+/// ```
+pub trait Target: Serialize + DeserializeOwned + Send + 'static {
+    /// The work the child does.
+    fn run(self);
+}
+
+/// A target that can run in a forked child or be encoded for a spawned one.
+trait Launch: Send {
+    fn run_here(self: Box<Self>) -> i32;
+    fn encode(self: Box<Self>, header: Header) -> Result<transfer::Message, TransferError>;
+}
+
+struct FnTarget<A, R> {
+    f: fn(A) -> R,
+    args: A,
+}
+
+/// Header first, then the body the trampoline decodes.
+#[derive(Serialize)]
+struct Boot<'a, B: Serialize> {
+    header: Header,
+    body: &'a B,
+}
+
+fn fn_trampoline<A: DeserializeOwned, R: Outcome>(bytes: &[u8], fds: FdTable) -> i32 {
+    let (f, args): (u64, A) = match transfer::decode(transfer::Message {
+        bytes: bytes.to_vec(),
+        fds,
+    }) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("mproc: cannot decode the child's arguments: {e}");
+            return 70;
+        }
+    };
+    // SAFETY: `f` is the offset of a `fn(A) -> R` taken in the parent, which
+    // runs this same binary; this trampoline was chosen for exactly A and R.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(boot::address_at(f)) };
+    f(args).exit_code()
+}
+
+impl<A, R> Launch for FnTarget<A, R>
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Outcome + 'static,
+{
+    fn run_here(self: Box<Self>) -> i32 {
+        (self.f)(self.args).exit_code()
+    }
+
+    fn encode(self: Box<Self>, mut header: Header) -> Result<transfer::Message, TransferError> {
+        header.trampoline = boot::offset_of(fn_trampoline::<A, R> as Trampoline as usize);
+        let f = boot::offset_of(self.f as usize);
+        transfer::encode(&Boot {
+            header,
+            body: &(f, self.args),
+        })
+    }
+}
+
+struct StructTarget<T>(T);
+
+fn struct_trampoline<T: Target>(bytes: &[u8], fds: FdTable) -> i32 {
+    match transfer::decode::<T>(transfer::Message {
+        bytes: bytes.to_vec(),
+        fds,
+    }) {
+        Ok(t) => {
+            t.run();
+            0
+        }
+        Err(e) => {
+            eprintln!("mproc: cannot decode the child's target: {e}");
+            70
+        }
+    }
+}
+
+impl<T: Target> Launch for StructTarget<T> {
+    fn run_here(self: Box<Self>) -> i32 {
+        self.0.run();
+        0
+    }
+
+    fn encode(self: Box<Self>, mut header: Header) -> Result<transfer::Message, TransferError> {
+        header.trampoline = boot::offset_of(struct_trampoline::<T> as Trampoline as usize);
+        transfer::encode(&Boot {
+            header,
+            body: &self.0,
+        })
+    }
+}
+
+/// Why a process operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// `join` (or a similar call) before `start`.
+    NotStarted,
+    /// `start` twice, or `set_daemon` after `start`.
+    AlreadyStarted,
+    /// A daemon process may not start children.
+    DaemonCannotStart,
+    /// The target or its arguments could not be encoded for the child.
+    Encode(TransferError),
+    /// The OS refused (fork, exec, wait).
+    Io(io::Error),
+}
+
+impl fmt::Display for ProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProcessError::NotStarted => f.write_str("the process has not been started"),
+            ProcessError::AlreadyStarted => f.write_str("the process has already been started"),
+            ProcessError::DaemonCannotStart => {
+                f.write_str("a daemon process is not allowed to start children")
+            }
+            ProcessError::Encode(e) => write!(f, "cannot send the target to the child: {e}"),
+            ProcessError::Io(e) => write!(f, "process operation failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ProcessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProcessError::Encode(e) => Some(e),
+            ProcessError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for ProcessError {
+    fn from(e: io::Error) -> ProcessError {
+        ProcessError::Io(e)
+    }
+}
+
+/// A child process running a function or a [`Target`] (Python's
+/// `multiprocessing.Process`).
+///
+/// # Examples
+///
+/// ```no_run
+/// use mproc_process::Process;
+///
+/// fn greet(name: String) { println!("hello {name}"); }
+///
+/// let mut p = Process::new(greet, "bob".to_string()).name("worker-1");
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.exitcode(), Some(0));
+/// # Ok::<(), mproc_process::ProcessError>(())
+/// ```
+///
+/// Targets are plain `fn` items: a closure that captures does not compile.
+///
+/// ```compile_fail
+/// let greeting = String::from("hi");
+/// let p = mproc_process::Process::new(move |n: u32| println!("{greeting} {n}"), 1);
+/// ```
+pub struct Process {
+    name: String,
+    daemon: bool,
+    method: Option<StartMethod>,
+    group: bool,
+    target: Mutex<Option<Box<dyn Launch>>>,
+    child: Option<Arc<Child>>,
+}
+
+impl Process {
+    /// A process that will run `f(args)`; not started yet.
+    pub fn new<A, R>(f: fn(A) -> R, args: A) -> Process
+    where
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Outcome + 'static,
+    {
+        Process::with_launch(Box::new(FnTarget { f, args }))
+    }
+
+    /// A process that will run `target.run()`; not started yet.
+    pub fn from_target<T: Target>(target: T) -> Process {
+        Process::with_launch(Box::new(StructTarget(target)))
+    }
+
+    fn with_launch(launch: Box<dyn Launch>) -> Process {
+        Process {
+            name: registry::next_name(),
+            daemon: false,
+            method: None,
+            group: false,
+            target: Mutex::new(Some(launch)),
+            child: None,
+        }
+    }
+
+    /// Sets the name (default `Process-N`).
+    pub fn name(mut self, name: impl Into<String>) -> Process {
+        self.name = name.into();
+        self
+    }
+
+    /// Makes the process a daemon: terminated when its parent exits normally,
+    /// killed when its parent dies (Linux: `PR_SET_PDEATHSIG`), and not
+    /// allowed to start children.
+    pub fn daemon(mut self, daemon: bool) -> Process {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Chooses the start method for this process (default:
+    /// [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Process {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the child in a process group of its own, so that
+    /// [`terminate`](Process::terminate) and [`kill`](Process::kill) reach
+    /// everything it starts too.
+    pub fn process_group(mut self, own_group: bool) -> Process {
+        self.group = own_group;
+        self
+    }
+
+    /// Sets the daemon flag before start.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::AlreadyStarted`] after `start`.
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<(), ProcessError> {
+        if self.child.is_some() {
+            return Err(ProcessError::AlreadyStarted);
+        }
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    /// The name.
+    pub fn get_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process is (to be) a daemon.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The pid, once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid)
+    }
+
+    /// Starts the child.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::AlreadyStarted`] on a second call;
+    /// [`ProcessError::DaemonCannotStart`] inside a daemon;
+    /// [`ProcessError::Encode`] when the arguments cannot be serialized;
+    /// [`ProcessError::Io`] when fork or exec fails.
+    pub fn start(&mut self) -> Result<(), ProcessError> {
+        if self.child.is_some() {
+            return Err(ProcessError::AlreadyStarted);
+        }
+        if registry::current_process().daemon {
+            return Err(ProcessError::DaemonCannotStart);
+        }
+        let launch = self
+            .target
+            .lock()
+            .take()
+            .ok_or(ProcessError::AlreadyStarted)?;
+        registry::cleanup();
+        let report = Segment::anonymous(boot::REPORT_LEN)?;
+        let method = self.method.unwrap_or_else(get_start_method);
+        let pid = match method {
+            StartMethod::Fork => self.fork(launch, &report)?,
+            StartMethod::Spawn => self.spawn(launch, &report)?,
+        };
+        let child = Arc::new(Child {
+            pid,
+            name: self.name.clone(),
+            daemon: self.daemon,
+            group: self.group,
+            report,
+            ended: Mutex::new(None),
+        });
+        registry::add(child.clone());
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn fork(&self, launch: Box<dyn Launch>, report: &Segment) -> Result<u32, ProcessError> {
+        let parent = registry::current_process();
+        // SAFETY: the child runs the target as CPython's fork method does;
+        // the rules for multi-threaded parents are documented on
+        // StartMethod::Fork.
+        match unsafe { sys::fork()? } {
+            0 => {
+                if self.group {
+                    let _ = sys::new_process_group();
+                }
+                if self.daemon && sys::die_with_parent(parent.pid).is_err() {
+                    sys::exit_now(1);
+                }
+                registry::become_child(&self.name, self.daemon, parent.pid, &parent.name);
+                let code = boot::run_guarded(report, || launch.run_here());
+                boot::finish(code)
+            }
+            pid => Ok(pid),
+        }
+    }
+
+    fn spawn(&self, launch: Box<dyn Launch>, report: &Segment) -> Result<u32, ProcessError> {
+        let parent = registry::current_process();
+        let header = Header {
+            trampoline: 0,
+            name: self.name.clone(),
+            daemon: self.daemon,
+            parent_pid: parent.pid,
+            parent_name: parent.name,
+            report: report.clone(),
+        };
+        let msg = launch.encode(header).map_err(ProcessError::Encode)?;
+        // The boot bytes travel in a segment of their own, the last
+        // descriptor of the table, so their size has no limit.
+        let payload = Segment::anonymous(8 + msg.bytes.len())?;
+        payload.write(8, &msg.bytes).map_err(io::Error::from)?;
+        if let Some(len) = payload.atomic_u64(0) {
+            len.store(msg.bytes.len() as u64, Ordering::Release);
+        }
+        let mut fds = msg.fds;
+        fds.push(payload.as_fd().try_clone_to_owned()?);
+        let exe = std::env::current_exe()?;
+        let mut cmd = Command::new(exe);
+        cmd.env(boot::BOOT_ENV, "1");
+        let (group, daemon, parent_pid) = (self.group, self.daemon, parent.pid);
+        // SAFETY: the hook runs between fork and exec and only makes
+        // async-signal-safe calls (setpgid, prctl, getppid, _exit).
+        unsafe {
+            cmd.pre_exec(move || {
+                if group {
+                    sys::new_process_group()?;
+                }
+                if daemon {
+                    sys::die_with_parent(parent_pid)?;
+                }
+                Ok(())
+            });
+        }
+        let child = transfer::spawn_inheriting(&mut cmd, &fds)?;
+        Ok(child.id())
+    }
+
+    fn started(&self) -> Result<&Arc<Child>, ProcessError> {
+        self.child.as_ref().ok_or(ProcessError::NotStarted)
+    }
+
+    /// Polls the child; once it is reaped the registry forgets it.
+    fn poll(&self, block: bool) -> Option<sys::Ended> {
+        let c = self.child.as_ref()?;
+        let ended = c.poll(block);
+        if ended.is_some() {
+            registry::forget(c.pid);
+        }
+        ended
+    }
+
+    /// Waits until the child has ended and reaps it. `Ok` whatever its exit
+    /// status, as in CPython; see [`exitcode`](Process::exitcode).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::NotStarted`] before `start`.
+    pub fn join(&self) -> Result<(), ProcessError> {
+        self.started()?;
+        self.poll(true);
+        Ok(())
+    }
+
+    /// Waits at most `timeout`; on timeout it returns `Ok` with the child
+    /// still running (and [`exitcode`](Process::exitcode) still `None`).
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::NotStarted`] before `start`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), ProcessError> {
+        let child = self.started()?;
+        {
+            let mut ended = child.ended.lock();
+            if ended.is_none() {
+                *ended = sys::reap_until(child.pid, Instant::now().checked_add(timeout))?;
+            }
+        }
+        self.poll(false);
+        Ok(())
+    }
+
+    /// Whether the child has been started and has not ended (reaping it if
+    /// it has).
+    pub fn is_alive(&self) -> bool {
+        self.child.is_some() && self.poll(false).is_none()
+    }
+
+    /// The exit code: `None` before the end; 0 after a normal return; 1
+    /// after a panic or an `Err`; `n` after [`exit`]`(n)`; `-N` after
+    /// signal N.
+    pub fn exitcode(&self) -> Option<i32> {
+        self.poll(false).map(|e| e.code())
+    }
+
+    /// The message of the panic that ended the child, if one did.
+    pub fn panic_message(&self) -> Option<String> {
+        self.poll(false)?;
+        boot::read_report(&self.child.as_ref()?.report)
+    }
+
+    fn send(&self, sig: i32) -> Result<(), ProcessError> {
+        let child = self.started()?;
+        if self.poll(false).is_some() {
+            return Ok(());
+        }
+        match sys::signal(child.pid, sig, child.group) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends SIGTERM (to the whole group with
+    /// [`process_group`](Process::process_group)). Join to reap it.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::NotStarted`]; the OS error from `kill`.
+    pub fn terminate(&self) -> Result<(), ProcessError> {
+        self.send(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL (to the whole group with
+    /// [`process_group`](Process::process_group)). Join to reap it.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::NotStarted`]; the OS error from `kill`.
+    pub fn kill(&self) -> Result<(), ProcessError> {
+        self.send(libc::SIGKILL)
+    }
+}
+
+impl Drop for Process {
+    /// Reaps the child if it has ended; a running child stays recorded and
+    /// is reaped later (by `active_children`, the next `start`, or at exit).
+    fn drop(&mut self) {
+        self.poll(false);
+    }
+}
+
+impl fmt::Debug for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field("daemon", &self.daemon)
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}
+
+/// Ends the current process with `code`, following the exit rules first
+/// (its own non-daemon children are joined, daemon children terminated).
+/// In a child, [`Process::exitcode`] then reads `code`.
+pub fn exit(code: i32) -> ! {
+    if registry::parent_process().is_some() {
+        boot::finish(code)
+    }
+    registry::exit_rules();
+    std::process::exit(code)
+}

@@ -1,0 +1,184 @@
+//! Every system call of this crate, wrapped once.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// How a child ended, as `waitpid` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Ended {
+    /// CPython's exitcode: the exit status, or minus the signal number.
+    pub(crate) fn code(self) -> i32 {
+        match self {
+            Ended::Exited(c) => c,
+            Ended::Signaled(s) => -s,
+        }
+    }
+}
+
+fn decode(status: libc::c_int) -> Option<Ended> {
+    if libc::WIFEXITED(status) {
+        Some(Ended::Exited(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Ended::Signaled(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+/// Reaps our child `pid`: blocking, or `None` at once if it still runs.
+pub(crate) fn reap(pid: u32, block: bool) -> io::Result<Option<Ended>> {
+    let p = pid as libc::pid_t;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on one of our own children; `status` is a valid out
+        // pointer. Never -1: other children are not ours to reap.
+        let r = unsafe { libc::waitpid(p, &mut status, if block { 0 } else { libc::WNOHANG }) };
+        match r {
+            0 => return Ok(None),
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            _ => match decode(status) {
+                Some(ended) => return Ok(Some(ended)),
+                // Stopped or continued: not an end.
+                None if block => continue,
+                None => return Ok(None),
+            },
+        }
+    }
+}
+
+/// Reaps `pid` if it ends before `deadline`.
+pub(crate) fn reap_until(pid: u32, deadline: Option<Instant>) -> io::Result<Option<Ended>> {
+    let Some(deadline) = deadline else {
+        return reap(pid, true);
+    };
+    #[cfg(target_os = "linux")]
+    if let Some(r) = linux_wait_pidfd(pid, deadline) {
+        return r;
+    }
+    // Portable: poll with a growing nap (50 µs up to 5 ms).
+    let mut nap = Duration::from_micros(50);
+    loop {
+        if let Some(e) = reap(pid, false)? {
+            return Ok(Some(e));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Waits on a pidfd with poll; `None` when pidfds are unavailable.
+#[cfg(target_os = "linux")]
+fn linux_wait_pidfd(pid: u32, deadline: Instant) -> Option<io::Result<Option<Ended>>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    loop {
+        if let r @ (Ok(Some(_)) | Err(_)) = reap(pid, false) {
+            return Some(r);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Round up, so a sub-millisecond remainder still sleeps.
+        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n == 0 && Instant::now() >= deadline {
+            return Some(reap(pid, false));
+        }
+    }
+}
+
+/// Sends `sig` to our child `pid` (or, with `group`, to its process group).
+pub(crate) fn signal(pid: u32, sig: i32, group: bool) -> io::Result<()> {
+    let p = pid as libc::pid_t;
+    // SAFETY: kill takes a pid and a signal number; it touches no memory.
+    cvt(unsafe { libc::kill(if group { -p } else { p }, sig) }).map(drop)
+}
+
+/// `fork()`.
+///
+/// # Safety
+///
+/// In the child, only async-signal-safe work is guaranteed if other threads
+/// existed; the caller documents and accepts that (CPython's rule).
+pub(crate) unsafe fn fork() -> io::Result<u32> {
+    // SAFETY: the caller accepts fork's rules for the child.
+    cvt(unsafe { libc::fork() }).map(|p| p as u32)
+}
+
+/// Ends this process at once, without running atexit handlers.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+/// The parent's pid.
+pub(crate) fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    (unsafe { libc::getppid() }) as u32
+}
+
+/// Puts the calling process in a new process group of its own.
+pub(crate) fn new_process_group() -> io::Result<()> {
+    // SAFETY: setpgid(0, 0) only changes the caller's group.
+    cvt(unsafe { libc::setpgid(0, 0) }).map(drop)
+}
+
+/// Asks the kernel to SIGKILL this process when its parent dies (Linux),
+/// then closes the race with a parent that died first.
+pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+        cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
+    }
+    if parent_pid() != parent {
+        exit_now(1);
+    }
+    Ok(())
+}
+
+/// Sets a signal to be ignored (used for SIGINT in workers, later).
+#[allow(dead_code)]
+pub(crate) fn ignore(sig: i32) {
+    // SAFETY: SIG_IGN is a valid disposition for catchable signals.
+    unsafe { libc::signal(sig, libc::SIG_IGN) };
+}
+
+/// Registers `f` to run at normal process exit.
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: atexit stores a plain function pointer.
+    unsafe { libc::atexit(f) };
+}
