@@ -113,6 +113,34 @@ const SCENARIOS: &[Scenario] = &[
         items: 0,
         target: None,
     },
+    Scenario {
+        id: "process/start_join_fork",
+        title: "Process start + join, fork",
+        reference: Reference::Python("process.py", "start_join_fork"),
+        items: 0,
+        target: Some(10.0),
+    },
+    Scenario {
+        id: "process/start_join_spawn",
+        title: "Process start + join, spawn",
+        reference: Reference::Python("process.py", "start_join_spawn"),
+        items: 0,
+        target: Some(10.0),
+    },
+    Scenario {
+        id: "process/start_join_spawn",
+        title: "Process start + join, default method (spawn) vs Python fork",
+        reference: Reference::Python("process.py", "start_join_fork"),
+        items: 0,
+        target: Some(5.0),
+    },
+    Scenario {
+        id: "process/start_join_100_fork",
+        title: "100 children started, then joined, fork",
+        reference: Reference::Python("process.py", "start_join_100_fork"),
+        items: 0,
+        target: None,
+    },
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<()> {

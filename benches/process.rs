@@ -1,0 +1,40 @@
+//! mproc-process benches; Python counterparts in `python/process.py`.
+//! Spawned children are this bench binary re-executed: the constructor runs
+//! the target before criterion's `main` ever starts.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use mproc::{Process, StartMethod};
+
+fn empty(_: ()) {}
+
+fn start_join(c: &mut Criterion) {
+    let mut g = c.benchmark_group("process");
+    g.sample_size(20);
+    for (name, method) in [("fork", StartMethod::Fork), ("spawn", StartMethod::Spawn)] {
+        g.bench_function(format!("start_join_{name}"), |b| {
+            b.iter(|| {
+                let mut p = Process::new(empty, ()).start_method(method);
+                p.start().unwrap();
+                p.join().unwrap();
+                assert_eq!(p.exitcode(), Some(0));
+            })
+        });
+    }
+    g.bench_function("start_join_100_fork", |b| {
+        b.iter(|| {
+            let mut kids: Vec<Process> = (0..100)
+                .map(|_| Process::new(empty, ()).start_method(StartMethod::Fork))
+                .collect();
+            for k in &mut kids {
+                k.start().unwrap();
+            }
+            for k in &kids {
+                k.join().unwrap();
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, start_join);
+criterion_main!(benches);
