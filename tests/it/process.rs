@@ -12,7 +12,11 @@ use mproc::{Process, StartMethod, Target, Value};
 use mproc_tests::{hex, LeakCheck, Lines};
 use serde::{Deserialize, Serialize};
 
-const METHODS: [StartMethod; 2] = [StartMethod::Fork, StartMethod::Spawn];
+const METHODS: [StartMethod; 3] = [
+    StartMethod::Fork,
+    StartMethod::Forkserver,
+    StartMethod::Spawn,
+];
 
 fn record_identity(out: Segment) {
     let me = current_process();
@@ -151,7 +155,11 @@ fn count_up(v: Value<u64>) {
 #[test]
 fn many_children_started_then_joined() {
     let leaks = LeakCheck::start();
-    for (method, n) in [(StartMethod::Fork, 100), (StartMethod::Spawn, 5)] {
+    for (method, n) in [
+        (StartMethod::Fork, 100),
+        (StartMethod::Forkserver, 100),
+        (StartMethod::Spawn, 5),
+    ] {
         let v = Value::new(0u64).unwrap();
         let mut kids: Vec<Process> = (0..n)
             .map(|_| Process::new(count_up, v.clone()).start_method(method))
@@ -347,7 +355,7 @@ fn fixture_parent(
 #[test]
 fn parent_killed_daemon_dies_and_non_daemon_finishes() {
     let leaks = LeakCheck::start();
-    for method in ["fork", "spawn"] {
+    for method in ["fork", "forkserver", "spawn"] {
         let (go, done) = (Event::new().unwrap(), Value::new(0u64).unwrap());
         let (mut parent, mut lines) = fixture_parent("start-and-wait", method, &go, &done);
         let daemon: u32 = lines.next_line().unwrap().parse().unwrap();
@@ -370,7 +378,7 @@ fn parent_killed_daemon_dies_and_non_daemon_finishes() {
 #[test]
 fn normal_exit_joins_children_and_terminates_daemons() {
     let leaks = LeakCheck::start();
-    for method in ["fork", "spawn"] {
+    for method in ["fork", "forkserver", "spawn"] {
         let (go, done) = (Event::new().unwrap(), Value::new(0u64).unwrap());
         let (mut parent, mut lines) = fixture_parent("start-and-return", method, &go, &done);
         let daemon: u32 = lines.next_line().unwrap().parse().unwrap();

@@ -147,6 +147,9 @@ impl LeakCheck {
     /// Asserts that nothing was leaked since [`start`](LeakCheck::start).
     #[track_caller]
     pub fn assert_clean(self) {
+        // The forkserver lives as long as this process; stop it (it is
+        // reaped, its socket closed) so that what is left is a leak.
+        mproc::process::stop_forkserver();
         let kids = children_of(std::process::id());
         assert!(
             kids.is_empty(),

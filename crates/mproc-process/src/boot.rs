@@ -119,10 +119,10 @@ pub(crate) fn finish(code: i32) -> ! {
 static BOOTSTRAP: extern "C" fn() = bootstrap;
 
 extern "C" fn bootstrap() {
-    if std::env::var_os(BOOT_ENV).is_none() {
+    let Some(role) = std::env::var_os(BOOT_ENV) else {
         return;
-    }
-    let code = match spawned_child() {
+    };
+    let code = match spawned_child(role == "forkserver") {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mproc: child bootstrap failed: {e}");
@@ -132,7 +132,7 @@ extern "C" fn bootstrap() {
     finish(code)
 }
 
-fn spawned_child() -> Result<i32, Box<dyn std::error::Error>> {
+fn spawned_child(forkserver: bool) -> Result<i32, Box<dyn std::error::Error>> {
     let spec = std::env::var(transfer::INHERIT_ENV)?;
     // Before main, single-threaded: clearing the variables is sound, and our
     // own non-mproc children must not inherit them.
@@ -140,7 +140,11 @@ fn spawned_child() -> Result<i32, Box<dyn std::error::Error>> {
     std::env::remove_var(transfer::INHERIT_ENV);
     // SAFETY: the parent named exactly the descriptors it handed over, and
     // nothing in this fresh process owns them yet.
-    let mut fds = unsafe { FdTable::from_inherit_spec(&spec)? }.into_vec();
+    let table = unsafe { FdTable::from_inherit_spec(&spec)? };
+    if forkserver {
+        crate::forkserver::serve(table)
+    }
+    let mut fds = table.into_vec();
     let payload = Segment::from_fd(fds.pop().ok_or("no boot payload")?)?;
     let len = payload
         .atomic_u64(0)
@@ -152,9 +156,20 @@ fn spawned_child() -> Result<i32, Box<dyn std::error::Error>> {
     for fd in fds {
         table.push(fd);
     }
-    let (header, used, table) = transfer::decode_prefix::<Header>(&bytes, table)?;
+    run_boot(&bytes, table, sys::parent_pid())
+}
+
+/// Runs a child from its boot bytes: the header, then the target through
+/// its trampoline. `parent` is the process that started this one (the
+/// forkserver, for its children), whose death a daemon follows.
+pub(crate) fn run_boot(
+    bytes: &[u8],
+    table: FdTable,
+    parent: u32,
+) -> Result<i32, Box<dyn std::error::Error>> {
+    let (header, used, table) = transfer::decode_prefix::<Header>(bytes, table)?;
     if header.daemon {
-        sys::die_with_parent(header.parent_pid)?;
+        sys::die_with_parent(parent)?;
     }
     registry::become_child(
         &header.name,
@@ -164,8 +179,8 @@ fn spawned_child() -> Result<i32, Box<dyn std::error::Error>> {
     );
     let address = address_at(header.trampoline);
     // SAFETY: the offset was taken from a `Trampoline` in the parent, which
-    // runs this same binary (re-executed), so anchor + offset is that
-    // function here.
+    // runs this same binary (re-executed, or forked from a re-executed
+    // forkserver), so anchor + offset is that function here.
     let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(address) };
     let body = &bytes[used..];
     Ok(run_guarded(&header.report, || trampoline(body, table)))

@@ -4,7 +4,8 @@
 //!   `join_timeout`, `is_alive`, `terminate`, `kill`, `pid`, `exitcode`
 //!   (negative for a signal), `panic_message`, daemons.
 //! - [`StartMethod`] — [`Spawn`](StartMethod::Spawn) (re-execute this
-//!   binary) or [`Fork`](StartMethod::Fork); [`set_start_method`].
+//!   binary), [`Forkserver`](StartMethod::Forkserver) (a helper forks on
+//!   request) or [`Fork`](StartMethod::Fork); [`set_start_method`].
 //! - [`Target`] — a serde struct with `run(self)`: the Rust form of a
 //!   `Process` subclass.
 //! - [`current_process`], [`parent_process`], [`active_children`],
@@ -43,18 +44,20 @@
 //!
 //! # Platform support
 //!
-//! Linux and macOS. `join_timeout` waits on a pidfd on Linux and polls
-//! elsewhere. The forkserver start method, Python 3.14's default on Linux,
-//! is not built yet: the default is [`StartMethod::Spawn`].
+//! Linux and macOS. The default start method is the forkserver on Linux and
+//! spawn on macOS (Python 3.14's choice). `join_timeout` waits on a pidfd on
+//! Linux and polls elsewhere.
 
 #![warn(missing_docs)]
 
 mod sys;
 
 mod boot;
+mod forkserver;
 mod process;
 mod registry;
 
+pub use forkserver::{forkserver_pid, stop_forkserver};
 pub use process::{
     exit, get_start_method, set_start_method, Outcome, Process, ProcessError, StartMethod, Target,
 };

@@ -30,6 +30,9 @@ pub enum StartMethod {
     /// parent. Safe only in single-threaded programs: a lock held by another
     /// thread at the fork (stdout's, say) stays held for ever in the child.
     Fork,
+    /// Ask a single-threaded helper, started on first use, to fork the
+    /// child: fork's speed with spawn's safety. The default on Linux.
+    Forkserver,
 }
 
 static DEFAULT_METHOD: OnceLock<StartMethod> = OnceLock::new();
@@ -53,11 +56,17 @@ pub fn set_start_method(method: StartMethod) -> Result<(), StartMethod> {
     }
 }
 
-/// The default start method: [`StartMethod::Spawn`] unless
-/// [`set_start_method`] chose another. (DESIGN's default on Linux is the
-/// forkserver, which is not built yet.)
+/// The default start method: [`StartMethod::Forkserver`] on Linux and
+/// [`StartMethod::Spawn`] on macOS (as Python 3.14), unless
+/// [`set_start_method`] chose another.
 pub fn get_start_method() -> StartMethod {
-    *DEFAULT_METHOD.get_or_init(|| StartMethod::Spawn)
+    *DEFAULT_METHOD.get_or_init(|| {
+        if cfg!(target_os = "linux") {
+            StartMethod::Forkserver
+        } else {
+            StartMethod::Spawn
+        }
+    })
 }
 
 /// What a target's return value means for the exit code.
@@ -382,9 +391,19 @@ impl Process {
         registry::cleanup();
         let report = Segment::anonymous(boot::REPORT_LEN)?;
         let method = self.method.unwrap_or_else(get_start_method);
+        let mut via = None;
         let pid = match method {
             StartMethod::Fork => self.fork(launch, &report)?,
             StartMethod::Spawn => self.spawn(launch, &report)?,
+            StartMethod::Forkserver => {
+                let server = crate::forkserver::get()?;
+                let msg = launch
+                    .encode(self.header(&report))
+                    .map_err(ProcessError::Encode)?;
+                let pid = server.fork(&msg)?;
+                via = Some(server);
+                pid
+            }
         };
         let child = Arc::new(Child {
             pid,
@@ -393,6 +412,7 @@ impl Process {
             group: self.group,
             report,
             ended: Mutex::new(None),
+            via,
         });
         registry::add(child.clone());
         self.child = Some(child);
@@ -420,17 +440,23 @@ impl Process {
         }
     }
 
-    fn spawn(&self, launch: Box<dyn Launch>, report: &Segment) -> Result<u32, ProcessError> {
+    fn header(&self, report: &Segment) -> Header {
         let parent = registry::current_process();
-        let header = Header {
+        Header {
             trampoline: 0,
             name: self.name.clone(),
             daemon: self.daemon,
             parent_pid: parent.pid,
             parent_name: parent.name,
             report: report.clone(),
-        };
-        let msg = launch.encode(header).map_err(ProcessError::Encode)?;
+        }
+    }
+
+    fn spawn(&self, launch: Box<dyn Launch>, report: &Segment) -> Result<u32, ProcessError> {
+        let msg = launch
+            .encode(self.header(report))
+            .map_err(ProcessError::Encode)?;
+        let parent_pid = std::process::id();
         // The boot bytes travel in a segment of their own, the last
         // descriptor of the table, so their size has no limit.
         let payload = Segment::anonymous(8 + msg.bytes.len())?;
@@ -443,7 +469,7 @@ impl Process {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.env(boot::BOOT_ENV, "1");
-        let (group, daemon, parent_pid) = (self.group, self.daemon, parent.pid);
+        let (group, daemon) = (self.group, self.daemon);
         // SAFETY: the hook runs between fork and exec and only makes
         // async-signal-safe calls (setpgid, prctl, getppid, _exit).
         unsafe {
@@ -495,12 +521,7 @@ impl Process {
     /// [`ProcessError::NotStarted`] before `start`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), ProcessError> {
         let child = self.started()?;
-        {
-            let mut ended = child.ended.lock();
-            if ended.is_none() {
-                *ended = sys::reap_until(child.pid, Instant::now().checked_add(timeout))?;
-            }
-        }
+        child.poll_until(true, Instant::now().checked_add(timeout));
         self.poll(false);
         Ok(())
     }

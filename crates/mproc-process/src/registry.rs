@@ -45,16 +45,29 @@ pub(crate) struct Child {
     pub(crate) group: bool,
     pub(crate) report: Segment,
     pub(crate) ended: Mutex<Option<Ended>>,
+    /// The forkserver that is this child's parent, if one is.
+    pub(crate) via: Option<Arc<crate::forkserver::Server>>,
 }
 
 impl Child {
     /// Reaps the child if it has ended (or, with `block`, when it ends).
     pub(crate) fn poll(&self, block: bool) -> Option<Ended> {
+        self.poll_until(block, None)
+    }
+
+    /// Reaps the child if it ends before `deadline` (with `block`).
+    pub(crate) fn poll_until(
+        &self,
+        block: bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Option<Ended> {
         let mut ended = self.ended.lock();
         if ended.is_none() {
-            if let Ok(Some(e)) = sys::reap(self.pid, block) {
-                *ended = Some(e);
-            }
+            *ended = match &self.via {
+                Some(server) => server.wait(self.pid, block, deadline),
+                None if block => sys::reap_until(self.pid, deadline).ok().flatten(),
+                None => sys::reap(self.pid, false).ok().flatten(),
+            };
         }
         *ended
     }
@@ -125,6 +138,7 @@ pub(crate) fn exit_rules() {
     for child in &list {
         child.poll(true);
     }
+    crate::forkserver::stop_forkserver();
 }
 
 /// Called in a new child: who it is and who its parent was; forgets the

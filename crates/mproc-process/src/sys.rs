@@ -182,3 +182,101 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
     // SAFETY: atexit stores a plain function pointer.
     unsafe { libc::atexit(f) };
 }
+
+/// A pipe, both ends close-on-exec, the write end non-blocking.
+pub(crate) fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+    let (r, w) = (
+        crate::forkserver::owned(fds[0]),
+        crate::forkserver::owned(fds[1]),
+    );
+    for fd in fds {
+        // SAFETY: plain fcntl flag changes on descriptors we own.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+        }
+    }
+    Ok((r, w))
+}
+
+/// Installs `handler` for `sig` (restarting interrupted calls).
+pub(crate) fn on_signal(sig: i32, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: a zeroed sigaction with a plain handler and an empty mask is
+    // valid; the handler only does async-signal-safe work.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Restores the default action for `sig`.
+pub(crate) fn on_signal_default(sig: i32) {
+    // SAFETY: SIG_DFL is always a valid disposition.
+    unsafe { libc::signal(sig, libc::SIG_DFL) };
+}
+
+/// Waits until `a` or `b` is readable (or hung up); says which.
+pub(crate) fn poll2(
+    a: std::os::fd::BorrowedFd<'_>,
+    b: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<(bool, bool)> {
+    use std::os::fd::AsRawFd;
+    let mut fds = [
+        libc::pollfd {
+            fd: a.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: two valid pollfds for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n >= 0 {
+            return Ok((fds[0].revents != 0, fds[1].revents != 0));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Reads a non-blocking descriptor until it is empty.
+pub(crate) fn drain(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 64];
+    // SAFETY: reads into a local buffer of the given size.
+    while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
+
+/// Reaps any ended child (the forkserver's own; never called elsewhere).
+pub(crate) fn reap_any() -> Option<(u32, Ended)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: in the forkserver every child is ours to reap.
+        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if r <= 0 {
+            return None;
+        }
+        if let Some(e) = decode(status) {
+            return Some((r as u32, e));
+        }
+    }
+}
+
+/// Whether a process exists (a zombie counts).
+pub(crate) fn exists(pid: u32) -> bool {
+    // SAFETY: signal 0 checks existence only.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}

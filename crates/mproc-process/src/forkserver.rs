@@ -1,0 +1,314 @@
+//! The forkserver: a single-threaded helper, started on first use, that
+//! forks children on request and reports how they ended.
+//!
+//! # Protocol
+//!
+//! The helper is this binary re-executed with `MPROC_BOOT=forkserver`; it
+//! is reachable only through a socketpair it inherited — no file-system
+//! name — so no other process can ask it to fork. A request is a
+//! [`transfer`] message: the same boot bytes a spawned child decodes, with
+//! the handles' descriptors attached by `SCM_RIGHTS`. The server forks, and
+//! the child runs the target exactly as a spawned child would. The server
+//! answers each request with `Started(pid)` (or `Failed`) and, when a child
+//! ends, sends `Ended(pid, status)`: it is the children's parent, so it
+//! reaps them (`waitpid(-1)` is right there: every child of the server is
+//! one of ours), woken by SIGCHLD through a self-pipe.
+//!
+//! # Crash story
+//!
+//! The server dies with its client (`PR_SET_PDEATHSIG`, and end-of-stream
+//! on the socket); daemon children die with the server. If the server
+//! itself dies, the client's reader sees end-of-stream, children whose end
+//! was not reported are treated as killed once they are gone, and the next
+//! start launches a new server.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mproc_shm::transfer::{self, FdTable, Message};
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use crate::boot;
+use crate::sys::{self, Ended};
+
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    Started(u32),
+    Failed(String),
+    Ended(u32, bool, i32),
+}
+
+#[derive(Default)]
+struct State {
+    replies: VecDeque<Result<u32, String>>,
+    ended: HashMap<u32, Ended>,
+    alive: bool,
+}
+
+/// The client's end of a running forkserver.
+pub(crate) struct Server {
+    pid: u32,
+    owner: u32,
+    sock: UnixStream,
+    requests: Mutex<()>,
+    state: Mutex<State>,
+    changed: Condvar,
+    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
+
+/// The running forkserver of this process, started (again) if needed.
+pub(crate) fn get() -> io::Result<Arc<Server>> {
+    let mut slot = SERVER.lock();
+    if let Some(s) = &*slot {
+        if s.owner == std::process::id() && s.state.lock().alive {
+            return Ok(s.clone());
+        }
+    }
+    let server = Server::start()?;
+    *slot = Some(server.clone());
+    Ok(server)
+}
+
+/// The pid of this process's forkserver, if one runs.
+pub fn forkserver_pid() -> Option<u32> {
+    let slot = SERVER.lock();
+    slot.as_ref()
+        .filter(|s| s.owner == std::process::id())
+        .map(|s| s.pid)
+}
+
+/// Stops this process's forkserver, if one runs, and reaps it; the next
+/// [`Forkserver`](crate::StartMethod::Forkserver) start launches a new one.
+/// Runs at exit too. Children already started keep running.
+pub fn stop_forkserver() {
+    let server = SERVER.lock().take();
+    if let Some(s) = server.filter(|s| s.owner == std::process::id()) {
+        let _ = s.sock.shutdown(std::net::Shutdown::Both);
+        if let Some(reader) = s.reader.lock().take() {
+            let _ = reader.join();
+        }
+        let _ = sys::reap(s.pid, true);
+    }
+}
+
+impl Server {
+    fn start() -> io::Result<Arc<Server>> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut fds = FdTable::new();
+        fds.push(OwnedFd::from(theirs));
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(boot::BOOT_ENV, "forkserver");
+        let me = std::process::id();
+        // SAFETY: between fork and exec: prctl and getppid only.
+        unsafe {
+            cmd.pre_exec(move || sys::die_with_parent(me));
+        }
+        let child = transfer::spawn_inheriting(&mut cmd, &fds)?;
+        drop(fds);
+        let server = Arc::new(Server {
+            pid: child.id(),
+            owner: me,
+            sock: ours,
+            requests: Mutex::new(()),
+            state: Mutex::new(State {
+                alive: true,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            reader: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&server);
+        let sock = server.sock.try_clone()?;
+        let handle = std::thread::Builder::new()
+            .name("mproc-forkserver".into())
+            .spawn(move || read_replies(&sock, &weak))?;
+        *server.reader.lock() = Some(handle);
+        Ok(server)
+    }
+
+    /// Files one reply; `false` once the server is gone.
+    fn record(&self, reply: io::Result<Reply>) -> bool {
+        let mut st = self.state.lock();
+        let alive = match reply {
+            Ok(Reply::Started(pid)) => {
+                st.replies.push_back(Ok(pid));
+                true
+            }
+            Ok(Reply::Failed(why)) => {
+                st.replies.push_back(Err(why));
+                true
+            }
+            Ok(Reply::Ended(pid, signaled, n)) => {
+                st.ended.insert(
+                    pid,
+                    if signaled {
+                        Ended::Signaled(n)
+                    } else {
+                        Ended::Exited(n)
+                    },
+                );
+                true
+            }
+            Err(_) => {
+                st.alive = false;
+                st.replies.push_back(Err("the forkserver died".into()));
+                false
+            }
+        };
+        self.changed.notify_all();
+        alive
+    }
+
+    /// Asks the server to start a child from `msg`; returns its pid.
+    pub(crate) fn fork(&self, msg: &Message) -> io::Result<u32> {
+        let _one_at_a_time = self.requests.lock();
+        transfer::send(&self.sock, msg)?;
+        let mut st = self.state.lock();
+        loop {
+            if let Some(r) = st.replies.pop_front() {
+                return r.map_err(io::Error::other);
+            }
+            self.changed.wait(&mut st);
+        }
+    }
+
+    /// How child `pid` ended, waiting until `deadline` (`None`: for ever).
+    pub(crate) fn wait(&self, pid: u32, block: bool, deadline: Option<Instant>) -> Option<Ended> {
+        let mut st = self.state.lock();
+        loop {
+            if let Some(e) = st.ended.remove(&pid) {
+                return Some(e);
+            }
+            if !st.alive {
+                // The server died before reporting: once the child is gone
+                // too, call it killed.
+                drop(st);
+                return (!sys::exists(pid)).then_some(Ended::Signaled(libc::SIGKILL));
+            }
+            if !block {
+                return None;
+            }
+            match deadline {
+                None => self.changed.wait(&mut st),
+                Some(d) => {
+                    if self.changed.wait_until(&mut st, d).timed_out() {
+                        return st.ended.remove(&pid);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reader thread: files replies until the server goes away. It holds
+/// the server weakly, so the server's last handle closes the socket.
+fn read_replies(sock: &UnixStream, server: &std::sync::Weak<Server>) {
+    loop {
+        let reply = transfer::recv(sock)
+            .and_then(|m| transfer::decode::<Reply>(m).map_err(io::Error::from));
+        let Some(server) = server.upgrade() else {
+            return;
+        };
+        if !server.record(reply) {
+            return;
+        }
+    }
+}
+
+static CHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_sigchld(_: libc::c_int) {
+    let fd = CHLD_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write is async-signal-safe; a full pipe simply drops it.
+        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    }
+}
+
+/// The server's main loop; runs in the re-executed helper and never returns.
+pub(crate) fn serve(mut fds: FdTable) -> ! {
+    let Some(sock) = fds.iter().next().and_then(|f| f.try_clone_to_owned().ok()) else {
+        sys::exit_now(70)
+    };
+    drop(std::mem::take(&mut fds));
+    let sock = UnixStream::from(sock);
+    let me = std::process::id();
+    let (wake_r, wake_w) = match sys::pipe() {
+        Ok(p) => p,
+        Err(_) => sys::exit_now(70),
+    };
+    CHLD_PIPE.store(wake_w.as_raw_fd(), Ordering::Relaxed);
+    sys::on_signal(libc::SIGCHLD, on_sigchld);
+    loop {
+        match sys::poll2(sock.as_fd(), wake_r.as_fd()) {
+            Ok((request, exited)) => {
+                if exited {
+                    sys::drain(wake_r.as_fd());
+                    while let Some((pid, ended)) = sys::reap_any() {
+                        let (sig, n) = match ended {
+                            Ended::Exited(c) => (false, c),
+                            Ended::Signaled(s) => (true, s),
+                        };
+                        if send(&sock, &Reply::Ended(pid, sig, n)).is_err() {
+                            sys::exit_now(0);
+                        }
+                    }
+                }
+                if request {
+                    let msg = match transfer::recv(&sock) {
+                        Ok(m) => m,
+                        // The client is gone: so are we.
+                        Err(_) => sys::exit_now(0),
+                    };
+                    // SAFETY: the server is single-threaded.
+                    match unsafe { sys::fork() } {
+                        Ok(0) => {
+                            sys::on_signal_default(libc::SIGCHLD);
+                            drop(sock);
+                            drop(wake_r);
+                            drop(wake_w);
+                            let code =
+                                boot::run_boot(&msg.bytes, msg.fds, me).unwrap_or_else(|e| {
+                                    eprintln!("mproc: forkserver child failed to boot: {e}");
+                                    70
+                                });
+                            boot::finish(code)
+                        }
+                        Ok(pid) => {
+                            drop(msg);
+                            if send(&sock, &Reply::Started(pid)).is_err() {
+                                sys::exit_now(0);
+                            }
+                        }
+                        Err(e) => {
+                            if send(&sock, &Reply::Failed(e.to_string())).is_err() {
+                                sys::exit_now(0);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(_) => sys::exit_now(70),
+        }
+    }
+}
+
+fn send(sock: &UnixStream, reply: &Reply) -> io::Result<()> {
+    transfer::send(sock, &transfer::encode(reply).map_err(io::Error::from)?)
+}
+
+/// Wraps a raw descriptor from `pipe` (used by sys).
+pub(crate) fn owned(fd: i32) -> OwnedFd {
+    // SAFETY: callers pass a descriptor pipe() just created, owned by nobody.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
