@@ -10,7 +10,11 @@ fn empty(_: ()) {}
 fn start_join(c: &mut Criterion) {
     let mut g = c.benchmark_group("process");
     g.sample_size(20);
-    for (name, method) in [("fork", StartMethod::Fork), ("spawn", StartMethod::Spawn)] {
+    for (name, method) in [
+        ("fork", StartMethod::Fork),
+        ("forkserver", StartMethod::Forkserver),
+        ("spawn", StartMethod::Spawn),
+    ] {
         g.bench_function(format!("start_join_{name}"), |b| {
             b.iter(|| {
                 let mut p = Process::new(empty, ()).start_method(method);

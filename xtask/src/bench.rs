@@ -128,8 +128,15 @@ const SCENARIOS: &[Scenario] = &[
         target: Some(10.0),
     },
     Scenario {
-        id: "process/start_join_spawn",
-        title: "Process start + join, default method (spawn) vs Python fork",
+        id: "process/start_join_forkserver",
+        title: "Process start + join, forkserver",
+        reference: Reference::Python("process.py", "start_join_forkserver"),
+        items: 0,
+        target: Some(10.0),
+    },
+    Scenario {
+        id: "process/start_join_forkserver",
+        title: "Process start + join, default method (forkserver) vs Python fork",
         reference: Reference::Python("process.py", "start_join_fork"),
         items: 0,
         target: Some(5.0),
