@@ -9,7 +9,8 @@
 //! costs 50–100 µs, so a peer that answers within a few microseconds is
 //! caught without a sleep. The spin is adaptive and bounded: its length
 //! doubles (up to [`MAX_SPIN`] iterations) each time spinning caught the
-//! change and halves each time it did not.
+//! change or a sleep ended within 200 µs, and halves each time a spin
+//! missed.
 //!
 //! Deadlines are `Option<Instant>` on the monotonic clock; `None` waits for
 //! ever. [`deadline`] turns a timeout into one and saturates, so
@@ -98,13 +99,33 @@ pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitR
     sleep(word, expected, deadline)
 }
 
+/// A sleep that ended sooner than this was a missed chance to spin.
+const SHORT_SLEEP: Duration = Duration::from_micros(200);
+
 /// [`wait`] without the spin, for callers that spun already.
+///
+/// A wake-up that comes within [`SHORT_SLEEP`] doubles the spin length: the
+/// peer answered fast, so a longer spin would have caught it without the
+/// kernel round trip. (Failed spins halve it; without this rule the length
+/// could collapse to the minimum and stay there.)
 pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
-    if deadline.is_some_and(|d| Instant::now() >= d) {
+    let start = Instant::now();
+    if deadline.is_some_and(|d| start >= d) {
         return WaitResult::TimedOut;
     }
     match sys::wait_on(word, expected, deadline) {
-        Sleep::Woken => WaitResult::Woken,
+        Sleep::Woken => {
+            if start.elapsed() < SHORT_SLEEP {
+                let limit = SPIN.load(Ordering::Relaxed);
+                let _ = SPIN.compare_exchange(
+                    limit,
+                    (limit * 2).min(MAX_SPIN),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            WaitResult::Woken
+        }
         Sleep::TimedOut => WaitResult::TimedOut,
     }
 }
