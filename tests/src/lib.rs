@@ -99,6 +99,15 @@ pub fn inherited<T: serde::de::DeserializeOwned>(hex: &str) -> T {
     transfer::decode(transfer::Message { bytes, fds }).expect("decode inherited handles")
 }
 
+/// In a child fixture: prints one line to stdout and flushes it at once,
+/// so the parent reading it line by line sees it now.
+pub fn say(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Reads a child's stdout line by line.
 #[derive(Debug)]
 pub struct Lines {

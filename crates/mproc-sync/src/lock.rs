@@ -336,14 +336,10 @@ impl Lock {
     /// [`AcquireError::Timeout`] when the lock stayed held.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Acquired, AcquireError> {
         let blocking = !timeout.is_zero();
-        match self
-            .raw()
-            .acquire(sys::me(), blocking, wait::deadline(timeout))
-        {
-            Ok(true) => Ok(Acquired::OwnerDied),
-            Ok(false) => Ok(Acquired::Clean),
-            Err(_) => Err(AcquireError::Timeout),
-        }
+        acquired(
+            self.raw()
+                .acquire(sys::me(), blocking, wait::deadline(timeout)),
+        )
     }
 
     /// Python's `release()`.
@@ -479,6 +475,15 @@ impl<G> fmt::Display for LockError<G> {
 }
 
 impl<G> std::error::Error for LockError<G> {}
+
+/// Turns a raw acquire's outcome into Python-style `acquire`'s answer.
+pub(crate) fn acquired(r: Result<bool, Miss>) -> Result<Acquired, AcquireError> {
+    match r {
+        Ok(true) => Ok(Acquired::OwnerDied),
+        Ok(false) => Ok(Acquired::Clean),
+        Err(_) => Err(AcquireError::Timeout),
+    }
+}
 
 /// Turns a raw acquire's outcome into a guard or an error.
 pub(crate) fn outcome<G>(

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::block::{block_serde, Block, KIND_RLOCK};
-use crate::lock::{outcome, AcquireError, Acquired, LockError, Miss, NotOwner, Raw};
+use crate::lock::{acquired, outcome, AcquireError, Acquired, LockError, Miss, NotOwner, Raw};
 use crate::{sys, wait};
 
 /// A re-entrant lock (Python's `multiprocessing.RLock`).
@@ -124,11 +124,7 @@ impl RLock {
     ///
     /// [`AcquireError::Timeout`].
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Acquired, AcquireError> {
-        match self.take(!timeout.is_zero(), Some(timeout)) {
-            Ok(true) => Ok(Acquired::OwnerDied),
-            Ok(false) => Ok(Acquired::Clean),
-            Err(_) => Err(AcquireError::Timeout),
-        }
+        acquired(self.take(!timeout.is_zero(), Some(timeout)))
     }
 
     /// Python's `release()`: drops one level; the last one unlocks.

@@ -2,7 +2,7 @@
 //! subcommand; handles arrive by inheritance (`MPROC_INHERITED_FDS` plus hex
 //! transfer bytes in argv) or over an inherited socket with `SCM_RIGHTS`.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
@@ -15,11 +15,7 @@ struct Office {
     count: i64,
 }
 
-fn line(s: impl std::fmt::Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{s}").unwrap();
-    out.flush().unwrap();
-}
+use mproc_tests::say as line;
 
 fn wait_for_stdin_line() -> String {
     let mut s = String::new();

@@ -14,11 +14,7 @@ fn handles<T: DeserializeOwned>(hex: &str) -> T {
     mproc_tests::inherited(hex)
 }
 
-fn line(s: impl std::fmt::Display) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{s}").unwrap();
-    out.flush().unwrap();
-}
+use mproc_tests::say as line;
 
 fn stdin_line() -> String {
     let mut s = String::new();
