@@ -90,11 +90,10 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 /// On malformed input: fixtures are test code, and a panic fails the test.
 pub fn inherited<T: serde::de::DeserializeOwned>(hex: &str) -> T {
     use mproc::shm::transfer;
-    let spec = std::env::var(transfer::INHERIT_ENV).unwrap_or_default();
     // SAFETY: fixtures call this once at start-up, when the listed
     // descriptors are exactly the ones the parent handed over and nothing in
     // this process owns them yet.
-    let fds = unsafe { transfer::FdTable::from_inherit_spec(&spec) }.expect("inherited fds");
+    let fds = unsafe { transfer::FdTable::from_env() }.expect("inherited fds");
     let bytes = unhex(hex).expect("hex payload");
     transfer::decode(transfer::Message { bytes, fds }).expect("decode inherited handles")
 }

@@ -133,14 +133,13 @@ extern "C" fn bootstrap() {
 }
 
 fn spawned_child(forkserver: bool) -> Result<i32, Box<dyn std::error::Error>> {
-    let spec = std::env::var(transfer::INHERIT_ENV)?;
+    // SAFETY: the parent named exactly the descriptors it handed over, and
+    // nothing in this fresh process owns them yet.
+    let table = unsafe { FdTable::from_env()? };
     // Before main, single-threaded: clearing the variables is sound, and our
     // own non-mproc children must not inherit them.
     std::env::remove_var(BOOT_ENV);
     std::env::remove_var(transfer::INHERIT_ENV);
-    // SAFETY: the parent named exactly the descriptors it handed over, and
-    // nothing in this fresh process owns them yet.
-    let table = unsafe { FdTable::from_inherit_spec(&spec)? };
     if forkserver {
         crate::forkserver::serve(table)
     }

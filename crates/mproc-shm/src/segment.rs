@@ -21,7 +21,7 @@
 //! reached as atomics ([`Segment::atomic_u32`], [`Segment::atomic_u64`]).
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -129,9 +129,7 @@ impl Segment {
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&File::from(sys::dup_cloexec(fd.as_fd())?))?;
+        let map = MmapOptions::new().len(len).map_raw(&fd)?;
         Ok(Segment {
             inner: Arc::new(Inner { fd, map, len }),
         })

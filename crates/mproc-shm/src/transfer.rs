@@ -114,6 +114,24 @@ impl FdTable {
         nums.join(",")
     }
 
+    /// The table a parent handed over with [`spawn_inheriting`]: the
+    /// descriptors named in [`INHERIT_ENV`] (an empty table when the variable
+    /// is not set). See [`from_inherit_spec`](FdTable::from_inherit_spec).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_inherit_spec`](FdTable::from_inherit_spec).
+    ///
+    /// # Safety
+    ///
+    /// As [`from_inherit_spec`](FdTable::from_inherit_spec): call it once, at
+    /// start-up, in the child that inherited the descriptors.
+    pub unsafe fn from_env() -> io::Result<FdTable> {
+        let spec = std::env::var(INHERIT_ENV).unwrap_or_default();
+        // SAFETY: the caller's promise, passed on.
+        unsafe { FdTable::from_inherit_spec(&spec) }
+    }
+
     /// Rebuilds a table from an [`inherit_spec`](FdTable::inherit_spec) in the
     /// child that inherited the descriptors.
     ///

@@ -4,7 +4,6 @@
 //! space is reserved); this file holds the POSIX calls both platforms share.
 //! Everything outside `sys` is safe Rust.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -310,11 +309,4 @@ fn recv_flags() -> libc::c_int {
 #[cfg(not(target_os = "linux"))]
 fn recv_flags() -> libc::c_int {
     0
-}
-
-/// Makes a C string from a name, rejecting interior NULs.
-#[allow(dead_code)]
-pub(crate) fn cstring(s: &str) -> io::Result<CString> {
-    CString::new(s)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a nul byte"))
 }

@@ -51,10 +51,9 @@ pub(crate) fn handles<T: DeserializeOwned>(hex: &str) -> Result<T> {
         })
         .collect::<Option<Vec<u8>>>()
         .ok_or("malformed handle bytes")?;
-    let spec = std::env::var(transfer::INHERIT_ENV)?;
     // SAFETY: the parent handed us exactly these descriptors, and we read the
     // list once, before anything else in this process could own them.
-    let fds = unsafe { transfer::FdTable::from_inherit_spec(&spec)? };
+    let fds = unsafe { transfer::FdTable::from_env()? };
     Ok(transfer::decode(transfer::Message { bytes, fds })?)
 }
 
