@@ -1,20 +1,16 @@
 //! mproc-sync benches; Python counterparts in `python/sync.py`.
 //!
-//! Two-process scenarios re-execute this binary in a child role (chosen by
-//! `MPROC_BENCH_ROLE`), hand it the primitives with `mproc::shm::transfer`,
-//! and time only the measured part: both sides are ready, then go.
+//! Two-process scenarios start the other side with `mproc::Process` and
+//! time only the measured part: both sides are ready, then go.
 
 use std::hint::black_box;
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, Criterion};
-use mproc::shm::{transfer, Segment};
+use criterion::{criterion_group, criterion_main, Criterion};
+use mproc::shm::Segment;
 use mproc::sync::{wait, Barrier, Event, Lock, RLock, Value};
-
-const ROLE: &str = "MPROC_BENCH_ROLE";
-const ARG: &str = "MPROC_BENCH_ARG";
+use mproc::Process;
 
 /// A bare futex lock on a shared word (the three-state mutex): the floor
 /// that `Lock` is measured against.
@@ -56,22 +52,47 @@ fn uncontended(c: &mut Criterion) {
     g.finish();
 }
 
-/// Starts this binary as `role` with `handles`, waits until it is ready.
-fn child<T: serde::Serialize>(role: &str, handles: &T, ready: &Event) -> std::process::Child {
-    let msg = transfer::encode(handles).unwrap();
-    let hex: String = msg.bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.env(ROLE, role).env(ARG, hex);
-    let kid = transfer::spawn_inheriting(&mut cmd, &msg.fds).unwrap();
+/// Starts `f(args)` in a child and waits until it says it is ready.
+fn child<A>(f: fn(A), args: A, ready: &Event) -> Process
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let mut p = Process::new(f, args);
+    p.start().unwrap();
     assert!(
         ready.wait_timeout(Duration::from_secs(30)),
         "bench child never became ready"
     );
-    kid
+    p
 }
 
-fn reap(mut kid: std::process::Child) {
-    assert!(kid.wait().unwrap().success(), "bench child failed");
+fn reap(p: Process) {
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0), "bench child failed");
+}
+
+fn increment((v, ready, go, n): (Value<u64>, Event, Event, u64)) {
+    ready.set();
+    go.wait();
+    for _ in 0..n {
+        v.update(|x| *x += 1);
+    }
+}
+
+fn pong_party((ready, ping, pong, n): (Event, Event, Event, u64)) {
+    ready.set();
+    for _ in 0..n {
+        ping.wait();
+        ping.clear();
+        pong.set();
+    }
+}
+
+fn barrier_party((ready, barrier, n): (Event, Barrier, u64)) {
+    ready.set();
+    for _ in 0..n {
+        barrier.wait().unwrap();
+    }
 }
 
 fn two_processes(c: &mut Criterion) {
@@ -81,8 +102,8 @@ fn two_processes(c: &mut Criterion) {
             let v = Value::new(0u64).unwrap();
             let (ready, go) = (Event::new().unwrap(), Event::new().unwrap());
             let kid = child(
-                "increment",
-                &(v.clone(), ready.clone(), go.clone(), iters),
+                increment,
+                (v.clone(), ready.clone(), go.clone(), iters),
                 &ready,
             );
             let start = Instant::now();
@@ -107,8 +128,8 @@ fn two_processes(c: &mut Criterion) {
                 Event::new().unwrap(),
             );
             let kid = child(
-                "pong",
-                &(ready.clone(), ping.clone(), pong.clone(), iters),
+                pong_party,
+                (ready.clone(), ping.clone(), pong.clone(), iters),
                 &ready,
             );
             let start = Instant::now();
@@ -125,7 +146,11 @@ fn two_processes(c: &mut Criterion) {
     g.bench_function("barrier_round_2proc", |b| {
         b.iter_custom(|iters| {
             let (ready, barrier) = (Event::new().unwrap(), Barrier::new(2).unwrap());
-            let kid = child("barrier", &(ready.clone(), barrier.clone(), iters), &ready);
+            let kid = child(
+                barrier_party,
+                (ready.clone(), barrier.clone(), iters),
+                &ready,
+            );
             let start = Instant::now();
             for _ in 0..iters {
                 barrier.wait().unwrap();
@@ -138,52 +163,5 @@ fn two_processes(c: &mut Criterion) {
     g.finish();
 }
 
-fn run_child(role: &str) {
-    let hex = std::env::var(ARG).unwrap();
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    let spec = std::env::var(transfer::INHERIT_ENV).unwrap();
-    // SAFETY: the parent handed exactly these descriptors; read once at start.
-    let fds = unsafe { transfer::FdTable::from_inherit_spec(&spec) }.unwrap();
-    let msg = transfer::Message { bytes, fds };
-    match role {
-        "increment" => {
-            let (v, ready, go, n): (Value<u64>, Event, Event, u64) = transfer::decode(msg).unwrap();
-            ready.set();
-            go.wait();
-            for _ in 0..n {
-                v.update(|x| *x += 1);
-            }
-        }
-        "pong" => {
-            let (ready, ping, pong, n): (Event, Event, Event, u64) = transfer::decode(msg).unwrap();
-            ready.set();
-            for _ in 0..n {
-                ping.wait();
-                ping.clear();
-                pong.set();
-            }
-        }
-        "barrier" => {
-            let (ready, barrier, n): (Event, Barrier, u64) = transfer::decode(msg).unwrap();
-            ready.set();
-            for _ in 0..n {
-                barrier.wait().unwrap();
-            }
-        }
-        other => panic!("unknown bench role {other}"),
-    }
-}
-
 criterion_group!(benches, uncontended, two_processes);
-
-fn main() {
-    if let Ok(role) = std::env::var(ROLE) {
-        run_child(&role);
-        return;
-    }
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-}
+criterion_main!(benches);
