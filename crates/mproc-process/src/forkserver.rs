@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -305,10 +305,4 @@ pub(crate) fn serve(mut fds: FdTable) -> ! {
 
 fn send(sock: &UnixStream, reply: &Reply) -> io::Result<()> {
     transfer::send(sock, &transfer::encode(reply).map_err(io::Error::from)?)
-}
-
-/// Wraps a raw descriptor from `pipe` (used by sys).
-pub(crate) fn owned(fd: i32) -> OwnedFd {
-    // SAFETY: callers pass a descriptor pipe() just created, owned by nobody.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::boot::{self, Header, Trampoline};
-use crate::registry::{self, Child};
+use crate::registry::{self, Child, ProcessInfo};
 use crate::sys;
 
 /// How a child process is started.
@@ -380,7 +380,8 @@ impl Process {
         if self.child.is_some() {
             return Err(ProcessError::AlreadyStarted);
         }
-        if registry::current_process().daemon {
+        let parent = registry::current_process();
+        if parent.daemon {
             return Err(ProcessError::DaemonCannotStart);
         }
         let launch = self
@@ -393,12 +394,12 @@ impl Process {
         let method = self.method.unwrap_or_else(get_start_method);
         let mut via = None;
         let pid = match method {
-            StartMethod::Fork => self.fork(launch, &report)?,
-            StartMethod::Spawn => self.spawn(launch, &report)?,
+            StartMethod::Fork => self.fork(launch, &report, &parent)?,
+            StartMethod::Spawn => self.spawn(launch, &report, &parent)?,
             StartMethod::Forkserver => {
                 let server = crate::forkserver::get()?;
                 let msg = launch
-                    .encode(self.header(&report))
+                    .encode(self.header(&report, &parent))
                     .map_err(ProcessError::Encode)?;
                 let pid = server.fork(&msg)?;
                 via = Some(server);
@@ -419,8 +420,12 @@ impl Process {
         Ok(())
     }
 
-    fn fork(&self, launch: Box<dyn Launch>, report: &Segment) -> Result<u32, ProcessError> {
-        let parent = registry::current_process();
+    fn fork(
+        &self,
+        launch: Box<dyn Launch>,
+        report: &Segment,
+        parent: &ProcessInfo,
+    ) -> Result<u32, ProcessError> {
         // SAFETY: the child runs the target as CPython's fork method does;
         // the rules for multi-threaded parents are documented on
         // StartMethod::Fork.
@@ -440,23 +445,27 @@ impl Process {
         }
     }
 
-    fn header(&self, report: &Segment) -> Header {
-        let parent = registry::current_process();
+    fn header(&self, report: &Segment, parent: &ProcessInfo) -> Header {
         Header {
             trampoline: 0,
             name: self.name.clone(),
             daemon: self.daemon,
             parent_pid: parent.pid,
-            parent_name: parent.name,
+            parent_name: parent.name.clone(),
             report: report.clone(),
         }
     }
 
-    fn spawn(&self, launch: Box<dyn Launch>, report: &Segment) -> Result<u32, ProcessError> {
+    fn spawn(
+        &self,
+        launch: Box<dyn Launch>,
+        report: &Segment,
+        parent: &ProcessInfo,
+    ) -> Result<u32, ProcessError> {
         let msg = launch
-            .encode(self.header(report))
+            .encode(self.header(report, parent))
             .map_err(ProcessError::Encode)?;
-        let parent_pid = std::process::id();
+        let parent_pid = parent.pid;
         // The boot bytes travel in a segment of their own, the last
         // descriptor of the table, so their size has no limit.
         let payload = Segment::anonymous(8 + msg.bytes.len())?;

@@ -170,13 +170,6 @@ pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets a signal to be ignored (used for SIGINT in workers, later).
-#[allow(dead_code)]
-pub(crate) fn ignore(sig: i32) {
-    // SAFETY: SIG_IGN is a valid disposition for catchable signals.
-    unsafe { libc::signal(sig, libc::SIG_IGN) };
-}
-
 /// Registers `f` to run at normal process exit.
 pub(crate) fn at_exit(f: extern "C" fn()) {
     // SAFETY: atexit stores a plain function pointer.
@@ -188,10 +181,7 @@ pub(crate) fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
     let mut fds = [0; 2];
     // SAFETY: pipe writes two descriptors into the array.
     cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
-    let (r, w) = (
-        crate::forkserver::owned(fds[0]),
-        crate::forkserver::owned(fds[1]),
-    );
+    let (r, w) = (owned(fds[0]), owned(fds[1]));
     for fd in fds {
         // SAFETY: plain fcntl flag changes on descriptors we own.
         unsafe {
@@ -279,4 +269,11 @@ pub(crate) fn reap_any() -> Option<(u32, Ended)> {
 pub(crate) fn exists(pid: u32) -> bool {
     // SAFETY: signal 0 checks existence only.
     unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// Wraps a descriptor that `pipe` just created.
+fn owned(fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: callers pass a descriptor pipe() just created, owned by nobody.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
 }
