@@ -82,13 +82,7 @@ impl Event {
         }
         let sleepers = self.block.word(SLEEPERS);
         loop {
-            sleepers.fetch_add(1, Ordering::SeqCst);
-            let r = if flag.load(Ordering::SeqCst) == 0 {
-                wait::sleep(flag, 0, deadline)
-            } else {
-                WaitResult::Woken
-            };
-            sleepers.fetch_sub(1, Ordering::Relaxed);
+            let r = wait::sleep_counted(flag, sleepers, 0, deadline);
             if flag.load(Ordering::Acquire) != 0 {
                 return true;
             }

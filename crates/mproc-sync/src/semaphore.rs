@@ -106,13 +106,7 @@ impl Semaphore {
         }
         let sleepers = self.block.word(SLEEPERS);
         loop {
-            sleepers.fetch_add(1, Ordering::SeqCst);
-            let r = if v.load(Ordering::SeqCst) == 0 {
-                wait::sleep(v, 0, deadline)
-            } else {
-                WaitResult::Woken
-            };
-            sleepers.fetch_sub(1, Ordering::Relaxed);
+            let r = wait::sleep_counted(v, sleepers, 0, deadline);
             if self.try_take() {
                 return true;
             }

@@ -130,6 +130,26 @@ pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) 
     }
 }
 
+/// [`sleep`], counted in `sleepers` so that wakers may skip the wake call
+/// when the count is zero. The count goes up before the word is re-checked
+/// (both `SeqCst`): a waker that changes the word and then reads a zero count
+/// knows every counted sleeper will see the new value.
+pub(crate) fn sleep_counted(
+    word: &AtomicU32,
+    sleepers: &AtomicU32,
+    expected: u32,
+    deadline: Option<Instant>,
+) -> WaitResult {
+    sleepers.fetch_add(1, Ordering::SeqCst);
+    let r = if word.load(Ordering::SeqCst) == expected {
+        sleep(word, expected, deadline)
+    } else {
+        WaitResult::Woken
+    };
+    sleepers.fetch_sub(1, Ordering::Relaxed);
+    r
+}
+
 /// Wakes one waiter on `word`, in any process.
 pub fn wake_one(word: &AtomicU32) {
     sys::wake(word, 1);
