@@ -402,3 +402,55 @@ fn normal_exit_joins_children_and_terminates_daemons() {
     }
     leaks.assert_clean();
 }
+
+/// Starts a forked grandchild that idles on `never`, publishes its pid in
+/// `out`, then idles too.
+fn start_grandchild(args: (Event, Value<u64>)) {
+    let (never, out) = args;
+    let mut g = Process::new(idle, never.clone()).start_method(StartMethod::Fork);
+    g.start().unwrap();
+    out.set(u64::from(g.pid().unwrap()));
+    never.wait();
+}
+
+fn idle(never: Event) {
+    never.wait();
+}
+
+#[test]
+fn terminate_reaches_the_whole_group_only_when_asked() {
+    let leaks = LeakCheck::start();
+    for method in METHODS {
+        for own_group in [true, false] {
+            let (never, out) = (Event::new().unwrap(), Value::new(0u64).unwrap());
+            let mut p = Process::new(start_grandchild, (never, out.clone()))
+                .start_method(method)
+                .process_group(own_group);
+            p.start().unwrap();
+            wait_until("the grandchild's pid", Duration::from_secs(20), || {
+                out.get() != 0
+            });
+            let grandchild = out.get() as u32;
+            p.terminate().unwrap();
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(-libc::SIGTERM), "{method:?}");
+            if own_group {
+                wait_until("the grandchild's death", Duration::from_secs(1), || {
+                    is_gone(grandchild)
+                });
+            } else {
+                assert!(
+                    !is_gone(grandchild),
+                    "{method:?}: without its own group only the child is signalled"
+                );
+                // Our grandchild, by its pid: end it so nothing is left.
+                // SAFETY: kill touches no memory.
+                unsafe { libc::kill(grandchild as libc::pid_t, libc::SIGKILL) };
+                wait_until("the grandchild's death", Duration::from_secs(1), || {
+                    is_gone(grandchild)
+                });
+            }
+        }
+    }
+    leaks.assert_clean();
+}

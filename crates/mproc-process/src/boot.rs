@@ -35,6 +35,8 @@ pub(crate) struct Header {
     pub(crate) trampoline: u64,
     pub(crate) name: String,
     pub(crate) daemon: bool,
+    /// Whether the child leads a process group of its own.
+    pub(crate) group: bool,
     pub(crate) parent_pid: u32,
     pub(crate) parent_name: String,
     pub(crate) report: Segment,
@@ -167,8 +169,13 @@ pub(crate) fn run_boot(
     parent: u32,
 ) -> Result<i32, Box<dyn std::error::Error>> {
     let (header, used, table) = transfer::decode_prefix::<Header>(bytes, table)?;
+    if header.group {
+        // Spawned children did this before exec already; forkserver
+        // children do it here, before any code of theirs runs.
+        sys::new_process_group()?;
+    }
     if header.daemon {
-        sys::die_with_parent(parent)?;
+        sys::lifeline(parent)?;
     }
     registry::become_child(
         &header.name,

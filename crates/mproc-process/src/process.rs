@@ -37,6 +37,27 @@ pub enum StartMethod {
 
 static DEFAULT_METHOD: OnceLock<StartMethod> = OnceLock::new();
 
+/// Fork in a multi-threaded parent is allowed (test harnesses are
+/// multi-threaded), with a one-time warning through `tracing` when that
+/// feature is on: CPython 3.12's DeprecationWarning.
+fn warn_if_threaded() {
+    #[cfg(feature = "tracing")]
+    {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if WARNED.load(Ordering::Relaxed) {
+            return;
+        }
+        let threads = sys::thread_count().unwrap_or(1);
+        if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                threads,
+                "StartMethod::Fork in a multi-threaded process: a lock held by another \
+                 thread at the fork stays held in the child (use Forkserver or Spawn)"
+            );
+        }
+    }
+}
+
 /// Sets the process-wide default start method, once.
 ///
 /// # Errors
@@ -394,7 +415,10 @@ impl Process {
         let method = self.method.unwrap_or_else(get_start_method);
         let mut via = None;
         let pid = match method {
-            StartMethod::Fork => self.fork(launch, &report, &parent)?,
+            StartMethod::Fork => {
+                warn_if_threaded();
+                self.fork(launch, &report, &parent)?
+            }
             StartMethod::Spawn => self.spawn(launch, &report, &parent)?,
             StartMethod::Forkserver => {
                 let server = crate::forkserver::get()?;
@@ -434,7 +458,7 @@ impl Process {
                 if self.group {
                     let _ = sys::new_process_group();
                 }
-                if self.daemon && sys::die_with_parent(parent.pid).is_err() {
+                if self.daemon && sys::lifeline(parent.pid).is_err() {
                     sys::exit_now(1);
                 }
                 registry::become_child(&self.name, self.daemon, parent.pid, &parent.name);
@@ -450,6 +474,7 @@ impl Process {
             trampoline: 0,
             name: self.name.clone(),
             daemon: self.daemon,
+            group: self.group,
             parent_pid: parent.pid,
             parent_name: parent.name.clone(),
             report: report.clone(),

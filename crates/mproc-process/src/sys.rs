@@ -121,10 +121,21 @@ fn linux_wait_pidfd(pid: u32, deadline: Instant) -> Option<io::Result<Option<End
 }
 
 /// Sends `sig` to our child `pid` (or, with `group`, to its process group).
+///
+/// A child asked to lead its own group may not have made the group yet (a
+/// forked child does it first thing); then it has started nothing either,
+/// and signalling the child alone reaches everything.
 pub(crate) fn signal(pid: u32, sig: i32, group: bool) -> io::Result<()> {
     let p = pid as libc::pid_t;
-    // SAFETY: kill takes a pid and a signal number; it touches no memory.
-    cvt(unsafe { libc::kill(if group { -p } else { p }, sig) }).map(drop)
+    if group {
+        // SAFETY: kill takes a pid and a signal number; it touches no memory.
+        match cvt(unsafe { libc::kill(-p, sig) }) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            other => return other.map(drop),
+        }
+    }
+    // SAFETY: as above.
+    cvt(unsafe { libc::kill(p, sig) }).map(drop)
 }
 
 /// `fork()`.
@@ -168,6 +179,81 @@ pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
         exit_now(1);
     }
     Ok(())
+}
+
+/// Makes sure this process dies when `parent` does, beyond what
+/// [`die_with_parent`] could do between fork and exec: on macOS, which has no
+/// parent-death signal, a thread watches the parent with kqueue and ends the
+/// process when it exits. On Linux the kernel already does it.
+pub(crate) fn lifeline(parent: u32) -> io::Result<()> {
+    die_with_parent(parent)?;
+    #[cfg(target_os = "macos")]
+    {
+        // SAFETY: kqueue takes no arguments and returns a new descriptor.
+        let kq = owned(cvt(unsafe { libc::kqueue() })?);
+        // SAFETY: a zeroed kevent is a valid value to fill in.
+        let mut ev: libc::kevent = unsafe { std::mem::zeroed() };
+        ev.ident = parent as usize;
+        ev.filter = libc::EVFILT_PROC;
+        ev.flags = libc::EV_ADD | libc::EV_ONESHOT;
+        ev.fflags = libc::NOTE_EXIT;
+        let kq_raw = std::os::fd::AsRawFd::as_raw_fd(&kq);
+        // SAFETY: one change in, no events out; `ev` outlives the call.
+        let r = unsafe { libc::kevent(kq_raw, &ev, 1, std::ptr::null_mut(), 0, std::ptr::null()) };
+        if r < 0 || parent_pid() != parent {
+            // ESRCH: the parent is already gone.
+            exit_now(1);
+        }
+        std::thread::Builder::new()
+            .name("mproc-lifeline".into())
+            .spawn(move || {
+                let kq = kq;
+                let kq_raw = std::os::fd::AsRawFd::as_raw_fd(&kq);
+                loop {
+                    // SAFETY: a zeroed kevent is a valid buffer for one event.
+                    let mut out: libc::kevent = unsafe { std::mem::zeroed() };
+                    // SAFETY: no changes in, room for one event out.
+                    let n = unsafe {
+                        libc::kevent(kq_raw, std::ptr::null(), 0, &mut out, 1, std::ptr::null())
+                    };
+                    if n > 0 || parent_pid() != parent {
+                        // SAFETY: SIGKILL to ourselves, as PDEATHSIG would.
+                        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                    }
+                }
+            })?;
+    }
+    Ok(())
+}
+
+/// How many threads this process runs, when the platform tells.
+#[cfg(feature = "tracing")]
+pub(crate) fn thread_count() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+    }
+    #[cfg(target_os = "macos")]
+    {
+        // SAFETY: a zeroed proc_taskinfo is a valid buffer of the size given.
+        let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+        // SAFETY: PROC_PIDTASKINFO fills at most `size` bytes of `info`.
+        let n = unsafe {
+            libc::proc_pidinfo(
+                libc::getpid(),
+                libc::PROC_PIDTASKINFO,
+                0,
+                (&mut info as *mut libc::proc_taskinfo).cast(),
+                size,
+            )
+        };
+        (n == size).then_some(info.pti_threadnum as usize)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        None
+    }
 }
 
 /// Registers `f` to run at normal process exit.

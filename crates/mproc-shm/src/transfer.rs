@@ -446,6 +446,66 @@ impl FdRef {
     }
 }
 
+/// Any open descriptor — a socket, a pipe end, a file — as a handle: put it
+/// in a child's arguments and it arrives open in the child, whatever the
+/// carrier (Python's `multiprocessing.reduction` does this for sockets).
+///
+/// Each process holds its own duplicate; closing one closes only that one.
+///
+/// # Examples
+///
+/// ```
+/// use mproc_shm::transfer::{self, SharedFd};
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+///
+/// let (mut ours, theirs) = UnixStream::pair()?;
+/// let msg = transfer::encode(&SharedFd::new(theirs))?;
+/// // ... in another process:
+/// let fd: SharedFd = transfer::decode(msg)?;
+/// let mut theirs = UnixStream::from(fd.into_owned());
+/// theirs.write_all(b"hi")?;
+/// let mut buf = [0u8; 2];
+/// ours.read_exact(&mut buf)?;
+/// assert_eq!(&buf, b"hi");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct SharedFd(OwnedFd);
+
+impl SharedFd {
+    /// Wraps a descriptor (a `TcpStream`, `File`, `UnixStream`, …).
+    pub fn new(fd: impl Into<OwnedFd>) -> SharedFd {
+        SharedFd(fd.into())
+    }
+
+    /// The descriptor, to turn back into its type with `From<OwnedFd>`.
+    pub fn into_owned(self) -> OwnedFd {
+        self.0
+    }
+}
+
+impl AsFd for SharedFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Serialize for SharedFd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        FdRef::export(self.0.as_fd())
+            .map_err(ser_error::<S::Error>)?
+            .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedFd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SharedFd, D::Error> {
+        let fd = FdRef::deserialize(d)?;
+        fd.import().map(SharedFd).map_err(de_error::<D::Error>)
+    }
+}
+
 /// Starts `cmd` so that the child inherits exactly the descriptors of
 /// `table` (plus stdio and whatever `cmd` itself sets up), named in
 /// [`INHERIT_ENV`].

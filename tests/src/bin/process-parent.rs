@@ -21,10 +21,11 @@ fn work(args: (Event, Value<u64>)) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let method = if args[1] == "fork" {
-        StartMethod::Fork
-    } else {
-        StartMethod::Spawn
+    let method = match args[1].as_str() {
+        "fork" => StartMethod::Fork,
+        "forkserver" => StartMethod::Forkserver,
+        "spawn" => StartMethod::Spawn,
+        other => panic!("unknown start method {other:?}"),
     };
     let (go, done): (Event, Value<u64>) = mproc_tests::inherited(&args[2]);
     let never = Event::new().unwrap();
