@@ -9,6 +9,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod process;
 mod sync;
 
 use std::io::{BufRead, BufReader, Write};
@@ -33,7 +34,8 @@ fn main() -> Result<()> {
     let result = chapter_shm(&dir);
     std::fs::remove_dir_all(&dir)?;
     result?;
-    sync::chapter()
+    sync::chapter()?;
+    process::chapter()
 }
 
 /// Chapter 1 — mproc-shm: documents and memory shared between processes.
