@@ -24,6 +24,21 @@ fn start_join(c: &mut Criterion) {
             })
         });
     }
+    // The floor: fork, _exit and waitpid of this same process, no mproc.
+    g.bench_function("raw_fork_exit_wait", |b| {
+        b.iter(|| {
+            // SAFETY: the child only calls _exit; the parent reaps its own
+            // child by pid.
+            unsafe {
+                let pid = libc::fork();
+                if pid == 0 {
+                    libc::_exit(0);
+                }
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+            }
+        })
+    });
     g.bench_function("start_join_100_fork", |b| {
         b.iter(|| {
             let mut kids: Vec<Process> = (0..100)

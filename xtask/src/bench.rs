@@ -121,6 +121,13 @@ const SCENARIOS: &[Scenario] = &[
         target: Some(10.0),
     },
     Scenario {
+        id: "process/start_join_fork",
+        title: "Process start + join, fork, vs bare fork + _exit + waitpid (the floor)",
+        reference: Reference::Rust("process/raw_fork_exit_wait"),
+        items: 0,
+        target: None,
+    },
+    Scenario {
         id: "process/start_join_spawn",
         title: "Process start + join, spawn",
         reference: Reference::Python("process.py", "start_join_spawn"),

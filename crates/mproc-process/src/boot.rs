@@ -23,6 +23,7 @@ use mproc_shm::Segment;
 use serde::{Deserialize, Serialize};
 
 use crate::registry;
+use crate::report::Report;
 use crate::sys;
 
 /// The variable that marks a spawned child.
@@ -39,7 +40,7 @@ pub(crate) struct Header {
     pub(crate) group: bool,
     pub(crate) parent_pid: u32,
     pub(crate) parent_name: String,
-    pub(crate) report: Segment,
+    pub(crate) report: Report,
 }
 
 /// A trampoline decodes the body from the message and runs the target,
@@ -62,28 +63,6 @@ pub(crate) fn address_at(offset: u64) -> usize {
     anchor().wrapping_add(offset as usize)
 }
 
-/// The report area: a `u32` length, then a panic message (truncated).
-pub(crate) const REPORT_LEN: usize = 4096;
-
-pub(crate) fn write_report(report: &Segment, message: &str) {
-    let bytes = message.as_bytes();
-    let n = bytes.len().min(REPORT_LEN - 4);
-    let _ = report.write(4, &bytes[..n]);
-    if let Some(len) = report.atomic_u32(0) {
-        len.store(n as u32, Ordering::Release);
-    }
-}
-
-pub(crate) fn read_report(report: &Segment) -> Option<String> {
-    let n = report.atomic_u32(0)?.load(Ordering::Acquire) as usize;
-    if n == 0 || n > REPORT_LEN - 4 {
-        return None;
-    }
-    let mut buf = vec![0u8; n];
-    report.read(4, &mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
 fn panic_text(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
@@ -95,11 +74,11 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
 }
 
 /// Runs a target, turning a panic into exit code 1 and a report.
-pub(crate) fn run_guarded(report: &Segment, f: impl FnOnce() -> i32) -> i32 {
+pub(crate) fn run_guarded(report: &Report, f: impl FnOnce() -> i32) -> i32 {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(code) => code,
         Err(payload) => {
-            write_report(report, &panic_text(&*payload));
+            report.write(&panic_text(&*payload));
             1
         }
     }

@@ -91,8 +91,16 @@ pub fn forkserver_pid() -> Option<u32> {
 /// [`Forkserver`](crate::StartMethod::Forkserver) start launches a new one.
 /// Runs at exit too. Children already started keep running.
 pub fn stop_forkserver() {
-    let server = SERVER.lock().take();
-    if let Some(s) = server.filter(|s| s.owner == std::process::id()) {
+    let server = {
+        let mut slot = SERVER.lock();
+        if slot.as_ref().is_some_and(|s| s.owner != std::process::id()) {
+            // A forked child's copy of its parent's server: not ours to stop,
+            // and forgetting it leaves the parent's state untouched.
+            std::mem::forget(slot.take());
+        }
+        slot.take()
+    };
+    if let Some(s) = server {
         let _ = s.sock.shutdown(std::net::Shutdown::Both);
         if let Some(reader) = s.reader.lock().take() {
             let _ = reader.join();

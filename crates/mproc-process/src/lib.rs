@@ -56,6 +56,7 @@ mod boot;
 mod forkserver;
 mod process;
 mod registry;
+mod report;
 
 pub use forkserver::{forkserver_pid, stop_forkserver};
 pub use process::{

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::boot::{self, Header, Trampoline};
 use crate::registry::{self, Child, ProcessInfo};
+use crate::report::{Report, ReportSlot};
 use crate::sys;
 
 /// How a child process is started.
@@ -411,19 +412,19 @@ impl Process {
             .take()
             .ok_or(ProcessError::AlreadyStarted)?;
         registry::cleanup();
-        let report = Segment::anonymous(boot::REPORT_LEN)?;
+        let report = ReportSlot::new()?;
         let method = self.method.unwrap_or_else(get_start_method);
         let mut via = None;
         let pid = match method {
             StartMethod::Fork => {
                 warn_if_threaded();
-                self.fork(launch, &report, &parent)?
+                self.fork(launch, report.report(), &parent)?
             }
-            StartMethod::Spawn => self.spawn(launch, &report, &parent)?,
+            StartMethod::Spawn => self.spawn(launch, report.report(), &parent)?,
             StartMethod::Forkserver => {
                 let server = crate::forkserver::get()?;
                 let msg = launch
-                    .encode(self.header(&report, &parent))
+                    .encode(self.header(report.report(), &parent))
                     .map_err(ProcessError::Encode)?;
                 let pid = server.fork(&msg)?;
                 via = Some(server);
@@ -447,7 +448,7 @@ impl Process {
     fn fork(
         &self,
         launch: Box<dyn Launch>,
-        report: &Segment,
+        report: &Report,
         parent: &ProcessInfo,
     ) -> Result<u32, ProcessError> {
         // SAFETY: the child runs the target as CPython's fork method does;
@@ -469,7 +470,7 @@ impl Process {
         }
     }
 
-    fn header(&self, report: &Segment, parent: &ProcessInfo) -> Header {
+    fn header(&self, report: &Report, parent: &ProcessInfo) -> Header {
         Header {
             trampoline: 0,
             name: self.name.clone(),
@@ -484,7 +485,7 @@ impl Process {
     fn spawn(
         &self,
         launch: Box<dyn Launch>,
-        report: &Segment,
+        report: &Report,
         parent: &ProcessInfo,
     ) -> Result<u32, ProcessError> {
         let msg = launch
@@ -576,7 +577,7 @@ impl Process {
     /// The message of the panic that ended the child, if one did.
     pub fn panic_message(&self) -> Option<String> {
         self.poll(false)?;
-        boot::read_report(&self.child.as_ref()?.report)
+        self.child.as_ref()?.report.read()
     }
 
     fn send(&self, sig: i32) -> Result<(), ProcessError> {

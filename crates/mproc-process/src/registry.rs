@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Once};
 
-use mproc_shm::Segment;
 use parking_lot::Mutex;
 
 use crate::sys::{self, Ended};
@@ -43,7 +42,7 @@ pub(crate) struct Child {
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) group: bool,
-    pub(crate) report: Segment,
+    pub(crate) report: crate::report::ReportSlot,
     pub(crate) ended: Mutex<Option<Ended>>,
     /// The forkserver that is this child's parent, if one is.
     pub(crate) via: Option<Arc<crate::forkserver::Server>>,
@@ -144,12 +143,15 @@ pub(crate) fn exit_rules() {
 /// Called in a new child: who it is and who its parent was; forgets the
 /// parent's children (a forked copy).
 pub(crate) fn become_child(name: &str, daemon: bool, parent_pid: u32, parent_name: &str) {
+    // A forked child's copies of the parent's records are forgotten, not
+    // dropped: dropping would write to (and so copy) the pages they share
+    // with the parent, for nothing.
     {
         let mut c = CHILDREN.lock();
         c.owner = std::process::id();
-        c.list.clear();
+        std::mem::forget(std::mem::take(&mut c.list));
     }
-    *ME.lock() = Some(Me {
+    let old = ME.lock().replace(Me {
         name: name.to_owned(),
         daemon,
         parent: Some(ProcessInfo {
@@ -159,6 +161,7 @@ pub(crate) fn become_child(name: &str, daemon: bool, parent_pid: u32, parent_nam
         }),
         pid: std::process::id(),
     });
+    std::mem::forget(old);
 }
 
 /// This process: its name (`MainProcess` unless mproc started it), pid and
