@@ -272,6 +272,23 @@ impl Lock {
         )?))
     }
 
+    /// The lock made by [`new_in`](Lock::new_in) at `offset` of `seg`, seen
+    /// from another handle of the same segment (say, after the structure
+    /// that holds it was sent to another process).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` when the lock does not fit at `offset`; `InvalidData`
+    /// when no lock was made there.
+    pub fn attach_in(seg: mproc_shm::Segment, offset: usize) -> io::Result<Lock> {
+        Ok(Lock::from_block(Block::attach(
+            seg,
+            offset,
+            KIND_LOCK,
+            Lock::WORDS,
+        )?))
+    }
+
     pub(crate) fn from_block(block: Block) -> Lock {
         Lock { block }
     }

@@ -66,26 +66,7 @@ pub fn deadline(timeout: Duration) -> Option<Instant> {
 /// Spins while `*word == expected`, at most the adaptive spin length.
 /// Returns `true` when the word changed.
 pub(crate) fn spin(word: &AtomicU32, expected: u32) -> bool {
-    let limit = SPIN.load(Ordering::Relaxed);
-    for _ in 0..limit {
-        if word.load(Ordering::Acquire) != expected {
-            let _ = SPIN.compare_exchange(
-                limit,
-                (limit * 2).min(MAX_SPIN),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            return true;
-        }
-        std::hint::spin_loop();
-    }
-    let _ = SPIN.compare_exchange(
-        limit,
-        (limit / 2).max(MIN_SPIN),
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    false
+    spin_until(|| word.load(Ordering::Acquire) != expected)
 }
 
 /// Blocks while `*word == expected`, until a [`wake_one`] / [`wake_all`] on
@@ -130,11 +111,38 @@ pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) 
     }
 }
 
-/// [`sleep`], counted in `sleepers` so that wakers may skip the wake call
-/// when the count is zero. The count goes up before the word is re-checked
-/// (both `SeqCst`): a waker that changes the word and then reads a zero count
-/// knows every counted sleeper will see the new value.
-pub(crate) fn sleep_counted(
+/// Spins until `ready()` holds, at most the adaptive spin length (shared
+/// with [`wait`]). Returns whether it holds. For structures whose condition
+/// is not the futex word itself (a ring's positions, say).
+pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    let limit = SPIN.load(Ordering::Relaxed);
+    for _ in 0..limit {
+        if ready() {
+            let _ = SPIN.compare_exchange(
+                limit,
+                (limit * 2).min(MAX_SPIN),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    let _ = SPIN.compare_exchange(
+        limit,
+        (limit / 2).max(MIN_SPIN),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    ready()
+}
+
+/// Sleeps while `*word == expected` (no spin), counted in `sleepers` so that
+/// wakers may skip the wake call when the count is zero. The count goes up
+/// before the word is re-checked (both `SeqCst`): a waker that changes the
+/// word and then reads a zero count knows every counted sleeper will see the
+/// new value.
+pub fn sleep_counted(
     word: &AtomicU32,
     sleepers: &AtomicU32,
     expected: u32,
@@ -148,6 +156,20 @@ pub(crate) fn sleep_counted(
     };
     sleepers.fetch_sub(1, Ordering::Relaxed);
     r
+}
+
+/// [`wait`] without the spin: sleeps while `*word == expected`, until a
+/// wake or `deadline`, for callers that spun on their own condition (with
+/// [`spin_until`]) and count their sleepers themselves.
+pub fn park(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
+    sleep(word, expected, deadline)
+}
+
+/// Whether process `pid` has ended: it does not exist, or it is a zombie
+/// waiting to be reaped. A stopped process has not ended. This is the
+/// liveness probe of robust locks, for structures that track a writer.
+pub fn has_ended(pid: u32) -> bool {
+    sys::is_dead(pid)
 }
 
 /// Wakes one waiter on `word`, in any process.

@@ -17,6 +17,8 @@
 //! - [`sync`] — process-shared, crash-robust [`Lock`], [`RLock`],
 //!   [`Semaphore`], [`BoundedSemaphore`], [`Condition`], [`Event`],
 //!   [`Barrier`], and the locked [`Value`] / [`Array`].
+//! - [`queue`] — [`Queue`], [`SimpleQueue`], [`JoinableQueue`] and
+//!   [`Pipe`] / [`Connection`] over crash-safe shared-memory rings.
 //!
 //! # Example
 //!
@@ -40,10 +42,14 @@ pub use mproc_shm as shm;
 #[doc(inline)]
 pub use mproc_process as process;
 #[doc(inline)]
+pub use mproc_queue as queue;
+#[doc(inline)]
 pub use mproc_sync as sync;
 
 #[doc(no_inline)]
 pub use mproc_process::{current_process, Process, StartMethod, Target};
+#[doc(no_inline)]
+pub use mproc_queue::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
 #[doc(no_inline)]
 pub use mproc_shm::{FileDoc, RawArray, RawValue, Segment, SharedMemory};
 #[doc(no_inline)]

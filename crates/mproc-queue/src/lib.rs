@@ -1,0 +1,81 @@
+//! Queues and pipes for mproc, over shared-memory rings.
+//!
+//! - [`Queue`] — Python's `multiprocessing.Queue`: multi-producer,
+//!   multi-consumer, FIFO per producer; `put` / `try_put` / `put_timeout`,
+//!   `get` / `try_get` / `get_timeout`, `len`, `is_empty`, `is_full`,
+//!   `close`.
+//! - [`SimpleQueue`] — the minimal form.
+//! - [`JoinableQueue`] — a queue plus `task_done` and `join`.
+//! - [`Pipe`] — two [`Connection`]s (`duplex`) or a receiver and a sender
+//!   (`simplex`): `send` / `recv` / `recv_timeout` / `poll`, raw
+//!   `send_bytes` / `recv_bytes` / `recv_bytes_into`; a peer that is gone
+//!   gives `Disconnected`, never a hang.
+//!
+//! Items are any `Serialize + DeserializeOwned` type, encoded with postcard.
+//! Each queue or pipe direction is one ring in an anonymous shared segment;
+//! its handles are `Clone` and serde, and arrive working in a child passed
+//! them as [`Process`](../mproc_process/struct.Process.html) arguments, under
+//! every start method. Attaching a ring as the wrong item type, or a queue as
+//! a pipe, is a clear error.
+//!
+//! # Divergences from CPython
+//!
+//! - `put` serializes in the caller and writes into shared memory with
+//!   backpressure. There is no feeder thread: a child that puts and exits
+//!   loses nothing and exits at once, and an item that cannot be serialized
+//!   is an error of that `put`.
+//! - A process killed mid-put never exposes a partial item, and a consumer
+//!   killed while blocked leaves the queue usable; see the ring's crash
+//!   story below and [`Stats::abandoned`].
+//! - Queues carry data, not mproc handles: pass handles as process
+//!   arguments.
+//!
+//! # Examples
+//!
+//! ```
+//! use mproc_queue::{JoinableQueue, Queue};
+//!
+//! let q: Queue<(u32, String)> = Queue::bounded(64)?;
+//! q.put((1, "one".into()))?;
+//! assert_eq!(q.get()?, (1, "one".into()));
+//!
+//! let jobs = JoinableQueue::new()?;
+//! for n in 0..3u64 {
+//!     jobs.put(n)?;
+//! }
+//! while let Ok(n) = jobs.try_get() {
+//!     let _ = n * n; // the work
+//!     jobs.task_done()?;
+//! }
+//! jobs.join();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The ring
+//!
+//! Layout, protocol, orderings and crash story (the same text documents the
+//! ring's module in the source):
+//!
+#![doc = include_str!("ring.md")]
+//!
+//! # Platform support
+//!
+//! Linux and macOS: the rings sleep on mproc-sync's wait layer (futex,
+//! `os_sync_wait_on_address`, or its portable fallback).
+
+#![warn(missing_docs)]
+
+mod codec;
+mod error;
+pub mod frame;
+mod pipe;
+mod queue;
+mod ring;
+
+pub use error::{
+    BadMessage, EncodeError, GetError, GetTimeoutError, PutError, RecvError, RecvTimeoutError,
+    SendError, TryGetError, TryPutError,
+};
+pub use frame::FrameError;
+pub use pipe::{Connection, Pipe, PIPE_CAPACITY};
+pub use queue::{JoinableQueue, Queue, SimpleQueue, Stats, TaskDoneError, DEFAULT_CAPACITY};

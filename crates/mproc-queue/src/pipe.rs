@@ -1,0 +1,368 @@
+//! `Pipe` and `Connection`: two ends, each process-shareable, over one ring
+//! per direction.
+//!
+//! # How an end knows its peer is gone
+//!
+//! Each end owns the write side of an OS pipe that nobody ever writes to —
+//! its *lifeline* — and the read side of its peer's lifeline. Every handle
+//! of an end, in every process, holds a descriptor of its lifeline; when the
+//! last one closes, because the handles were dropped or their processes
+//! died, the kernel reports hang-up on the read side. A `recv` (or a `send`
+//! waiting for room) checks for that before it sleeps and every 10 ms while
+//! it sleeps, so it returns [`RecvError::Disconnected`] instead of hanging.
+//! Everything sent before the peer went is still delivered first.
+//!
+//! As with OS pipes, a process holding a copy of the peer end keeps it
+//! alive: drop the end you handed to a child (CPython's advice too). A child
+//! started with `StartMethod::Fork` inherits every descriptor of its parent,
+//! lifelines included; the forkserver and spawn methods pass only a child's
+//! arguments.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mproc_shm::transfer::{de_error, ser_error, FdRef};
+use mproc_shm::Segment;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, with_buf};
+use crate::error::{EncodeError, RecvError, RecvTimeoutError, SendError};
+use crate::ring::{self, GetFail, Kind, PutFail, Ring, Wait};
+
+/// The ring of each direction of a pipe: 256 KiB.
+pub const PIPE_CAPACITY: usize = 256 << 10;
+
+/// Makes pipes: Python's `multiprocessing.Pipe`.
+///
+/// # Examples
+///
+/// ```
+/// use mproc_queue::{Pipe, RecvError};
+///
+/// let (a, b) = Pipe::<String>::duplex()?;
+/// a.send("ping".to_string())?;
+/// assert_eq!(b.recv()?, "ping");
+/// b.send("pong".to_string())?;
+/// assert_eq!(a.recv()?, "pong");
+/// drop(b);
+/// assert_eq!(a.recv(), Err(RecvError::Disconnected));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Pipe<T>(PhantomData<fn(T) -> T>);
+
+impl<T: Serialize + DeserializeOwned> Pipe<T> {
+    /// Two ends that both send and receive.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when a segment or a lifeline cannot be made.
+    pub fn duplex() -> io::Result<(Connection<T>, Connection<T>)> {
+        let (ab, ba) = (new_ring::<T>()?, new_ring::<T>()?);
+        let (a, b) = lifelines()?;
+        Ok((
+            Connection::from_parts(Some(ba.clone()), Some(ab.clone()), a),
+            Connection::from_parts(Some(ab), Some(ba), b),
+        ))
+    }
+
+    /// `(receiver, sender)`: the first end only receives, the second only
+    /// sends (CPython's `Pipe(duplex=False)`).
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the segment or a lifeline cannot be made.
+    pub fn simplex() -> io::Result<(Connection<T>, Connection<T>)> {
+        let ring = new_ring::<T>()?;
+        let (r, s) = lifelines()?;
+        Ok((
+            Connection::from_parts(Some(ring.clone()), None, r),
+            Connection::from_parts(None, Some(ring), s),
+        ))
+    }
+}
+
+fn new_ring<T>() -> io::Result<Ring> {
+    Ring::new(Kind::Pipe, ring::fingerprint::<T>(), PIPE_CAPACITY, 0)
+}
+
+/// One end's lifeline (write side) and its peer's (read side).
+#[derive(Debug)]
+struct Lifelines {
+    mine: OwnedFd,
+    peer: OwnedFd,
+}
+
+fn os_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two new descriptors into the array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and ours alone.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&r, &w] {
+        // SAFETY: a flag change on a descriptor we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((r, w))
+}
+
+fn lifelines() -> io::Result<(Arc<Lifelines>, Arc<Lifelines>)> {
+    let (a_r, a_w) = os_pipe()?;
+    let (b_r, b_w) = os_pipe()?;
+    Ok((
+        Arc::new(Lifelines {
+            mine: a_w,
+            peer: b_r,
+        }),
+        Arc::new(Lifelines {
+            mine: b_w,
+            peer: a_r,
+        }),
+    ))
+}
+
+impl Lifelines {
+    /// Whether every handle of the peer end is gone.
+    fn peer_gone(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.peer.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    }
+}
+
+/// One end of a [`Pipe`]: `send` / `recv` typed items, or raw bytes.
+///
+/// A `Connection` is `Clone` (threads) and serde (pass it to a child as a
+/// process argument). Several users of one end take turns whole messages at
+/// a time. Messages of any size pass; one larger than the ring streams
+/// through it.
+pub struct Connection<T> {
+    rx: Option<Ring>,
+    tx: Option<Ring>,
+    life: Arc<Lifelines>,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Connection<T> {
+    fn clone(&self) -> Self {
+        Connection::from_parts(self.rx.clone(), self.tx.clone(), self.life.clone())
+    }
+}
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("receives", &self.rx.is_some())
+            .field("sends", &self.tx.is_some())
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    rx: Option<Segment>,
+    tx: Option<Segment>,
+    mine: FdRef,
+    peer: FdRef,
+}
+
+impl<T> Serialize for Connection<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            rx: self.rx.as_ref().map(|r| r.segment().clone()),
+            tx: self.tx.as_ref().map(|r| r.segment().clone()),
+            mine: FdRef::export(self.life.mine.as_fd()).map_err(ser_error::<S::Error>)?,
+            peer: FdRef::export(self.life.peer.as_fd()).map_err(ser_error::<S::Error>)?,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Connection<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        let ring = |seg: Option<Segment>| {
+            seg.map(|s| Ring::attach(s, Kind::Pipe, ring::fingerprint::<T>()))
+                .transpose()
+                .map_err(de_error::<D::Error>)
+        };
+        let (rx, tx) = (ring(w.rx)?, ring(w.tx)?);
+        let life = Lifelines {
+            mine: w.mine.import().map_err(de_error::<D::Error>)?,
+            peer: w.peer.import().map_err(de_error::<D::Error>)?,
+        };
+        Ok(Connection::from_parts(rx, tx, Arc::new(life)))
+    }
+}
+
+impl<T> Connection<T> {
+    fn from_parts(rx: Option<Ring>, tx: Option<Ring>, life: Arc<Lifelines>) -> Connection<T> {
+        Connection {
+            rx,
+            tx,
+            life,
+            _items: PhantomData,
+        }
+    }
+
+    /// Sends raw bytes (the peer reads them with
+    /// [`recv_bytes`](Connection::recv_bytes)).
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] when the peer is gone,
+    /// [`SendError::NotWritable`] on a receive-only end; the bytes are given
+    /// back.
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError<Vec<u8>>> {
+        self.send_raw(bytes).map_err(|e| e.map(|()| bytes.to_vec()))
+    }
+
+    fn send_raw(&self, bytes: &[u8]) -> Result<(), SendFail> {
+        let Some(tx) = &self.tx else {
+            return Err(SendFail::NotWritable(()));
+        };
+        let mut gone = || self.life.peer_gone();
+        match tx.put(bytes, Wait::FOREVER, Some(&mut gone)) {
+            Ok(()) => Ok(()),
+            Err(PutFail::Gone | PutFail::Closed | PutFail::Full) => Err(SendFail::Disconnected(())),
+        }
+    }
+
+    /// Receives the next message as raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it
+    /// sent has been read; [`RecvError::NotReadable`] on a send-only end.
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        let mut buf = Vec::new();
+        self.recv_bytes_into(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Receives the next message into `buf` (replacing its contents, reusing
+    /// its allocation) and returns its length.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        self.recv_raw(buf, Wait::FOREVER).map_err(recv_error)?;
+        Ok(buf.len())
+    }
+
+    fn recv_raw(&self, buf: &mut Vec<u8>, how: Wait) -> Result<(), GetFail> {
+        let Some(rx) = &self.rx else {
+            return Err(GetFail::Closed);
+        };
+        let mut gone = || self.life.peer_gone();
+        rx.get(buf, how, Some(&mut gone))
+    }
+
+    /// Whether a `recv` would return at once — a message is waiting, or the
+    /// peer is gone — waiting at most `timeout` for it (`Duration::ZERO`:
+    /// just look).
+    pub fn poll(&self, timeout: Duration) -> bool {
+        let Some(rx) = &self.rx else {
+            return false;
+        };
+        let mut gone = || self.life.peer_gone();
+        rx.poll(Wait::timeout(timeout), Some(&mut gone)) || self.life.peer_gone()
+    }
+
+    /// Drops this handle of the end. The peer sees `Disconnected` once every
+    /// handle of this end, in every process, is gone.
+    pub fn close(self) {}
+}
+
+/// `SendError` before the value is known.
+enum SendFail {
+    Disconnected(()),
+    NotWritable(()),
+}
+
+impl SendFail {
+    fn map<T>(self, value: impl FnOnce(()) -> T) -> SendError<T> {
+        match self {
+            SendFail::Disconnected(u) => SendError::Disconnected(value(u)),
+            SendFail::NotWritable(u) => SendError::NotWritable(value(u)),
+        }
+    }
+}
+
+fn recv_error(f: GetFail) -> RecvError {
+    match f {
+        GetFail::Bad(e) => RecvError::Bad(e),
+        GetFail::Closed => RecvError::NotReadable,
+        GetFail::Gone | GetFail::Empty => RecvError::Disconnected,
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// Sends an item, waiting for room while the peer lives.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Disconnected`] when the peer is gone,
+    /// [`SendError::NotWritable`] on a receive-only end,
+    /// [`SendError::Encode`] when the item cannot be serialized; the item is
+    /// given back.
+    pub fn send(&self, item: T) -> Result<(), SendError<T>> {
+        with_buf(|buf| {
+            if let Err(message) = codec::encode(&item, buf) {
+                return Err(SendError::Encode(EncodeError {
+                    value: item,
+                    message,
+                }));
+            }
+            self.send_raw(buf).map_err(|e| e.map(|()| item))
+        })
+    }
+
+    /// Receives the next item.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvError::Disconnected`] once the peer is gone and everything it
+    /// sent has been read; [`RecvError::NotReadable`] on a send-only end;
+    /// [`RecvError::Bad`] for a message that cannot be read.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        with_buf(|buf| {
+            self.recv_raw(buf, Wait::FOREVER).map_err(recv_error)?;
+            codec::decode(buf).map_err(RecvError::Bad)
+        })
+    }
+
+    /// Receives the next item, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecvTimeoutError::Timeout`] after about `timeout`, and the errors of
+    /// [`recv`](Connection::recv).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        with_buf(|buf| {
+            self.recv_raw(buf, Wait::timeout(timeout))
+                .map_err(|f| match f {
+                    GetFail::Empty => RecvTimeoutError::Timeout,
+                    GetFail::Gone => RecvTimeoutError::Disconnected,
+                    GetFail::Closed => RecvTimeoutError::NotReadable,
+                    GetFail::Bad(e) => RecvTimeoutError::Bad(e),
+                })?;
+            codec::decode(buf).map_err(RecvTimeoutError::Bad)
+        })
+    }
+}

@@ -1,0 +1,505 @@
+//! `Queue`, `SimpleQueue` and `JoinableQueue`.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::time::Duration;
+
+use mproc_sync::wait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, with_buf};
+use crate::error::{EncodeError, GetError, GetTimeoutError, PutError, TryGetError, TryPutError};
+use crate::ring::{self, GetFail, Kind, PutFail, Ring, Wait};
+
+/// The data area of a queue made by [`Queue::new`]: 2 MiB.
+pub const DEFAULT_CAPACITY: usize = 2 << 20;
+
+/// A multi-producer, multi-consumer FIFO queue between processes: Python's
+/// `multiprocessing.Queue`.
+///
+/// Items are serialized with postcard, in the caller, straight into a ring
+/// in shared memory: there is no feeder thread, so a process that puts and
+/// exits at once loses nothing, and an item that cannot be serialized is an
+/// error of `put` itself (both differ from CPython, on purpose). `put`
+/// blocks while the ring has no room (and, for [`bounded`](Queue::bounded)
+/// queues, while `maxsize` items wait). An item larger than the ring streams
+/// through it in pieces.
+///
+/// A handle is `Clone` and serde: clone it for threads, pass it as a
+/// [`Process`](../mproc_process/struct.Process.html) argument for children.
+/// Items are FIFO per producer; producers take turns whole items at a time.
+///
+/// # Examples
+///
+/// ```
+/// use mproc_queue::{Queue, TryGetError};
+///
+/// let q: Queue<String> = Queue::new()?;
+/// q.put("hello".to_string())?;
+/// q.put("world".to_string())?;
+/// assert_eq!(q.len(), 2);
+/// assert_eq!(q.get()?, "hello");
+/// q.close();
+/// assert_eq!(q.get()?, "world"); // a closed queue drains, then reports Closed
+/// assert_eq!(q.try_get(), Err(TryGetError::Closed));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Queue<T> {
+    ring: Ring,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+/// What a queue has seen go wrong, counted across every process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Messages given up on: a producer died or timed out in the middle of a
+    /// large item, a consumer died in the middle of reading one, or a
+    /// corrupt frame was discarded.
+    pub abandoned: u64,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            ring: self.ring.clone(),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Queue").field(&self.ring).finish()
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.ring.segment().serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        attach::<T, D>(d, Kind::Queue).map(Queue::from_ring)
+    }
+}
+
+fn attach<'de, T, D: serde::Deserializer<'de>>(d: D, kind: Kind) -> Result<Ring, D::Error> {
+    let seg = mproc_shm::Segment::deserialize(d)?;
+    Ring::attach(seg, kind, ring::fingerprint::<T>()).map_err(mproc_shm::transfer::de_error)
+}
+
+impl<T> Queue<T> {
+    fn from_ring(ring: Ring) -> Queue<T> {
+        Queue {
+            ring,
+            _items: PhantomData,
+        }
+    }
+
+    /// Items in the queue (CPython's `qsize`): whole items, across every
+    /// process. Exact at the moment it is read.
+    pub fn len(&self) -> usize {
+        self.ring.len() as usize
+    }
+
+    /// Whether the queue holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.ring.len() == 0
+    }
+
+    /// Whether a bounded queue holds `maxsize` items (never for a queue
+    /// without an item limit; its ring may still be out of room).
+    pub fn is_full(&self) -> bool {
+        self.ring.maxsize().is_some_and(|m| self.ring.len() >= m)
+    }
+
+    /// The item limit of a [`bounded`](Queue::bounded) queue.
+    pub fn maxsize(&self) -> Option<usize> {
+        self.ring.maxsize().map(|m| m as usize)
+    }
+
+    /// The size of the ring's data area, in bytes.
+    pub fn capacity_bytes(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// Closes the queue for every process: later puts fail with `Closed`;
+    /// gets drain what is left, then fail with `Closed` instead of blocking.
+    /// Blocked puts and gets wake up. Calling it again does nothing.
+    pub fn close(&self) {
+        self.ring.close();
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        self.ring.is_closed()
+    }
+
+    /// What went wrong so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            abandoned: self.ring.abandoned(),
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue with no item limit and a [`DEFAULT_CAPACITY`] ring.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the shared segment cannot be made.
+    pub fn new() -> io::Result<Queue<T>> {
+        Queue::with_capacity_bytes(DEFAULT_CAPACITY)
+    }
+
+    /// A queue that holds at most `maxsize` items: `put` blocks while it is
+    /// full.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for `maxsize` 0 or above 2^24 - 1; the OS error when
+    /// the segment cannot be made.
+    pub fn bounded(maxsize: usize) -> io::Result<Queue<T>> {
+        if maxsize == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a bounded queue needs a maxsize of at least 1",
+            ));
+        }
+        Queue::with_limits(DEFAULT_CAPACITY, maxsize as u64, Kind::Queue)
+    }
+
+    /// A queue with no item limit whose ring has `bytes` of data area
+    /// (rounded up to a power of two, at least 64 B, at most 64 MiB). Items
+    /// larger than the ring still pass, in pieces.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` above 64 MiB; the OS error when the segment cannot be
+    /// made.
+    pub fn with_capacity_bytes(bytes: usize) -> io::Result<Queue<T>> {
+        Queue::with_limits(bytes, 0, Kind::Queue)
+    }
+
+    fn with_limits(bytes: usize, maxsize: u64, kind: Kind) -> io::Result<Queue<T>> {
+        Ring::new(kind, ring::fingerprint::<T>(), bytes, maxsize).map(Queue::from_ring)
+    }
+
+    fn put_with(&self, item: T, how: Wait) -> Result<(), (T, Result<PutFail, String>)> {
+        with_buf(|buf| {
+            if let Err(e) = codec::encode(&item, buf) {
+                return Err((item, Err(e)));
+            }
+            self.ring.put(buf, how, None).map_err(|f| (item, Ok(f)))
+        })
+    }
+
+    /// Puts an item, waiting for room as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`PutError::Closed`] when the queue is (or gets) closed;
+    /// [`PutError::Encode`] when the item cannot be serialized. Either way the
+    /// item is given back.
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_with(item, Wait::FOREVER)
+            .map_err(|(value, e)| match e {
+                Ok(_) => PutError::Closed(value),
+                Err(message) => PutError::Encode(EncodeError { value, message }),
+            })
+    }
+
+    /// Puts an item if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPutError::Full`] when there is no room (an item larger than the
+    /// free space never fits here: use `put`), `Closed`, `Encode`.
+    pub fn try_put(&self, item: T) -> Result<(), TryPutError<T>> {
+        self.put_with(item, Wait::No).map_err(try_put_error)
+    }
+
+    /// Puts an item, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`TryPutError::Full`] after the timeout, `Closed`, `Encode`. An item
+    /// larger than the ring that timed out half-way is abandoned (counted
+    /// in [`stats`](Queue::stats)), never delivered in part.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), TryPutError<T>> {
+        self.put_with(item, Wait::timeout(timeout))
+            .map_err(try_put_error)
+    }
+
+    fn get_with(&self, how: Wait) -> Result<T, GetFail> {
+        with_buf(|buf| {
+            self.ring.get(buf, how, None)?;
+            codec::decode(buf).map_err(GetFail::Bad)
+        })
+    }
+
+    /// Takes the oldest item, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`GetError::Closed`] when the queue is closed and empty;
+    /// [`GetError::Bad`] for a message that cannot be read (the queue goes on).
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_with(Wait::FOREVER).map_err(|f| match f {
+            GetFail::Bad(e) => GetError::Bad(e),
+            GetFail::Closed | GetFail::Gone | GetFail::Empty => GetError::Closed,
+        })
+    }
+
+    /// Takes the oldest item if there is one now.
+    ///
+    /// # Errors
+    ///
+    /// [`TryGetError::Empty`], [`TryGetError::Closed`] (closed and empty),
+    /// [`TryGetError::Bad`].
+    pub fn try_get(&self) -> Result<T, TryGetError> {
+        self.get_with(Wait::No).map_err(|f| match f {
+            GetFail::Empty => TryGetError::Empty,
+            GetFail::Closed | GetFail::Gone => TryGetError::Closed,
+            GetFail::Bad(e) => TryGetError::Bad(e),
+        })
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`GetTimeoutError::Timeout`] after about `timeout`,
+    /// [`GetTimeoutError::Closed`], [`GetTimeoutError::Bad`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_with(Wait::timeout(timeout)).map_err(|f| match f {
+            GetFail::Empty => GetTimeoutError::Timeout,
+            GetFail::Closed | GetFail::Gone => GetTimeoutError::Closed,
+            GetFail::Bad(e) => GetTimeoutError::Bad(e),
+        })
+    }
+}
+
+fn try_put_error<T>((value, e): (T, Result<PutFail, String>)) -> TryPutError<T> {
+    match e {
+        Ok(PutFail::Full) => TryPutError::Full(value),
+        Ok(_) => TryPutError::Closed(value),
+        Err(message) => TryPutError::Encode(EncodeError { value, message }),
+    }
+}
+
+/// The minimal queue: Python's `multiprocessing.SimpleQueue` — `put`,
+/// `get`, `is_empty`, `close`, no item limit.
+///
+/// # Examples
+///
+/// ```
+/// let q = mproc_queue::SimpleQueue::new()?;
+/// q.put(7u32)?;
+/// assert!(!q.is_empty());
+/// assert_eq!(q.get()?, 7);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct SimpleQueue<T>(Queue<T>);
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SimpleQueue").field(&self.0.ring).finish()
+    }
+}
+
+impl<T> Serialize for SimpleQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Queue::deserialize(d).map(SimpleQueue)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A queue with no item limit and a [`DEFAULT_CAPACITY`] ring.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the shared segment cannot be made.
+    pub fn new() -> io::Result<SimpleQueue<T>> {
+        Queue::new().map(SimpleQueue)
+    }
+
+    /// As [`Queue::put`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put`].
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.0.put(item)
+    }
+
+    /// As [`Queue::get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get`].
+    pub fn get(&self) -> Result<T, GetError> {
+        self.0.get()
+    }
+
+    /// Whether the queue holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As [`Queue::close`].
+    pub fn close(&self) {
+        self.0.close();
+    }
+}
+
+/// A [`Queue`] whose consumers say when each item is handled: Python's
+/// `multiprocessing.JoinableQueue`. [`join`](JoinableQueue::join) returns
+/// once every item ever put has been marked [`task_done`](JoinableQueue::task_done).
+///
+/// It dereferences to [`Queue`] for `put`, `get` and the rest. The count of
+/// unfinished items is derived from the ring's own message count, so it
+/// stays exact when a producer dies mid-put (at most 2^24 - 1 unfinished
+/// items at once).
+///
+/// # Examples
+///
+/// ```
+/// use mproc_queue::JoinableQueue;
+/// use std::time::Duration;
+///
+/// let q = JoinableQueue::new()?;
+/// q.put(1u8)?;
+/// q.put(2u8)?;
+/// assert_eq!(q.get()?, 1);
+/// q.task_done()?;
+/// assert!(!q.join_timeout(Duration::from_millis(10)), "one item is not done");
+/// assert_eq!(q.get()?, 2);
+/// q.task_done()?;
+/// q.join();
+/// assert!(q.task_done().is_err(), "more task_done calls than items");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct JoinableQueue<T>(Queue<T>);
+
+/// [`task_done`](JoinableQueue::task_done) was called more times than
+/// there were items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskDoneError;
+
+impl fmt::Display for TaskDoneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("task_done() called more times than there were items")
+    }
+}
+
+impl std::error::Error for TaskDoneError {}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("JoinableQueue").field(&self.0.ring).finish()
+    }
+}
+
+impl<T> Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+
+    fn deref(&self) -> &Queue<T> {
+        &self.0
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        attach::<T, D>(d, Kind::Joinable).map(|r| JoinableQueue(Queue::from_ring(r)))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A joinable queue with no item limit.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the shared segment cannot be made.
+    pub fn new() -> io::Result<JoinableQueue<T>> {
+        Queue::with_limits(DEFAULT_CAPACITY, 0, Kind::Joinable).map(JoinableQueue)
+    }
+
+    /// A joinable queue that holds at most `maxsize` items.
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::bounded`].
+    pub fn bounded(maxsize: usize) -> io::Result<JoinableQueue<T>> {
+        if maxsize == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a bounded queue needs a maxsize of at least 1",
+            ));
+        }
+        Queue::with_limits(DEFAULT_CAPACITY, maxsize as u64, Kind::Joinable).map(JoinableQueue)
+    }
+}
+
+impl<T> JoinableQueue<T> {
+    /// Marks one item taken with `get` as handled.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskDoneError`] when every item put is already marked done; the
+    /// count is left as it was.
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        if self.0.ring.task_done() {
+            Ok(())
+        } else {
+            Err(TaskDoneError)
+        }
+    }
+
+    /// Items put and not yet marked done.
+    pub fn unfinished(&self) -> usize {
+        self.0.ring.unfinished() as usize
+    }
+
+    /// Blocks until every item put has been marked done.
+    pub fn join(&self) {
+        self.0.ring.join(None);
+    }
+
+    /// [`join`](JoinableQueue::join) for at most `timeout`; `true` when every
+    /// item is done.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.0.ring.join(wait::deadline(timeout))
+    }
+}
