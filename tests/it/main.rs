@@ -3,5 +3,6 @@
 
 mod facade;
 mod process;
+mod queue;
 mod shm;
 mod sync;

@@ -60,6 +60,9 @@ pub struct Stats {
     /// large item, a consumer died in the middle of reading one, or a
     /// corrupt frame was discarded.
     pub abandoned: u64,
+    /// Bytes in the ring now, chunk headers included (a large item being
+    /// put shows here before it counts in `len`).
+    pub bytes_queued: usize,
 }
 
 impl<T> Clone for Queue<T> {
@@ -145,6 +148,7 @@ impl<T> Queue<T> {
     pub fn stats(&self) -> Stats {
         Stats {
             abandoned: self.ring.abandoned(),
+            bytes_queued: self.ring.bytes_queued(),
         }
     }
 }

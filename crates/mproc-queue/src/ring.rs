@@ -319,6 +319,12 @@ impl Ring {
         tail.count.wrapping_sub(head.count) & COUNT_MASK
     }
 
+    /// Bytes published and not yet consumed, headers included.
+    pub(crate) fn bytes_queued(&self) -> usize {
+        let head = self.head();
+        Ring::used(self.tail(), head)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.u32(OFF_CLOSED).load(Ordering::SeqCst) != 0
     }

@@ -1,0 +1,369 @@
+//! mproc-queue across real processes: every message exactly once and in
+//! order per producer, CPython's queue scenarios, pipes, and processes
+//! killed in the middle of puts and gets.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mproc::queue::{
+    BadMessage, GetError, GetTimeoutError, PutError, RecvError, RecvTimeoutError, SendError,
+    TryGetError, TryPutError,
+};
+use mproc::shm::{transfer, Segment};
+use mproc::sync::Event;
+use mproc::{JoinableQueue, Pipe, Process, Queue, SimpleQueue};
+use mproc_tests::LeakCheck;
+use serde::{Deserialize, Serialize};
+
+/// A message that proves its own integrity.
+#[derive(Serialize, Deserialize, Debug)]
+struct Msg {
+    producer: u32,
+    seq: u32,
+    data: Vec<u8>,
+    sum: u64,
+}
+
+fn checksum(producer: u32, seq: u32, data: &[u8]) -> u64 {
+    data.iter()
+        .fold(u64::from(producer) << 32 | u64::from(seq), |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+}
+
+fn make(producer: u32, seq: u32, size: usize) -> Msg {
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i as u32).wrapping_mul(31).wrapping_add(seq ^ producer) as u8)
+        .collect();
+    let sum = checksum(producer, seq, &data);
+    Msg {
+        producer,
+        seq,
+        data,
+        sum,
+    }
+}
+
+fn produce(args: (Queue<Msg>, u32, u32, usize)) {
+    let (q, producer, count, size) = args;
+    for seq in 0..count {
+        q.put(make(producer, seq, size)).expect("put");
+    }
+}
+
+/// Drains until the queue is closed; reports (producer, seq, intact) of
+/// every message, in the order it got them.
+fn consume(args: (Queue<Msg>, Queue<Vec<(u32, u32, bool)>>)) {
+    let (q, results) = args;
+    let mut got = Vec::new();
+    loop {
+        match q.get() {
+            Ok(m) => {
+                let intact = m.sum == checksum(m.producer, m.seq, &m.data);
+                got.push((m.producer, m.seq, intact));
+            }
+            Err(GetError::Closed) => break,
+            Err(e) => panic!("get: {e}"),
+        }
+    }
+    results.put(got).expect("report");
+}
+
+#[test]
+fn every_message_arrives_exactly_once_in_order_per_producer() {
+    let leaks = LeakCheck::start();
+    {
+        const RING: usize = 4096;
+        for (producers, consumers) in [(1, 1), (2, 2), (4, 1), (1, 4), (4, 4)] {
+            for size in [0, 8, 1024, RING - 1, RING, 4 * RING] {
+                let count = if size > RING { 20 } else { 100 };
+                let q: Queue<Msg> = Queue::with_capacity_bytes(RING).unwrap();
+                let results: Queue<Vec<(u32, u32, bool)>> = Queue::new().unwrap();
+                let mut cs: Vec<Process> = (0..consumers)
+                    .map(|_| Process::new(consume, (q.clone(), results.clone())))
+                    .collect();
+                let mut ps: Vec<Process> = (0..producers)
+                    .map(|id| Process::new(produce, (q.clone(), id, count, size)))
+                    .collect();
+                for p in cs.iter_mut().chain(ps.iter_mut()) {
+                    p.start().unwrap();
+                }
+                for p in &ps {
+                    p.join().unwrap();
+                    assert_eq!(p.exitcode(), Some(0));
+                }
+                q.close();
+                let mut seen: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+                for _ in 0..consumers {
+                    for (producer, seq, intact) in results.get().unwrap() {
+                        assert!(
+                            intact,
+                            "{producers}x{consumers} size {size}: corrupt message"
+                        );
+                        seen.entry(producer).or_default().push(seq);
+                    }
+                }
+                for c in &cs {
+                    c.join().unwrap();
+                    assert_eq!(c.exitcode(), Some(0));
+                }
+                assert_eq!(seen.len(), producers as usize);
+                for (producer, mut seqs) in seen {
+                    // Each consumer saw one producer's items in order; together
+                    // they saw each exactly once.
+                    let n = seqs.len();
+                    seqs.sort_unstable();
+                    seqs.dedup();
+                    assert_eq!(seqs.len(), n, "producer {producer}: a duplicate");
+                    assert_eq!(seqs, (0..count).collect::<Vec<_>>(), "producer {producer}");
+                }
+                assert_eq!(q.stats().abandoned, 0);
+            }
+        }
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn one_consumer_sees_each_producer_in_order() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<Msg> = Queue::with_capacity_bytes(1024).unwrap();
+        let mut ps: Vec<Process> = (0..3)
+            .map(|id| Process::new(produce, (q.clone(), id, 300, 24)))
+            .collect();
+        for p in &mut ps {
+            p.start().unwrap();
+        }
+        let mut next = [0u32; 3];
+        for _ in 0..900 {
+            let m = q.get().unwrap();
+            assert_eq!(m.seq, next[m.producer as usize], "FIFO per producer");
+            next[m.producer as usize] += 1;
+        }
+        for p in &ps {
+            p.join().unwrap();
+        }
+        assert!(q.is_empty());
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn timeouts_len_and_close_follow_cpython() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<u32> = Queue::bounded(2).unwrap();
+        let start = Instant::now();
+        assert_eq!(
+            q.get_timeout(Duration::from_millis(100)),
+            Err(GetTimeoutError::Timeout)
+        );
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
+
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        assert_eq!((q.len(), q.is_full()), (2, true));
+        let start = Instant::now();
+        assert_eq!(
+            q.put_timeout(3, Duration::from_millis(100)),
+            Err(TryPutError::Full(3))
+        );
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert_eq!(q.try_put(3), Err(TryPutError::Full(3)));
+        assert_eq!(q.get().unwrap(), 1);
+        assert_eq!(q.len(), 1);
+
+        q.close();
+        q.close(); // idempotent
+        assert!(matches!(q.put(4), Err(PutError::Closed(4))));
+        assert_eq!(q.get().unwrap(), 2, "a closed queue drains first");
+        assert_eq!(q.get(), Err(GetError::Closed));
+        assert_eq!(
+            q.get_timeout(Duration::from_secs(10)),
+            Err(GetTimeoutError::Closed)
+        );
+        assert!(Queue::<u32>::bounded(0).is_err());
+    }
+    leaks.assert_clean();
+}
+
+fn wait_then_close(args: (Event, Queue<u32>)) {
+    args.0.wait();
+    args.1.close();
+}
+
+#[test]
+fn close_wakes_a_blocked_get_in_another_process() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<u32> = Queue::new().unwrap();
+        let go = Event::new().unwrap();
+        let mut p = Process::new(wait_then_close, (go.clone(), q.clone()));
+        p.start().unwrap();
+        go.set();
+        assert_eq!(q.get(), Err(GetError::Closed));
+        p.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+fn put_many(q: Queue<Vec<u8>>) {
+    for i in 0..10_000u32 {
+        let mut item = vec![0u8; 1024];
+        item[..4].copy_from_slice(&i.to_le_bytes());
+        q.put(item).unwrap();
+    }
+}
+
+#[test]
+fn a_child_that_puts_and_returns_loses_nothing() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        let mut p = Process::new(put_many, q.clone());
+        p.start().unwrap();
+        for i in 0..10_000u32 {
+            let item = q.get().unwrap();
+            assert_eq!((item.len(), &item[..4]), (1024, &i.to_le_bytes()[..]));
+        }
+        // No feeder thread to flush: the child is done once its last put is.
+        p.join_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(q.is_empty());
+    }
+    leaks.assert_clean();
+}
+
+fn put_huge(args: (Queue<Vec<u8>>, usize)) {
+    let (q, size) = args;
+    let item: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    q.put(item).unwrap();
+}
+
+#[test]
+fn a_64_mib_item_streams_through_a_64_kib_ring() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<Vec<u8>> = Queue::with_capacity_bytes(64 << 10).unwrap();
+        let size = 64 << 20;
+        let mut p = Process::new(put_huge, (q.clone(), size));
+        p.start().unwrap();
+        let item = q.get().unwrap();
+        assert_eq!(item.len(), size);
+        assert!(item.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    leaks.assert_clean();
+}
+
+fn worker(args: (JoinableQueue<u64>, Queue<u64>)) {
+    let (jobs, done) = args;
+    loop {
+        let n = jobs.get().unwrap();
+        done.put(n * n).unwrap();
+        jobs.task_done().unwrap();
+    }
+}
+
+#[test]
+fn joinable_queue_join_waits_for_every_task_done() {
+    let leaks = LeakCheck::start();
+    {
+        let jobs: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+        let done: Queue<u64> = Queue::new().unwrap();
+        let mut workers: Vec<Process> = (0..2)
+            .map(|_| Process::new(worker, (jobs.clone(), done.clone())).daemon(true))
+            .collect();
+        for w in &mut workers {
+            w.start().unwrap();
+        }
+        for n in 0..50 {
+            jobs.put(n).unwrap();
+        }
+        jobs.join();
+        // Every task was marked done after its result was put.
+        assert_eq!(done.len(), 50);
+        assert_eq!(jobs.unfinished(), 0);
+        let mut squares: Vec<u64> = (0..50).map(|_| done.get().unwrap()).collect();
+        squares.sort_unstable();
+        assert_eq!(squares, (0..50u64).map(|n| n * n).collect::<Vec<_>>());
+        assert!(jobs.task_done().is_err(), "more task_done than items");
+        assert_eq!(jobs.unfinished(), 0, "the count never underflows");
+        for w in &workers {
+            w.terminate().unwrap();
+            w.join().unwrap();
+        }
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn attaching_as_the_wrong_type_or_kind_is_an_error() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<u32> = Queue::new().unwrap();
+        let err = transfer::decode::<Queue<String>>(transfer::encode(&q).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("another item type"), "{err}");
+        let jq: JoinableQueue<u32> = JoinableQueue::new().unwrap();
+        let err = transfer::decode::<Queue<u32>>(transfer::encode(&jq).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("JoinableQueue"), "{err}");
+        let seg = Segment::anonymous(8192).unwrap();
+        let err = transfer::decode::<Queue<u32>>(transfer::encode(&seg).unwrap()).unwrap_err();
+        assert!(
+            err.to_string().contains("does not hold an mproc queue"),
+            "{err}"
+        );
+        // The right type attaches and works.
+        let again: Queue<u32> = transfer::decode(transfer::encode(&q).unwrap()).unwrap();
+        again.put(5).unwrap();
+        assert_eq!(q.get().unwrap(), 5);
+    }
+    leaks.assert_clean();
+}
+
+/// The queue's segment, seen raw (a Queue serializes as its segment).
+fn raw_segment<T>(q: &Queue<T>) -> Segment {
+    transfer::decode(transfer::encode(q).unwrap()).unwrap()
+}
+
+#[test]
+fn corrupt_frames_are_reported_and_the_queue_goes_on() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let raw = raw_segment(&q);
+        let flip = |at: usize, bit: u8| {
+            let mut b = [0u8];
+            raw.read(at, &mut b).unwrap();
+            raw.write(at, &[b[0] ^ (1 << bit)]).unwrap();
+        };
+        // Each round: a 16-byte chunk (8-byte header, a 1-byte item, padding)
+        // with one header bit flipped, then a good one: 32 bytes of ring.
+        for (round, bit) in [0usize, 3, 17, 30, 45, 63].into_iter().enumerate() {
+            q.put(7).unwrap();
+            flip(4096 + 32 * round + bit / 8, (bit % 8) as u8);
+            assert!(
+                matches!(q.get(), Err(GetError::Bad(BadMessage::Corrupt(_)))),
+                "bit {bit}"
+            );
+            q.put(8).unwrap();
+            assert_eq!(q.get().unwrap(), 8, "the queue goes on");
+        }
+        assert_eq!(q.stats().abandoned, 6);
+
+        // A payload that is not the item type is a decode error, not a panic.
+        let q: Queue<bool> = Queue::new().unwrap();
+        let raw = raw_segment(&q);
+        q.put(true).unwrap();
+        raw.write(4096 + 8, &[5]).unwrap();
+        assert!(matches!(q.get(), Err(GetError::Bad(BadMessage::Decode(_)))));
+        q.put(false).unwrap();
+        assert!(!q.get().unwrap());
+    }
+    leaks.assert_clean();
+}
