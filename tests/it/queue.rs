@@ -367,3 +367,279 @@ fn corrupt_frames_are_reported_and_the_queue_goes_on() {
     }
     leaks.assert_clean();
 }
+
+fn announce_and_put_huge(args: (Event, Queue<Vec<u8>>)) {
+    let (ready, q) = args;
+    ready.set();
+    // 4 MiB through a 64 KiB ring with nobody reading: blocks mid-put.
+    q.put(vec![1u8; 4 << 20]).unwrap();
+}
+
+fn kill(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill touches no memory; the pid is our own child's.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} never happened"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_producer_killed_mid_put_exposes_nothing_and_blocks_nobody() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<Vec<u8>> = Queue::with_capacity_bytes(64 << 10).unwrap();
+        let ready = Event::new().unwrap();
+        let mut p = Process::new(announce_and_put_huge, (ready.clone(), q.clone()));
+        p.start().unwrap();
+        ready.wait();
+        // Chunks of the item are in the ring: the producer is mid-put.
+        wait_until("the first chunk", || q.stats().bytes_queued > 0);
+        p.kill().unwrap();
+        p.join().unwrap();
+        // A consumer reads what was published, finds the writer dead, drops
+        // the partial item and waits for the next whole one...
+        let consumer = {
+            let q = q.clone();
+            std::thread::spawn(move || q.get())
+        };
+        // ...which another producer puts: it takes over the put lock of the
+        // dead one.
+        q.put(b"after".to_vec()).unwrap();
+        assert_eq!(consumer.join().unwrap().unwrap(), b"after");
+        assert_eq!(q.stats().abandoned, 1);
+        assert!(q.is_empty());
+    }
+    leaks.assert_clean();
+}
+
+fn announce_and_get(args: (Event, Queue<Vec<u8>>)) {
+    let (ready, q) = args;
+    ready.set();
+    let _ = q.get();
+}
+
+#[test]
+fn a_consumer_killed_while_blocked_in_get_leaves_the_queue_usable() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<Vec<u8>> = Queue::new().unwrap();
+        let ready = Event::new().unwrap();
+        let mut c = Process::new(announce_and_get, (ready.clone(), q.clone()));
+        c.start().unwrap();
+        ready.wait();
+        c.kill().unwrap();
+        c.join().unwrap();
+        q.put(b"x".to_vec()).unwrap();
+        assert_eq!(
+            q.get_timeout(Duration::from_secs(10)).unwrap(),
+            b"x",
+            "the get lock of the dead consumer is taken over"
+        );
+    }
+    leaks.assert_clean();
+}
+
+fn put_huge_then(args: (Queue<Vec<u8>>, usize)) {
+    let (q, size) = args;
+    q.put(vec![2u8; size]).unwrap();
+    q.put(b"next".to_vec()).unwrap();
+}
+
+#[test]
+fn a_consumer_killed_mid_get_loses_that_item_counted_and_nothing_else() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<Vec<u8>> = Queue::with_capacity_bytes(64 << 10).unwrap();
+        let ready = Event::new().unwrap();
+        let mut producer = Process::new(put_huge_then, (q.clone(), 4 << 20));
+        let mut consumer = Process::new(announce_and_get, (ready.clone(), q.clone()));
+        consumer.start().unwrap();
+        ready.wait();
+        producer.start().unwrap();
+        let pid = producer.pid().unwrap();
+        // Freeze the producer mid-item, let the consumer take everything
+        // published so far: it is now in the middle of its get.
+        wait_until("the first chunk", || q.stats().bytes_queued > 0);
+        kill(pid, libc::SIGSTOP);
+        wait_until("the consumer to drain", || q.stats().bytes_queued == 0);
+        consumer.kill().unwrap();
+        consumer.join().unwrap();
+        kill(pid, libc::SIGCONT);
+        // The rest of the item is skipped; the next item arrives whole.
+        assert_eq!(q.get().unwrap(), b"next");
+        assert_eq!(q.stats().abandoned, 1);
+        producer.join().unwrap();
+        assert_eq!(producer.exitcode(), Some(0));
+    }
+    leaks.assert_clean();
+}
+
+fn bad_item_in_child(q: Queue<Unencodable>) -> Result<(), String> {
+    match q.put(Unencodable) {
+        Err(PutError::Encode(e)) => Err(e.message),
+        other => Err(format!("unexpected {other:?}")),
+    }
+}
+
+/// An item whose serialization always fails.
+#[derive(Debug, Deserialize, PartialEq)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this item refuses"))
+    }
+}
+
+#[test]
+fn a_serialization_error_reaches_the_putter() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<Unencodable> = Queue::new().unwrap();
+        match q.put(Unencodable) {
+            Err(PutError::Encode(e)) => assert_eq!(e.value, Unencodable),
+            other => panic!("{other:?}"),
+        }
+        // In a child too: its exit code says the put failed.
+        let mut p = Process::new(bad_item_in_child, q.clone());
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(1));
+        assert!(q.is_empty());
+        // A handle inside an item is refused with a hint.
+        let segs: Queue<Segment> = Queue::new().unwrap();
+        match segs.put(Segment::anonymous(64).unwrap()) {
+            Err(PutError::Encode(e)) => assert!(e.message.contains("handles"), "{}", e.message),
+            other => panic!("{other:?}"),
+        }
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn simple_queue_between_processes() {
+    let leaks = LeakCheck::start();
+    {
+        let q: SimpleQueue<String> = SimpleQueue::new().unwrap();
+        let mut p = Process::new(greet_back, q.clone());
+        p.start().unwrap();
+        p.join().unwrap();
+        assert!(!q.is_empty());
+        assert_eq!(q.get().unwrap(), "hello from a child");
+        q.close();
+        assert_eq!(q.get(), Err(GetError::Closed));
+    }
+    leaks.assert_clean();
+}
+
+fn greet_back(q: SimpleQueue<String>) {
+    q.put("hello from a child".into()).unwrap();
+}
+
+fn echo(conn: mproc::Connection<u64>) {
+    while let Ok(n) = conn.recv() {
+        if conn.send(n + 1).is_err() {
+            break;
+        }
+    }
+}
+
+#[test]
+fn pipe_round_trips_and_sees_its_peer_go() {
+    let leaks = LeakCheck::start();
+    {
+        let (ours, theirs) = Pipe::<u64>::duplex().unwrap();
+        let mut p = Process::new(echo, theirs);
+        p.start().unwrap(); // our copy of their end is gone with the target
+        for n in 0..1000 {
+            ours.send(n).unwrap();
+            assert_eq!(ours.recv().unwrap(), n + 1);
+        }
+        assert!(!ours.poll(Duration::ZERO));
+        p.kill().unwrap();
+        p.join().unwrap();
+        // Its process died: recv reports it instead of hanging.
+        assert_eq!(ours.recv(), Err(RecvError::Disconnected));
+        assert_eq!(
+            ours.recv_timeout(Duration::from_secs(10)),
+            Err(RecvTimeoutError::Disconnected)
+        );
+        assert!(ours.poll(Duration::ZERO), "poll says recv would not block");
+        assert!(matches!(ours.send(1), Err(SendError::Disconnected(1))));
+    }
+    leaks.assert_clean();
+}
+
+fn send_then_close(args: (mproc::Connection<String>, usize)) {
+    let (conn, n) = args;
+    for i in 0..n {
+        conn.send(format!("message {i}")).unwrap();
+    }
+    conn.close();
+}
+
+#[test]
+fn a_simplex_pipe_drains_before_it_reports_disconnected() {
+    let leaks = LeakCheck::start();
+    {
+        let (rx, tx) = Pipe::<String>::simplex().unwrap();
+        let mut p = Process::new(send_then_close, (tx, 3));
+        p.start().unwrap();
+        p.join().unwrap();
+        for i in 0..3 {
+            assert_eq!(rx.recv().unwrap(), format!("message {i}"));
+        }
+        assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+        assert!(matches!(
+            rx.send("no".into()),
+            Err(SendError::NotWritable(_))
+        ));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(10)),
+            Err(RecvTimeoutError::Disconnected)
+        );
+    }
+    leaks.assert_clean();
+}
+
+fn bytes_back(conn: mproc::Connection<()>) {
+    let mut buf = Vec::new();
+    while let Ok(n) = conn.recv_bytes_into(&mut buf) {
+        assert_eq!(n, buf.len());
+        if conn.send_bytes(&buf).is_err() {
+            break;
+        }
+    }
+}
+
+#[test]
+fn pipe_bytes_of_any_size_including_zero_and_64_mib() {
+    let leaks = LeakCheck::start();
+    {
+        let (ours, theirs) = Pipe::<()>::duplex().unwrap();
+        let mut p = Process::new(bytes_back, theirs);
+        p.start().unwrap();
+        for size in [0, 1, 1000, mproc::queue::PIPE_CAPACITY, 64 << 20] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+            ours.send_bytes(&data).unwrap();
+            assert!(ours.poll(Duration::from_secs(20)));
+            assert_eq!(ours.recv_bytes().unwrap(), data, "size {size}");
+        }
+        drop(ours);
+        p.join().unwrap();
+        assert_eq!(
+            p.exitcode(),
+            Some(0),
+            "the child saw Disconnected and returned"
+        );
+    }
+    leaks.assert_clean();
+}

@@ -19,7 +19,7 @@ pub(crate) fn run(nextest_args: &[String]) -> Result<()> {
             .args(["nextest", "run", "--workspace"])
             .args(nextest_args),
     )?;
-    // The cross-process sync suite again, on the portable (sleep-poll) wait
+    // The cross-process sync and queue suites again, on the portable (sleep-poll) wait
     // layer that macOS before 14.4 uses.
     cmd::run(
         cmd::cargo()
@@ -31,7 +31,7 @@ pub(crate) fn run(nextest_args: &[String]) -> Result<()> {
                 "--features",
                 "portable-wait",
             ])
-            .args(["-E", "test(/^sync::/)"])
+            .args(["-E", "test(/^(sync|queue)::/)"])
             .args(nextest_args),
     )?;
     cmd::run(cmd::cargo().args(["test", "--doc", "--workspace"]))?;

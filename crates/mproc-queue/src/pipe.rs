@@ -235,6 +235,11 @@ impl<T> Connection<T> {
         let Some(tx) = &self.tx else {
             return Err(SendFail::NotWritable(()));
         };
+        // Sending to an end nobody holds any more is an error, as writing
+        // to a pipe without readers is; one poll(2) per send.
+        if self.life.peer_gone() {
+            return Err(SendFail::Disconnected(()));
+        }
         let mut gone = || self.life.peer_gone();
         match tx.put(bytes, Wait::FOREVER, Some(&mut gone)) {
             Ok(()) => Ok(()),
