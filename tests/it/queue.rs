@@ -51,9 +51,12 @@ fn produce(args: (Queue<Msg>, u32, u32, usize)) {
     }
 }
 
-/// Drains until the queue is closed; reports (producer, seq, intact) of
-/// every message, in the order it got them.
-fn consume(args: (Queue<Msg>, Queue<Vec<(u32, u32, bool)>>)) {
+/// What a consumer saw: (producer, seq, intact) of every message, in the
+/// order it got them.
+type Seen = Vec<(u32, u32, bool)>;
+
+/// Drains until the queue is closed; reports what it saw.
+fn consume(args: (Queue<Msg>, Queue<Seen>)) {
     let (q, results) = args;
     let mut got = Vec::new();
     loop {
@@ -78,7 +81,7 @@ fn every_message_arrives_exactly_once_in_order_per_producer() {
             for size in [0, 8, 1024, RING - 1, RING, 4 * RING] {
                 let count = if size > RING { 20 } else { 100 };
                 let q: Queue<Msg> = Queue::with_capacity_bytes(RING).unwrap();
-                let results: Queue<Vec<(u32, u32, bool)>> = Queue::new().unwrap();
+                let results: Queue<Seen> = Queue::new().unwrap();
                 let mut cs: Vec<Process> = (0..consumers)
                     .map(|_| Process::new(consume, (q.clone(), results.clone())))
                     .collect();
