@@ -26,16 +26,18 @@ const OFF_CLOSED: usize = 36;
 const OFF_ABANDONED: usize = 40;
 const OFF_PUT_LOCK: usize = 64;
 const OFF_TAIL: usize = 128;
-const OFF_WRITER: usize = 136;
-const OFF_SPACE_SEQ: usize = 140;
-const OFF_SPACE_SLEEPERS: usize = 144;
+const OFF_CACHED_HEAD: usize = 136;
+const OFF_WRITER: usize = 144;
 const OFF_GET_LOCK: usize = 192;
 const OFF_HEAD: usize = 256;
-const OFF_DATA_SEQ: usize = 264;
-const OFF_DATA_SLEEPERS: usize = 268;
-const OFF_DONE: usize = 320;
-const OFF_JOIN_SEQ: usize = 324;
-const OFF_JOIN_SLEEPERS: usize = 328;
+const OFF_CACHED_TAIL: usize = 264;
+const OFF_DATA_SEQ: usize = 320;
+const OFF_DATA_SLEEPERS: usize = 324;
+const OFF_SPACE_SEQ: usize = 384;
+const OFF_SPACE_SLEEPERS: usize = 388;
+const OFF_DONE: usize = 448;
+const OFF_JOIN_SEQ: usize = 452;
+const OFF_JOIN_SLEEPERS: usize = 456;
 const DATA: usize = 4096;
 
 /// The smallest and largest data areas.
@@ -467,15 +469,17 @@ impl Ring {
         if self.is_closed() {
             return Err(PutFail::Closed);
         }
-        let total: usize = if msg.is_empty() {
-            frame::footprint(0)
-        } else {
-            msg.chunks(self.max_chunk)
-                .map(|c| frame::footprint(c.len()))
-                .sum()
-        };
-        if matches!(how, Wait::No) && total > self.cap - Ring::used(self.tail(), self.head()) {
-            return Err(PutFail::Full);
+        if matches!(how, Wait::No) {
+            let total: usize = if msg.is_empty() {
+                frame::footprint(0)
+            } else {
+                msg.chunks(self.max_chunk)
+                    .map(|c| frame::footprint(c.len()))
+                    .sum()
+            };
+            if total > self.cap - Ring::used(self.tail(), self.head()) {
+                return Err(PutFail::Full);
+            }
         }
         // Only a message of several chunks can be seen in part: its writer
         // is recorded for consumers to probe. A single chunk is published
@@ -491,7 +495,7 @@ impl Ring {
             let n = (msg.len() - off).min(self.max_chunk);
             let last = off + n == msg.len();
             let need = frame::footprint(n);
-            let room = || self.cap - Ring::used(tail, self.head()) >= need || self.is_closed();
+            let room = || self.room(tail) >= need || self.is_closed();
             let probe = gone.as_mut().map(|g| &mut **g as &mut dyn FnMut() -> bool);
             let fail = match self.wait_for(OFF_SPACE_SEQ, OFF_SPACE_SLEEPERS, deadline, room, probe)
             {
@@ -531,9 +535,36 @@ impl Ring {
         Ok(())
     }
 
+    /// Free bytes for a producer whose tail is `tail`: from its copy of
+    /// head, reloaded only when the copy shows too little.
+    fn room(&self, tail: Mark) -> usize {
+        let cached = self.u64(OFF_CACHED_HEAD);
+        let free = self.cap - Ring::used(tail, Mark::unpack(cached.load(Ordering::Relaxed)));
+        if free >= frame::footprint(self.max_chunk) {
+            return free;
+        }
+        let head = self.head();
+        cached.store(head.pack(), Ordering::Relaxed);
+        self.cap - Ring::used(tail, head)
+    }
+
+    /// The consumer's view of tail: its copy, reloaded when the copy shows
+    /// nothing past `head`.
+    fn seen_tail(&self, head: Mark) -> Mark {
+        let cached = self.u64(OFF_CACHED_TAIL);
+        let t = Mark::unpack(cached.load(Ordering::Relaxed));
+        if t.pos != head.pos {
+            return t;
+        }
+        let tail = self.tail();
+        cached.store(tail.pack(), Ordering::Relaxed);
+        tail
+    }
+
     /// Whether a chunk is published and not consumed.
     fn available(&self) -> bool {
-        self.tail().pos != self.head().pos
+        let head = self.head();
+        self.seen_tail(head).pos != head.pos
     }
 
     /// Waits until a message can be read (or the ring is closed), without
@@ -622,8 +653,8 @@ impl Ring {
                 }
                 continue;
             }
-            let tail = self.tail();
             let head = self.head();
+            let tail = self.seen_tail(head);
             let mut h = [0u8; HEADER];
             self.read_at(head.pos, &mut h);
             let chunk = match Chunk::decode(h, self.max_chunk, Ring::used(tail, head)) {
