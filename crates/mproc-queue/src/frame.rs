@@ -130,7 +130,7 @@ impl std::error::Error for FrameError {}
 /// number abandoned, or the first error.
 ///
 /// This is the consumer's state machine on a plain slice, for tests and the
-/// fuzz target; the ring runs the same [`Assembler`].
+/// fuzz target; the ring runs the same state machine, chunk by chunk.
 pub fn decode_stream(
     mut bytes: &[u8],
     max_chunk: usize,
