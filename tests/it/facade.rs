@@ -82,6 +82,31 @@ fn every_public_path_resolves() {
     let _: fn(i32) -> ! = process::exit;
     fn outcome<O: process::Outcome>() {}
     outcome::<()>();
+
+    use mproc::queue;
+    let _ = mproc::Queue::<u8>::new;
+    let _ = mproc::Queue::<u8>::bounded;
+    let _ = mproc::SimpleQueue::<u8>::new;
+    let _ = mproc::JoinableQueue::<u8>::new;
+    let _ = mproc::Pipe::<u8>::duplex;
+    let _ = mproc::Pipe::<u8>::simplex;
+    let _: Option<mproc::Connection<u8>> = None;
+    let _ = (queue::DEFAULT_CAPACITY, queue::PIPE_CAPACITY);
+    let _: Option<(queue::Stats, queue::TaskDoneError, queue::FrameError)> = None;
+    let _: Option<(
+        queue::PutError<u8>,
+        queue::TryPutError<u8>,
+        queue::GetError,
+        queue::TryGetError,
+        queue::GetTimeoutError,
+    )> = None;
+    let _: Option<(
+        queue::SendError<u8>,
+        queue::RecvError,
+        queue::RecvTimeoutError,
+    )> = None;
+    let _: Option<(queue::BadMessage, queue::EncodeError<u8>)> = None;
+    let _ = queue::frame::decode_stream;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod process;
+mod queue;
 mod sync;
 
 use std::io::{BufRead, BufReader, Write};
@@ -35,7 +36,8 @@ fn main() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     result?;
     sync::chapter()?;
-    process::chapter()
+    process::chapter()?;
+    queue::chapter()
 }
 
 /// Chapter 1 — mproc-shm: documents and memory shared between processes.
