@@ -134,6 +134,35 @@ fn join_timeout_returns_with_the_child_still_running() {
     leaks.assert_clean();
 }
 
+/// A thread blocked in `join` must not hold the child hostage: another
+/// thread can still signal it, and both see the same end.
+#[test]
+fn a_thread_blocked_in_join_does_not_block_kill() {
+    let leaks = LeakCheck::start();
+    for method in METHODS {
+        let ev = Event::new().unwrap();
+        let mut p = Process::new(blocks, ev.clone()).start_method(method);
+        p.start().unwrap();
+        let p = std::sync::Arc::new(p);
+        let (joining, about_to_join) = std::sync::mpsc::channel();
+        let joiner = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                joining.send(()).unwrap();
+                p.join().unwrap();
+                p.exitcode()
+            })
+        };
+        about_to_join.recv().unwrap();
+        // The joiner is (almost always) blocked by now; kill goes through.
+        assert!(p.is_alive());
+        p.kill().unwrap();
+        assert_eq!(joiner.join().unwrap(), Some(-9), "{method:?}");
+        assert_eq!(p.exitcode(), Some(-9));
+    }
+    leaks.assert_clean();
+}
+
 #[test]
 fn misuse_is_a_distinct_error() {
     let mut p = Process::new(do_nothing, ());

@@ -190,6 +190,24 @@ impl Server {
         }
     }
 
+    /// Waits until the server has reported child `pid`'s end (or has died,
+    /// or `deadline` passed), without taking the report. `false` when the
+    /// server is dead: the caller must watch the child itself.
+    pub(crate) fn await_end(&self, pid: u32, deadline: Option<Instant>) -> bool {
+        let mut st = self.state.lock();
+        while st.alive && !st.ended.contains_key(&pid) {
+            match deadline {
+                None => self.changed.wait(&mut st),
+                Some(d) => {
+                    if self.changed.wait_until(&mut st, d).timed_out() {
+                        break;
+                    }
+                }
+            }
+        }
+        st.alive
+    }
+
     /// How child `pid` ended, waiting until `deadline` (`None`: for ever).
     pub(crate) fn wait(&self, pid: u32, block: bool, deadline: Option<Instant>) -> Option<Ended> {
         let mut st = self.state.lock();

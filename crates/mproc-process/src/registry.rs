@@ -55,20 +55,40 @@ impl Child {
     }
 
     /// Reaps the child if it ends before `deadline` (with `block`).
+    ///
+    /// The lock on `ended` is held only to reap, never while waiting, so a
+    /// thread blocked in `join` does not stop another from signalling the
+    /// child (a pool's watcher joins while the pool may kill).
     pub(crate) fn poll_until(
         &self,
         block: bool,
         deadline: Option<std::time::Instant>,
     ) -> Option<Ended> {
-        let mut ended = self.ended.lock();
-        if ended.is_none() {
-            *ended = match &self.via {
-                Some(server) => server.wait(self.pid, block, deadline),
-                None if block => sys::reap_until(self.pid, deadline).ok().flatten(),
-                None => sys::reap(self.pid, false).ok().flatten(),
-            };
+        let mut nap = std::time::Duration::from_micros(50);
+        loop {
+            {
+                let mut ended = self.ended.lock();
+                if ended.is_none() {
+                    *ended = match &self.via {
+                        Some(server) => server.wait(self.pid, false, None),
+                        None => sys::reap(self.pid, false).ok().flatten(),
+                    };
+                }
+                if ended.is_some() || !block {
+                    return *ended;
+                }
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return None;
+            }
+            match &self.via {
+                // A dead server's children are watched by their pid.
+                Some(server) if server.await_end(self.pid, deadline) => {}
+                Some(_) => std::thread::sleep(nap),
+                None => sys::await_exit(self.pid, deadline, nap),
+            }
+            nap = (nap * 2).min(std::time::Duration::from_millis(5));
         }
-        *ended
     }
 }
 

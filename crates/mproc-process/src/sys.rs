@@ -65,59 +65,54 @@ pub(crate) fn reap(pid: u32, block: bool) -> io::Result<Option<Ended>> {
     }
 }
 
-/// Reaps `pid` if it ends before `deadline`.
-pub(crate) fn reap_until(pid: u32, deadline: Option<Instant>) -> io::Result<Option<Ended>> {
-    let Some(deadline) = deadline else {
-        return reap(pid, true);
-    };
+/// Waits until our child `pid` has ended (or `deadline` passes) without
+/// reaping it, so the caller holds no lock while it waits and another thread
+/// can still signal the child. Linux waits on a pidfd; elsewhere, or without
+/// pidfds, it naps for `nap` (the caller grows it) and returns. Spurious
+/// returns are fine: the caller reaps without blocking and asks again.
+pub(crate) fn await_exit(pid: u32, deadline: Option<Instant>, nap: Duration) {
     #[cfg(target_os = "linux")]
-    if let Some(r) = linux_wait_pidfd(pid, deadline) {
-        return r;
+    if linux_await_pidfd(pid, deadline) {
+        return;
     }
-    // Portable: poll with a growing nap (50 µs up to 5 ms).
-    let mut nap = Duration::from_micros(50);
-    loop {
-        if let Some(e) = reap(pid, false)? {
-            return Ok(Some(e));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(nap.min(deadline - now));
-        nap = (nap * 2).min(Duration::from_millis(5));
-    }
+    let nap = match deadline {
+        Some(d) => nap.min(d.saturating_duration_since(Instant::now())),
+        None => nap,
+    };
+    std::thread::sleep(nap);
 }
 
-/// Waits on a pidfd with poll; `None` when pidfds are unavailable.
+/// Polls a pidfd of `pid` until it is readable (the process has ended) or
+/// `deadline`; `false` when pidfds are unavailable.
 #[cfg(target_os = "linux")]
-fn linux_wait_pidfd(pid: u32, deadline: Instant) -> Option<io::Result<Option<Ended>>> {
+fn linux_await_pidfd(pid: u32, deadline: Option<Instant>) -> bool {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     // SAFETY: pidfd_open takes a pid and flags, and returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
-        return None;
+        // ESRCH: already reaped by another thread; anything else: no pidfds.
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
     }
     // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    loop {
-        if let r @ (Ok(Some(_)) | Err(_)) = reap(pid, false) {
-            return Some(r);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
+    let ms = match deadline {
         // Round up, so a sub-millisecond remainder still sleeps.
-        let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n == 0 && Instant::now() >= deadline {
-            return Some(reap(pid, false));
-        }
-    }
+        Some(d) => i32::try_from(
+            d.saturating_duration_since(Instant::now())
+                .as_micros()
+                .div_ceil(1000),
+        )
+        .unwrap_or(i32::MAX),
+        None => -1,
+    };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call. EINTR is a spurious return.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+    true
 }
 
 /// Sends `sig` to our child `pid` (or, with `group`, to its process group).
