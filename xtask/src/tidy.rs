@@ -11,7 +11,7 @@ use crate::cmd::root;
 /// (it names the patterns it looks for).
 fn rust_files() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for dir in ["crates", "xtask", "tests", "benches"] {
+    for dir in ["crates", "xtask", "tests", "benches", "fuzz"] {
         walk(&root().join(dir), &mut out);
     }
     out.retain(|p| !p.ends_with("xtask/src/tidy.rs"));
