@@ -93,13 +93,8 @@ fn every_public_path_resolves() {
     let _: Option<mproc::Connection<u8>> = None;
     let _ = (queue::DEFAULT_CAPACITY, queue::PIPE_CAPACITY);
     let _: Option<(queue::Stats, queue::TaskDoneError, queue::FrameError)> = None;
-    let _: Option<(
-        queue::PutError<u8>,
-        queue::TryPutError<u8>,
-        queue::GetError,
-        queue::TryGetError,
-        queue::GetTimeoutError,
-    )> = None;
+    let _: Option<(queue::PutError<u8>, queue::TryPutError<u8>)> = None;
+    let _: Option<(queue::GetError, queue::TryGetError, queue::GetTimeoutError)> = None;
     let _: Option<(
         queue::SendError<u8>,
         queue::RecvError,

@@ -14,8 +14,11 @@
 
 use mproc::{Process, Queue};
 
+/// The work queue: `Some((producer, n))`, or `None`, the sentinel.
+type Work = Queue<Option<(u32, u32)>>;
+
 /// A producer's items: `(producer, n)`.
-fn produce(args: (Queue<Option<(u32, u32)>>, u32)) {
+fn produce(args: (Work, u32)) {
     let (q, id) = args;
     for n in 0..5 {
         q.put(Some((id, n))).expect("put");
@@ -23,7 +26,7 @@ fn produce(args: (Queue<Option<(u32, u32)>>, u32)) {
 }
 
 /// Takes items until a sentinel and reports how many it took.
-fn consume(args: (Queue<Option<(u32, u32)>>, Queue<(u32, usize)>, u32)) {
+fn consume(args: (Work, Queue<(u32, usize)>, u32)) {
     let (q, report, id) = args;
     let mut taken = 0;
     while let Ok(Some((_producer, _n))) = q.get() {
@@ -34,7 +37,7 @@ fn consume(args: (Queue<Option<(u32, u32)>>, Queue<(u32, usize)>, u32)) {
 
 pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Three producers put 5 items each; two consumers take them until a sentinel.");
-    let q: Queue<Option<(u32, u32)>> = Queue::new()?;
+    let q: Work = Queue::new()?;
     let report: Queue<(u32, usize)> = Queue::new()?;
     let mut consumers: Vec<Process> = (0..2)
         .map(|id| Process::new(consume, (q.clone(), report.clone(), id)))
