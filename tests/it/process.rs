@@ -163,6 +163,35 @@ fn a_thread_blocked_in_join_does_not_block_kill() {
     leaks.assert_clean();
 }
 
+/// Linux sends the parent-death signal when the *thread* that forked ends:
+/// a forkserver first used from a short-lived thread must outlive it.
+#[test]
+fn a_forkserver_started_from_a_short_lived_thread_outlives_it() {
+    let leaks = LeakCheck::start();
+    {
+        process::stop_forkserver();
+        let server = std::thread::spawn(|| {
+            let mut p = Process::new(do_nothing, ()).start_method(StartMethod::Forkserver);
+            p.start().unwrap();
+            p.join().unwrap();
+            process::forkserver_pid().unwrap()
+        })
+        .join()
+        .unwrap();
+        let mut p = Process::new(do_nothing, ()).start_method(StartMethod::Forkserver);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(
+            process::forkserver_pid(),
+            Some(server),
+            "the server was restarted"
+        );
+        assert!(mproc_tests::is_running(server));
+    }
+    leaks.assert_clean();
+}
+
 #[test]
 fn misuse_is_a_distinct_error() {
     let mut p = Process::new(do_nothing, ());

@@ -112,19 +112,38 @@ pub fn stop_forkserver() {
 impl Server {
     fn start() -> io::Result<Arc<Server>> {
         let (ours, theirs) = UnixStream::pair()?;
-        let mut fds = FdTable::new();
-        fds.push(OwnedFd::from(theirs));
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.env(boot::BOOT_ENV, "forkserver");
+        let reader_sock = ours.try_clone()?;
         let me = std::process::id();
-        // SAFETY: between fork and exec: prctl and getppid only.
-        unsafe {
-            cmd.pre_exec(move || sys::die_with_parent(me));
-        }
-        let child = transfer::spawn_inheriting(&mut cmd, &fds)?;
-        drop(fds);
+        let exe = std::env::current_exe()?;
+        let (pid_tx, pid_rx) = std::sync::mpsc::channel::<io::Result<u32>>();
+        let (server_tx, server_rx) = std::sync::mpsc::channel::<std::sync::Weak<Server>>();
+        // The server is started from its reader thread, which lives as long
+        // as the server does: Linux sends the parent-death signal when the
+        // *thread* that forked ends, so a server started from a short-lived
+        // thread would die with it.
+        let handle = std::thread::Builder::new()
+            .name("mproc-forkserver".into())
+            .spawn(move || {
+                let spawned = launch(exe, theirs, me);
+                let ok = spawned.is_ok();
+                let _ = pid_tx.send(spawned);
+                if let (true, Ok(weak)) = (ok, server_rx.recv()) {
+                    read_replies(&reader_sock, &weak);
+                }
+            })?;
+        let pid = match pid_rx.recv() {
+            Ok(Ok(pid)) => pid,
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = handle.join();
+                return Err(io::Error::other("the forkserver's launcher thread died"));
+            }
+        };
         let server = Arc::new(Server {
-            pid: child.id(),
+            pid,
             owner: me,
             sock: ours,
             requests: Mutex::new(()),
@@ -133,15 +152,15 @@ impl Server {
                 ..State::default()
             }),
             changed: Condvar::new(),
-            reader: Mutex::new(None),
+            reader: Mutex::new(Some(handle)),
         });
-        let weak = Arc::downgrade(&server);
-        let sock = server.sock.try_clone()?;
-        let handle = std::thread::Builder::new()
-            .name("mproc-forkserver".into())
-            .spawn(move || read_replies(&sock, &weak))?;
-        *server.reader.lock() = Some(handle);
+        let _ = server_tx.send(Arc::downgrade(&server));
         Ok(server)
+    }
+
+    /// Whether the server is still known to run.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.state.lock().alive
     }
 
     /// Files one reply; `false` once the server is gone.
@@ -234,6 +253,19 @@ impl Server {
             }
         }
     }
+}
+
+/// Starts the server process with its end of the socket.
+fn launch(exe: std::path::PathBuf, theirs: UnixStream, me: u32) -> io::Result<u32> {
+    let mut fds = FdTable::new();
+    fds.push(OwnedFd::from(theirs));
+    let mut cmd = Command::new(exe);
+    cmd.env(boot::BOOT_ENV, "forkserver");
+    // SAFETY: between fork and exec: prctl and getppid only.
+    unsafe {
+        cmd.pre_exec(move || sys::die_with_parent(me));
+    }
+    transfer::spawn_inheriting(&mut cmd, &fds).map(|c| c.id())
 }
 
 /// The reader thread: files replies until the server goes away. It holds

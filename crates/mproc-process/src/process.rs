@@ -426,7 +426,16 @@ impl Process {
                 let msg = launch
                     .encode(self.header(report.report(), &parent))
                     .map_err(ProcessError::Encode)?;
-                let pid = server.fork(&msg)?;
+                let (server, pid) = match server.fork(&msg) {
+                    Ok(pid) => (server, pid),
+                    // It died before this request: start a new one, once.
+                    Err(_) if !server.is_alive() => {
+                        let server = crate::forkserver::get()?;
+                        let pid = server.fork(&msg)?;
+                        (server, pid)
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 via = Some(server);
                 pid
             }
