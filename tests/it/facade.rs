@@ -102,6 +102,13 @@ fn every_public_path_resolves() {
     )> = None;
     let _: Option<(queue::BadMessage, queue::EncodeError<u8>)> = None;
     let _ = queue::frame::decode_stream;
+
+    use mproc::pool;
+    let _ = mproc::Pool::new;
+    let _ = mproc::Pool::builder;
+    let _: Option<(mproc::AsyncResult<u8>, pool::Builder, pool::PoolError)> = None;
+    let _: Option<pool::Imap<'_, u8, u8, std::ops::Range<u8>>> = None;
+    let _ = process::FnOffset::of;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -2,6 +2,7 @@
 //! `tests/src/bin/`), reaps them, and ends with a `LeakCheck`.
 
 mod facade;
+mod pool;
 mod process;
 mod queue;
 mod shm;

@@ -63,6 +63,37 @@ pub(crate) fn address_at(offset: u64) -> usize {
     anchor().wrapping_add(offset as usize)
 }
 
+/// A function's address as an offset that names the same function in
+/// every process running this binary, whatever its start method: how a pool
+/// sends a task's `fn` to a worker that is already running.
+///
+/// ```
+/// use mproc_process::FnOffset;
+///
+/// fn double(x: u32) -> u32 { x * 2 }
+///
+/// let off = FnOffset::of(double as fn(u32) -> u32 as usize);
+/// // In another process of the same binary (here: this one):
+/// let f = off.address();
+/// assert_eq!(f, double as fn(u32) -> u32 as usize);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FnOffset(u64);
+
+impl FnOffset {
+    /// The offset of the function at `addr` (`f as usize`).
+    pub fn of(addr: usize) -> FnOffset {
+        FnOffset(offset_of(addr))
+    }
+
+    /// The function's address in this process. Turning it back into a `fn`
+    /// is `unsafe`: the caller must know the offset came from
+    /// [`FnOffset::of`] on a function of exactly that type, in this binary.
+    pub fn address(self) -> usize {
+        address_at(self.0)
+    }
+}
+
 fn panic_text(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()

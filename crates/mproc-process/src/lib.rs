@@ -58,6 +58,7 @@ mod process;
 mod registry;
 mod report;
 
+pub use boot::FnOffset;
 pub use forkserver::{forkserver_pid, stop_forkserver};
 pub use process::{
     exit, get_start_method, set_start_method, Outcome, Process, ProcessError, StartMethod, Target,

@@ -19,6 +19,8 @@
 //!   [`Barrier`], and the locked [`Value`] / [`Array`].
 //! - [`queue`] — [`Queue`], [`SimpleQueue`], [`JoinableQueue`] and
 //!   [`Pipe`] / [`Connection`] over crash-safe shared-memory rings.
+//! - [`pool`] — [`Pool`]: apply, apply_async with callbacks, map, imap,
+//!   starmap; a worker that dies fails only its own task.
 //!
 //! # Example
 //!
@@ -40,12 +42,16 @@
 pub use mproc_shm as shm;
 
 #[doc(inline)]
+pub use mproc_pool as pool;
+#[doc(inline)]
 pub use mproc_process as process;
 #[doc(inline)]
 pub use mproc_queue as queue;
 #[doc(inline)]
 pub use mproc_sync as sync;
 
+#[doc(no_inline)]
+pub use mproc_pool::{AsyncResult, Pool};
 #[doc(no_inline)]
 pub use mproc_process::{current_process, Process, StartMethod, Target};
 #[doc(no_inline)]

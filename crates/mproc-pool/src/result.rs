@@ -1,0 +1,154 @@
+//! `AsyncResult`: a result that arrives later, from the pool's result thread.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+
+use crate::PoolError;
+
+enum State<R> {
+    Pending,
+    Ready(Result<R, PoolError>),
+    Taken,
+}
+
+pub(crate) struct Slot<R> {
+    state: Mutex<State<R>>,
+    ready: Condvar,
+}
+
+impl<R> Slot<R> {
+    pub(crate) fn new() -> Arc<Slot<R>> {
+        Arc::new(Slot {
+            state: Mutex::new(State::Pending),
+            ready: Condvar::new(),
+        })
+    }
+
+    /// Fills the slot (once; later fills are ignored) and wakes waiters.
+    pub(crate) fn fill(&self, r: Result<R, PoolError>) {
+        let mut st = self.state.lock();
+        if let State::Pending = *st {
+            *st = State::Ready(r);
+            self.ready.notify_all();
+        }
+    }
+}
+
+/// The result of [`apply_async`](crate::Pool::apply_async) or
+/// [`map_async`](crate::Pool::map_async): CPython's `AsyncResult`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use mproc_pool::{Pool, PoolError};
+///
+/// fn slow_square(x: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(200));
+///     x * x
+/// }
+///
+/// let pool = Pool::new(2)?;
+/// let r = pool.apply_async(slow_square, 7)?;
+/// assert_eq!(r.get_timeout(Duration::from_millis(10)), Err(PoolError::Timeout));
+/// assert_eq!(r.get()?, 49); // still there after the timeout
+/// # Ok::<(), PoolError>(())
+/// ```
+pub struct AsyncResult<R> {
+    pub(crate) slot: Arc<Slot<R>>,
+}
+
+impl<R> AsyncResult<R> {
+    /// Waits for the result and takes it.
+    ///
+    /// # Errors
+    ///
+    /// The task's [`PoolError`]; [`PoolError::Taken`] if an earlier
+    /// [`get_timeout`](AsyncResult::get_timeout) took it.
+    pub fn get(self) -> Result<R, PoolError> {
+        self.take(None)
+    }
+
+    /// Waits at most `timeout`, then takes the result if it is ready.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Timeout`] if it is not ready (it can still be had
+    /// later); otherwise as [`get`](AsyncResult::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, PoolError> {
+        self.take(Instant::now().checked_add(timeout))
+    }
+
+    fn take(&self, deadline: Option<Instant>) -> Result<R, PoolError> {
+        let mut st = self.slot.state.lock();
+        loop {
+            match std::mem::replace(&mut *st, State::Taken) {
+                State::Ready(r) => return r,
+                State::Taken => return Err(PoolError::Taken),
+                State::Pending => *st = State::Pending,
+            }
+            match deadline {
+                None => self.slot.ready.wait(&mut st),
+                Some(d) => {
+                    if self.slot.ready.wait_until(&mut st, d).timed_out()
+                        && matches!(*st, State::Pending)
+                    {
+                        return Err(PoolError::Timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the result is ready.
+    pub fn wait(&self) {
+        let mut st = self.slot.state.lock();
+        while let State::Pending = *st {
+            self.slot.ready.wait(&mut st);
+        }
+    }
+
+    /// Waits at most `timeout`; whether the result is ready.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut st = self.slot.state.lock();
+        while let State::Pending = *st {
+            match deadline {
+                None => self.slot.ready.wait(&mut st),
+                Some(d) => {
+                    if self.slot.ready.wait_until(&mut st, d).timed_out() {
+                        break;
+                    }
+                }
+            }
+        }
+        !matches!(*st, State::Pending)
+    }
+
+    /// Whether the result is ready (or was taken).
+    pub fn ready(&self) -> bool {
+        !matches!(*self.slot.state.lock(), State::Pending)
+    }
+
+    /// Whether the task succeeded.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::NotReady`] before the result is ready (CPython raises
+    /// `ValueError`), [`PoolError::Taken`] after it was taken.
+    pub fn successful(&self) -> Result<bool, PoolError> {
+        match &*self.slot.state.lock() {
+            State::Pending => Err(PoolError::NotReady),
+            State::Ready(r) => Ok(r.is_ok()),
+            State::Taken => Err(PoolError::Taken),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.ready())
+            .finish()
+    }
+}

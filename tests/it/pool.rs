@@ -1,0 +1,487 @@
+//! The process pool across real processes: CPython's pool scenarios, the
+//! crash cases CPython hangs on, and the exit rules.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mproc::pool::PoolError;
+use mproc::sync::Event;
+use mproc::{Pool, Process, Queue, StartMethod};
+use mproc_tests::LeakCheck;
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn nap_then_square(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(300));
+    x * x
+}
+
+fn panics(message: String) -> u64 {
+    panic!("{message}")
+}
+
+fn fails(x: u64) -> Result<u64, String> {
+    if x % 2 == 0 {
+        Ok(x)
+    } else {
+        Err(format!("{x} is odd"))
+    }
+}
+
+fn aborts(_: ()) {
+    std::process::abort()
+}
+
+/// Tells the parent which worker runs it, then waits to be released (or
+/// killed).
+fn report_and_block(args: (Queue<u32>, Event)) -> u32 {
+    let (q, ev) = args;
+    q.put(std::process::id()).unwrap();
+    ev.wait();
+    std::process::id()
+}
+
+/// Waits up to `timeout` for process `pid` (not necessarily our child) to
+/// be gone.
+fn gone_within(pid: u32, timeout: Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return true; // no such process
+    }
+    let mut pfd = libc::pollfd {
+        fd: fd as i32,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis() as i32;
+    // SAFETY: one valid pollfd; the descriptor is ours and closed after.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    // SAFETY: we own the descriptor.
+    unsafe { libc::close(fd as i32) };
+    n == 1
+}
+
+#[test]
+fn apply_and_apply_async_return_the_results() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(2).unwrap();
+        assert_eq!(pool.apply(square, 12).unwrap(), 144);
+        let rs: Vec<_> = (0..10)
+            .map(|i| pool.apply_async(square, i).unwrap())
+            .collect();
+        let got: Vec<u64> = rs.into_iter().map(|r| r.get().unwrap()).collect();
+        assert_eq!(got, (0..10).map(square).collect::<Vec<_>>());
+        // A task's own Err is a value, not a pool error.
+        assert_eq!(pool.apply(fails, 3).unwrap(), Err("3 is odd".to_string()));
+        assert_eq!(pool.apply(fails, 4).unwrap(), Ok(4));
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn get_timeout_on_a_slow_task_times_out_and_a_later_get_succeeds() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(1).unwrap();
+        let r = pool.apply_async(nap_then_square, 9).unwrap();
+        assert!(!r.ready());
+        assert_eq!(r.successful(), Err(PoolError::NotReady));
+        assert_eq!(
+            r.get_timeout(Duration::from_millis(20)),
+            Err(PoolError::Timeout)
+        );
+        assert!(!r.wait_timeout(Duration::from_millis(1)));
+        r.wait();
+        assert!(r.ready());
+        assert_eq!(r.successful(), Ok(true));
+        assert_eq!(r.get().unwrap(), 81);
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn map_imap_and_starmap_match_the_serial_results() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(3).unwrap();
+        let serial: Vec<u64> = (0..100).map(square).collect();
+        assert_eq!(pool.map(square, 0..100).unwrap(), serial);
+        for chunksize in [1, 7, 100, 1000] {
+            assert_eq!(pool.map_chunked(square, 0..100, chunksize).unwrap(), serial);
+        }
+        assert_eq!(pool.map(square, Vec::new()).unwrap(), Vec::<u64>::new());
+        assert_eq!(
+            pool.map_chunked(square, 0..3, 0),
+            Err(PoolError::ZeroChunksize)
+        );
+
+        let ordered: Vec<u64> = pool.imap(square, 0..100).map(Result::unwrap).collect();
+        assert_eq!(ordered, serial);
+        let chunked: Vec<u64> = pool
+            .imap(square, 0..100)
+            .chunksize(9)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(chunked, serial);
+        let mut unordered: Vec<u64> = pool
+            .imap_unordered(square, 0..100)
+            .map(Result::unwrap)
+            .collect();
+        unordered.sort_unstable();
+        assert_eq!(unordered, serial);
+
+        let pairs: Vec<(u64, u64)> = (0..50).map(|i| (i, 2 * i)).collect();
+        assert_eq!(
+            pool.starmap(add, pairs.clone()).unwrap(),
+            pairs.iter().map(|&(a, b)| a + b).collect::<Vec<_>>()
+        );
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn callbacks_get_the_whole_list_once_and_the_task_error() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(2).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(parking_lot_free::Slot::default());
+        let (c, s) = (calls.clone(), seen.clone());
+        let r = pool
+            .map_async_with(
+                square,
+                0..40,
+                move |v: &Vec<u64>| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    s.put(v.clone());
+                },
+                |e| panic!("no error expected: {e}"),
+            )
+            .unwrap();
+        assert_eq!(r.get().unwrap(), (0..40).map(square).collect::<Vec<_>>());
+        // The callback ran before the result was ready, exactly once.
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(seen.take(), Some((0..40).map(square).collect::<Vec<_>>()));
+
+        let errors = Arc::new(parking_lot_free::Slot::default());
+        let e2 = errors.clone();
+        let r = pool
+            .apply_async_with(
+                panics,
+                "boom 7".to_string(),
+                |_| panic!("no result expected"),
+                move |e| e2.put(e.clone()),
+            )
+            .unwrap();
+        let expected = PoolError::TaskPanicked {
+            message: "boom 7".into(),
+        };
+        assert_eq!(r.get(), Err(expected.clone()));
+        assert_eq!(errors.take(), Some(expected));
+    }
+    leaks.assert_clean();
+}
+
+/// A tiny Mutex<Option<T>> for the callbacks above.
+mod parking_lot_free {
+    pub(super) struct Slot<T>(std::sync::Mutex<Option<T>>);
+
+    impl<T> Default for Slot<T> {
+        fn default() -> Self {
+            Slot(std::sync::Mutex::new(None))
+        }
+    }
+
+    impl<T> Slot<T> {
+        pub(super) fn put(&self, v: T) {
+            *self.0.lock().unwrap() = Some(v);
+        }
+        pub(super) fn take(&self) -> Option<T> {
+            self.0.lock().unwrap().take()
+        }
+    }
+}
+
+#[test]
+fn maxtasksperchild_gives_a_new_worker_every_two_tasks() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder()
+            .processes(1)
+            .maxtasksperchild(2)
+            .build()
+            .unwrap();
+        let rs: Vec<_> = (0..6).map(|_| pool.apply_async(pid, ()).unwrap()).collect();
+        let pids: Vec<u32> = rs.into_iter().map(|r| r.get().unwrap()).collect();
+        for pair in pids.chunks(2) {
+            assert_eq!(pair[0], pair[1], "two tasks per worker: {pids:?}");
+        }
+        let distinct: BTreeSet<u32> = pids.iter().copied().collect();
+        assert_eq!(distinct.len(), 3, "a new pid every two tasks: {pids:?}");
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn misuse_is_a_distinct_error() {
+    let leaks = LeakCheck::start();
+    {
+        assert_eq!(Pool::new(0).err(), Some(PoolError::NoProcesses));
+        let pool = Pool::new(1).unwrap();
+        assert_eq!(pool.join(), Err(PoolError::StillRunning));
+        pool.close();
+        assert_eq!(pool.apply_async(square, 1).err(), Some(PoolError::Closed));
+        assert_eq!(pool.map(square, 0..3), Err(PoolError::Closed));
+        let mut it = pool.imap(square, 0..3);
+        assert_eq!(it.next(), Some(Err(PoolError::Closed)));
+        assert_eq!(it.next(), None);
+        pool.close(); // idempotent
+        pool.join().unwrap();
+        assert!(pool.worker_pids().is_empty());
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_pool_of_two_hundred_works_on_any_machine() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(200).unwrap();
+        assert_eq!(pool.worker_pids().len(), 200);
+        assert_eq!(
+            pool.map_chunked(square, 0..400, 1).unwrap(),
+            (0..400).map(square).collect::<Vec<_>>()
+        );
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_only_that_task() {
+    let leaks = LeakCheck::start();
+    for method in [
+        StartMethod::Forkserver,
+        StartMethod::Fork,
+        StartMethod::Spawn,
+    ] {
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .build()
+            .unwrap();
+        let (q, ev) = (Queue::<u32>::new().unwrap(), Event::new().unwrap());
+        let victim = pool
+            .apply_async(report_and_block, (q.clone(), ev.clone()))
+            .unwrap();
+        let others: Vec<_> = (0..20)
+            .map(|i| pool.apply_async(square, i).unwrap())
+            .collect();
+        let pid = q.get().unwrap();
+        let killed = Instant::now();
+        // SAFETY: kill takes a pid and a signal; `pid` is our pool's worker.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
+        assert_eq!(
+            victim.get_timeout(Duration::from_secs(1)),
+            Err(PoolError::WorkerDied {
+                pid,
+                signal: Some(libc::SIGKILL)
+            }),
+            "{method:?}"
+        );
+        assert!(killed.elapsed() < Duration::from_secs(1));
+        let got: Vec<u64> = others.into_iter().map(|r| r.get().unwrap()).collect();
+        assert_eq!(got, (0..20).map(square).collect::<Vec<_>>(), "{method:?}");
+        // Replaced, and usable.
+        assert!(!pool.worker_pids().contains(&pid));
+        assert_eq!(pool.worker_pids().len(), 2);
+        assert_eq!(
+            pool.map(square, 0..10).unwrap(),
+            (0..10).map(square).collect::<Vec<_>>()
+        );
+        ev.set();
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn an_aborting_task_and_a_panicking_task_fail_alone() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(1).unwrap();
+        let before = pool.apply(pid, ()).unwrap();
+        assert_eq!(
+            pool.apply(panics, "oops".to_string()),
+            Err(PoolError::TaskPanicked {
+                message: "oops".into()
+            })
+        );
+        // The worker caught the panic and lives on.
+        assert_eq!(pool.apply(pid, ()).unwrap(), before);
+
+        assert_eq!(
+            pool.apply(aborts, ()),
+            Err(PoolError::WorkerDied {
+                pid: before,
+                signal: Some(libc::SIGABRT)
+            })
+        );
+        let after = pool.apply(pid, ()).unwrap();
+        assert_ne!(after, before);
+
+        // In a map, the error is the first failing item's.
+        match pool.map(panic_on_five, 0..10) {
+            Err(PoolError::TaskPanicked { message }) => assert!(message.contains("five")),
+            other => panic!("expected the panic of item 5, got {other:?}"),
+        }
+        // In imap, each item gets its own outcome, in place.
+        let items: Vec<_> = pool.imap(panic_on_five, 0..10).collect();
+        for (i, item) in items.iter().enumerate() {
+            match i {
+                5 => assert!(matches!(item, Err(PoolError::TaskPanicked { .. }))),
+                _ => assert_eq!(item, &Ok(i as u64)),
+            }
+        }
+    }
+    leaks.assert_clean();
+}
+
+fn panic_on_five(x: u64) -> u64 {
+    assert_ne!(x, 5, "five");
+    x
+}
+
+fn bad_init(_: ()) {
+    panic!("cannot initialize")
+}
+
+fn good_init(tag: u64) {
+    INIT_TAG.store(tag, Ordering::SeqCst);
+}
+
+static INIT_TAG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn read_tag(_: ()) -> u64 {
+    INIT_TAG.load(Ordering::SeqCst)
+}
+
+#[test]
+fn an_initializer_runs_in_each_worker_and_one_that_keeps_crashing_breaks_the_pool() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(good_init, 42)
+            .build()
+            .unwrap();
+        assert_eq!(
+            pool.map_chunked(read_tag, vec![(); 8], 1).unwrap(),
+            vec![42; 8]
+        );
+        drop(pool);
+
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(bad_init, ())
+            .build()
+            .unwrap();
+        match pool.apply(square, 3) {
+            Err(PoolError::Broken(why)) => assert!(why.contains("cannot initialize"), "{why}"),
+            other => panic!("expected a broken pool, got {other:?}"),
+        }
+        assert!(matches!(
+            pool.apply_async(square, 3),
+            Err(PoolError::Broken(_))
+        ));
+        pool.terminate();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn terminate_fails_what_is_left_and_drop_reaps_the_workers() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(2).unwrap();
+        let (q, ev) = (Queue::<u32>::new().unwrap(), Event::new().unwrap());
+        let blocked = pool.apply_async(report_and_block, (q.clone(), ev)).unwrap();
+        let pid = q.get().unwrap();
+        pool.terminate();
+        assert_eq!(blocked.get(), Err(PoolError::Terminated));
+        pool.join().unwrap();
+        assert!(gone_within(pid, Duration::from_secs(5)));
+
+        let pool = Pool::new(2).unwrap();
+        let pids = pool.worker_pids();
+        drop(pool);
+        for pid in pids {
+            assert!(
+                gone_within(pid, Duration::from_secs(5)),
+                "worker {pid} survived drop"
+            );
+        }
+    }
+    leaks.assert_clean();
+}
+
+/// A parent with a pool, blocked on a task, as a user's program would be
+/// when Ctrl-C arrives.
+fn pool_parent(report: Queue<Vec<u32>>) {
+    let pool = Pool::new(2).unwrap();
+    let mut pids = pool.worker_pids();
+    pids.extend(mproc::process::forkserver_pid());
+    report.put(pids).unwrap();
+    let ev = Event::new().unwrap();
+    let q = Queue::<u32>::new().unwrap();
+    let _ = pool.apply(report_and_block, (q, ev));
+}
+
+#[test]
+fn ctrl_c_ends_the_parent_and_its_workers() {
+    let leaks = LeakCheck::start();
+    {
+        let report = Queue::<Vec<u32>>::new().unwrap();
+        let mut parent = Process::new(pool_parent, report.clone())
+            .start_method(StartMethod::Fork)
+            .process_group(true);
+        parent.start().unwrap();
+        let pids = report.get().unwrap();
+        assert!(pids.len() >= 2, "{pids:?}");
+        let group = parent.pid().unwrap() as libc::pid_t;
+        // What the terminal does on Ctrl-C: SIGINT to the whole group.
+        // SAFETY: kill takes a pid and a signal; the group is our child's.
+        assert_eq!(unsafe { libc::kill(-group, libc::SIGINT) }, 0);
+        parent.join().unwrap();
+        assert_eq!(parent.exitcode(), Some(-libc::SIGINT));
+        for pid in pids {
+            assert!(
+                gone_within(pid, Duration::from_secs(2)),
+                "{pid} outlived Ctrl-C"
+            );
+        }
+    }
+    leaks.assert_clean();
+}
