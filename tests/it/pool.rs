@@ -54,7 +54,22 @@ fn report_and_block(args: (Queue<u32>, Event)) -> u32 {
 }
 
 /// Waits up to `timeout` for process `pid` (not necessarily our child) to
+/// be gone. Without pidfds, it checks every millisecond.
+#[cfg(not(target_os = "linux"))]
+fn gone_within(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while mproc_tests::is_running(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// Waits up to `timeout` for process `pid` (not necessarily our child) to
 /// be gone.
+#[cfg(target_os = "linux")]
 fn gone_within(pid: u32, timeout: Duration) -> bool {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };

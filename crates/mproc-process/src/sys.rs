@@ -75,6 +75,8 @@ pub(crate) fn await_exit(pid: u32, deadline: Option<Instant>, nap: Duration) {
     if linux_await_pidfd(pid, deadline) {
         return;
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pid;
     let nap = match deadline {
         Some(d) => nap.min(d.saturating_duration_since(Instant::now())),
         None => nap,
