@@ -127,7 +127,7 @@ pub use result::AsyncResult;
 
 use pool::{Config, Inner};
 use result::Slot;
-use worker::{Call, Init, InitTrampoline};
+use worker::{Call, ChunkOut, Init, InitTrampoline};
 
 /// A pool of worker processes: CPython's `multiprocessing.Pool`.
 ///
@@ -258,12 +258,29 @@ impl std::fmt::Debug for Builder {
 pub(crate) fn decode_chunk<R: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<Vec<Result<R, PoolError>>, PoolError> {
-    let items: Vec<Result<R, String>> = postcard::from_bytes(bytes)
-        .map_err(|e| PoolError::Codec(format!("cannot decode a task's result: {e}")))?;
-    Ok(items
-        .into_iter()
-        .map(|r| r.map_err(|message| PoolError::TaskPanicked { message }))
-        .collect())
+    Ok(match decode_outcome::<R>(bytes)? {
+        ChunkOut::All(v) => v.into_iter().map(Ok).collect(),
+        ChunkOut::Each(v) => v
+            .into_iter()
+            .map(|r| r.map_err(|message| PoolError::TaskPanicked { message }))
+            .collect(),
+    })
+}
+
+/// Decodes a chunk's outcome as all its results, or the first error.
+pub(crate) fn decode_all<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, PoolError> {
+    match decode_outcome::<R>(bytes)? {
+        ChunkOut::All(v) => Ok(v),
+        ChunkOut::Each(v) => v
+            .into_iter()
+            .map(|r| r.map_err(|message| PoolError::TaskPanicked { message }))
+            .collect(),
+    }
+}
+
+fn decode_outcome<R: DeserializeOwned>(bytes: &[u8]) -> Result<ChunkOut<R>, PoolError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| PoolError::Codec(format!("cannot decode a task's result: {e}")))
 }
 
 /// Encodes a chunk of arguments, with the descriptors of any handles in it.
@@ -557,9 +574,7 @@ impl Pool {
                 call,
                 bytes,
                 Box::new(move |out| {
-                    let part = out
-                        .and_then(|b| decode_chunk::<R>(&b))
-                        .and_then(|items| items.into_iter().collect::<Result<Vec<R>, _>>());
+                    let part = out.and_then(|b| decode_all::<R>(&b));
                     let mut g = gather.lock();
                     match part {
                         Ok(v) => g.parts[i] = Some(v),

@@ -76,12 +76,47 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     r
 }
 
-fn encode_results<R: Serialize>(
-    results: &[Result<R, String>],
+/// A chunk's outcome as a worker encodes it: every item's result when all
+/// succeeded (the common case, one tag for the chunk), or each item's.
+#[derive(Serialize)]
+enum ChunkOutRef<'a, R> {
+    All(&'a [R]),
+    Each(&'a [Result<R, String>]),
+}
+
+/// [`ChunkOutRef`] as the parent decodes it.
+#[derive(Deserialize)]
+pub(crate) enum ChunkOut<R> {
+    All(Vec<R>),
+    Each(Vec<Result<R, String>>),
+}
+
+/// Runs the task over the items, then encodes the outcome into `out`.
+fn run_items<T, R: Serialize>(
+    items: Vec<T>,
+    mut f: impl FnMut(T) -> R,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
+    let mut all: Vec<R> = Vec::with_capacity(items.len());
+    let mut each: Option<Vec<Result<R, String>>> = None;
+    for item in items {
+        let r = guarded(|| f(item));
+        match (&mut each, r) {
+            (Some(each), r) => each.push(r),
+            (None, Ok(v)) => all.push(v),
+            (None, Err(e)) => {
+                let mut v: Vec<Result<R, String>> = all.drain(..).map(Ok).collect();
+                v.push(Err(e));
+                each = Some(v);
+            }
+        }
+    }
+    let outcome = match &each {
+        None => ChunkOutRef::All(&all),
+        Some(each) => ChunkOutRef::Each(each),
+    };
     out.clear();
-    *out = postcard::to_extend(results, std::mem::take(out))
+    *out = postcard::to_extend(&outcome, std::mem::take(out))
         .map_err(|e| format!("cannot encode the task's results: {e}"))?;
     Ok(())
 }
@@ -110,8 +145,7 @@ fn run_chunk<A: DeserializeOwned, R: Serialize>(
     // runs this same binary, and this trampoline was chosen for exactly A and
     // R (see `Call::new`).
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(f.address()) };
-    let results: Vec<Result<R, String>> = items.into_iter().map(|a| guarded(|| f(a))).collect();
-    encode_results(&results, out)
+    run_items(items, f, out)
 }
 
 fn run_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
@@ -123,11 +157,7 @@ fn run_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     let items: Vec<(A, B)> = decode_args(args, fds)?;
     // SAFETY: as in `run_chunk`, for a `fn(A, B) -> R` (see `Call::star`).
     let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(f.address()) };
-    let results: Vec<Result<R, String>> = items
-        .into_iter()
-        .map(|(a, b)| guarded(|| f(a, b)))
-        .collect();
-    encode_results(&results, out)
+    run_items(items, |(a, b)| f(a, b), out)
 }
 
 pub(crate) fn run_init<A: DeserializeOwned>(f: FnOffset, args: &[u8]) -> Result<(), String> {

@@ -1,0 +1,70 @@
+//! mproc-pool benches; Python counterparts in `python/pool.py`.
+//!
+//! Pools of two workers (as the DESIGN's Python figures), except the
+//! CPU-bound map, which uses every core and compares with the same work
+//! done serially in this process.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use mproc::Pool;
+
+fn square(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+/// About a millisecond of arithmetic that the optimizer cannot skip.
+fn spin(seed: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..400_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    x
+}
+
+fn pools(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pool");
+    let pool = Pool::new(2).unwrap();
+    g.bench_function("apply_async_get", |b| {
+        b.iter(|| {
+            pool.apply_async(square, black_box(7))
+                .unwrap()
+                .get()
+                .unwrap()
+        })
+    });
+
+    g.sample_size(10);
+    g.bench_function("map_1e6_default", |b| {
+        b.iter(|| pool.map(square, 0..1_000_000u64).unwrap())
+    });
+    g.bench_function("map_100k_default", |b| {
+        b.iter(|| pool.map(square, 0..100_000u64).unwrap())
+    });
+    g.bench_function("imap_100k_chunk1", |b| {
+        b.iter(|| {
+            pool.imap(square, 0..100_000u64)
+                .map(Result::unwrap)
+                .fold(0u64, u64::wrapping_add)
+        })
+    });
+    drop(pool);
+
+    let cores = mproc::process::cpu_count();
+    let pool = Pool::new(cores).unwrap();
+    let jobs: Vec<u64> = (0..8 * cores as u64).collect();
+    g.bench_function("cpu_map_all_cores", |b| {
+        b.iter(|| pool.map_chunked(spin, jobs.clone(), 1).unwrap())
+    });
+    g.bench_function("cpu_serial", |b| {
+        b.iter(|| jobs.iter().map(|&j| spin(black_box(j))).collect::<Vec<_>>())
+    });
+    pool.close();
+    pool.join().unwrap();
+    g.finish();
+}
+
+criterion_group!(benches, pools);
+criterion_main!(benches);

@@ -1,0 +1,42 @@
+"""Python counterparts of benches/pool.rs (see xtask/src/bench.rs)."""
+import time
+from multiprocessing import Pool
+
+from common import QUICK, measure, report
+
+
+def square(x):
+    return x * x
+
+
+def median(f, runs):
+    xs = sorted(f() for _ in range(runs))
+    return xs[len(xs) // 2]
+
+
+def timed(f):
+    t0 = time.perf_counter_ns()
+    f()
+    return time.perf_counter_ns() - t0
+
+
+def main():
+    results = {}
+    runs = 3 if QUICK else 5
+    with Pool(2) as pool:
+        results["apply_async_get"] = measure(
+            lambda: pool.apply_async(square, (7,)).get(), 200 if QUICK else 1000
+        )
+        results["map_1e6_default"] = median(
+            lambda: timed(lambda: pool.map(square, range(1_000_000))), runs
+        )
+        # chunksize 1 moves ~34k items/s: time a tenth of the Rust run and
+        # scale it up, so the quick mode stays quick.
+        n = 10_000 if QUICK else 100_000
+        per = median(lambda: timed(lambda: sum(pool.imap(square, range(n)))), runs) / n
+        results["imap_100k_chunk1"] = per * 100_000
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
