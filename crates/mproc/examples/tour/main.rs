@@ -9,6 +9,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod pool;
 mod process;
 mod queue;
 mod sync;
@@ -37,7 +38,8 @@ fn main() -> Result<()> {
     result?;
     sync::chapter()?;
     process::chapter()?;
-    queue::chapter()
+    queue::chapter()?;
+    pool::chapter()
 }
 
 /// Chapter 1 — mproc-shm: documents and memory shared between processes.
