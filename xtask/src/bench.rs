@@ -442,6 +442,15 @@ fn run_python(quick: bool) -> Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
+/// A ratio with enough digits to read a small one (0.007×, not 0.0×).
+fn show_ratio(x: f64) -> String {
+    if x >= 1.0 {
+        format!("{x:.1}×")
+    } else {
+        format!("{x:.3}×")
+    }
+}
+
 fn show(ns: Option<f64>, items: u64) -> String {
     let Some(ns) = ns else { return "—".into() };
     if items > 0 {
@@ -472,7 +481,7 @@ fn markdown(rows: &[Row<'_>]) -> String {
             r.s.title,
             show(r.ours, r.s.items),
             show(r.reference, r.s.items),
-            r.ratio().map_or("—".into(), |x| format!("{x:.1}×")),
+            r.ratio().map_or("—".into(), show_ratio),
             r.target().map_or("—".into(), |x| format!("≥ {x:.2}×")),
             r.met()
         );
