@@ -22,8 +22,9 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use mproc_shm::transfer::{de_error, ser_error, FdRef};
 use mproc_shm::Segment;
@@ -96,6 +97,20 @@ fn new_ring<T>() -> io::Result<Ring> {
 struct Lifelines {
     mine: OwnedFd,
     peer: OwnedFd,
+    /// The peer was seen gone (it never comes back).
+    gone: AtomicBool,
+    /// When the peer was last seen alive, in ns since [`epoch`] (0: never).
+    alive_at: AtomicU64,
+}
+
+/// How long a send trusts the last sight of a live peer instead of asking
+/// the kernel again (one poll(2) costs about as much as a whole send).
+const TRUST_ALIVE: Duration = Duration::from_millis(1);
+
+/// A process-wide origin for [`Lifelines::alive_at`].
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 fn os_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -119,20 +134,46 @@ fn lifelines() -> io::Result<(Arc<Lifelines>, Arc<Lifelines>)> {
     let (a_r, a_w) = os_pipe()?;
     let (b_r, b_w) = os_pipe()?;
     Ok((
-        Arc::new(Lifelines {
-            mine: a_w,
-            peer: b_r,
-        }),
-        Arc::new(Lifelines {
-            mine: b_w,
-            peer: a_r,
-        }),
+        Arc::new(Lifelines::new(a_w, b_r)),
+        Arc::new(Lifelines::new(b_w, a_r)),
     ))
 }
 
 impl Lifelines {
+    fn new(mine: OwnedFd, peer: OwnedFd) -> Lifelines {
+        Lifelines {
+            mine,
+            peer,
+            gone: AtomicBool::new(false),
+            alive_at: AtomicU64::new(0),
+        }
+    }
+
+    /// [`peer_gone`](Lifelines::peer_gone), trusting a sight of the peer
+    /// alive less than [`TRUST_ALIVE`] ago. A send in that window to a peer
+    /// that just went away succeeds and the message is lost, as a write to a
+    /// socket whose reader just closed would be.
+    fn peer_gone_lately(&self) -> bool {
+        if self.gone.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = epoch().elapsed().as_nanos() as u64;
+        let seen = self.alive_at.load(Ordering::Relaxed);
+        if seen != 0 && now.saturating_sub(seen) < TRUST_ALIVE.as_nanos() as u64 {
+            return false;
+        }
+        let gone = self.peer_gone();
+        if !gone {
+            self.alive_at.store(now.max(1), Ordering::Relaxed);
+        }
+        gone
+    }
+
     /// Whether every handle of the peer end is gone.
     fn peer_gone(&self) -> bool {
+        if self.gone.load(Ordering::Relaxed) {
+            return true;
+        }
         let mut p = libc::pollfd {
             fd: self.peer.as_raw_fd(),
             events: libc::POLLIN,
@@ -140,7 +181,11 @@ impl Lifelines {
         };
         // SAFETY: one valid pollfd, no waiting.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+        let gone = n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+        if gone {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        gone
     }
 }
 
@@ -201,10 +246,10 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
                 .map_err(de_error::<D::Error>)
         };
         let (rx, tx) = (ring(w.rx)?, ring(w.tx)?);
-        let life = Lifelines {
-            mine: w.mine.import().map_err(de_error::<D::Error>)?,
-            peer: w.peer.import().map_err(de_error::<D::Error>)?,
-        };
+        let life = Lifelines::new(
+            w.mine.import().map_err(de_error::<D::Error>)?,
+            w.peer.import().map_err(de_error::<D::Error>)?,
+        );
         Ok(Connection::from_parts(rx, tx, Arc::new(life)))
     }
 }
@@ -236,8 +281,8 @@ impl<T> Connection<T> {
             return Err(SendFail::NotWritable(()));
         };
         // Sending to an end nobody holds any more is an error, as writing
-        // to a pipe without readers is; one poll(2) per send.
-        if self.life.peer_gone() {
+        // to a pipe without readers is (checked at most once a millisecond).
+        if self.life.peer_gone_lately() {
             return Err(SendFail::Disconnected(()));
         }
         let mut gone = || self.life.peer_gone();
