@@ -269,7 +269,7 @@ impl<T> Connection<T> {
     ///
     /// # Errors
     ///
-    /// [`SendError::Disconnected`] when the peer is gone,
+    /// [`SendError::Disconnected`] when the peer is gone (noticed within a millisecond of its going),
     /// [`SendError::NotWritable`] on a receive-only end; the bytes are given
     /// back.
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError<Vec<u8>>> {
@@ -367,7 +367,7 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     ///
     /// # Errors
     ///
-    /// [`SendError::Disconnected`] when the peer is gone,
+    /// [`SendError::Disconnected`] when the peer is gone (noticed within a millisecond of its going),
     /// [`SendError::NotWritable`] on a receive-only end,
     /// [`SendError::Encode`] when the item cannot be serialized; the item is
     /// given back.
