@@ -14,7 +14,7 @@ use mproc_shm::transfer::{self, FdTable, Message, SharedFd};
 use mproc_shm::RawArray;
 use parking_lot::{Condvar, Mutex};
 
-use crate::worker::{worker_main, Call, Init, Job, JobOut, JobPipe, Msg, WorkerArgs};
+use crate::worker::{worker_main, Call, Init, Job, JobPipe, Jobs, Msg, WorkerArgs};
 use crate::PoolError;
 
 /// Consecutive workers that may die before their initializer finishes
@@ -25,7 +25,7 @@ pub(crate) const MAX_INIT_FAILURES: u32 = 5;
 const LEAVE_GRACE: Duration = Duration::from_secs(5);
 
 /// What the result thread does with a job's outcome: the encoded
-/// `Vec<Result<R, String>>`, or the pool's error for the whole chunk.
+/// `ChunkOut<R>`, or the pool's error for the whole chunk.
 pub(crate) type Handler = Box<dyn FnOnce(Result<Vec<u8>, PoolError>) + Send>;
 
 /// A job the pool has accepted and not yet resolved.
@@ -46,7 +46,6 @@ struct Ends {
 /// One worker process, as the parent sees it.
 struct Worker {
     gen: u64,
-    pid: u32,
     process: Arc<Process>,
     /// The job pipe's sending end; `None` once the pool lets the worker go.
     conn: Arc<Mutex<Option<Ends>>>,
@@ -62,6 +61,10 @@ struct Worker {
 }
 
 impl Worker {
+    fn pid(&self) -> u32 {
+        self.process.pid().unwrap_or(0)
+    }
+
     fn load(&self) -> usize {
         self.inflight.len() + self.reserved as usize
     }
@@ -73,6 +76,20 @@ enum Phase {
     Closed,
     Terminated,
     Broken(String),
+}
+
+impl Phase {
+    /// Why the pool refuses a job now, if it does. A closed pool still
+    /// takes jobs it had already accepted (`accepted`).
+    fn refusal(&self, accepted: bool) -> Option<PoolError> {
+        match self {
+            Phase::Running => None,
+            Phase::Closed if accepted => None,
+            Phase::Closed => Some(PoolError::Closed),
+            Phase::Terminated => Some(PoolError::Terminated),
+            Phase::Broken(why) => Some(PoolError::Broken(why.clone())),
+        }
+    }
 }
 
 struct State {
@@ -163,7 +180,7 @@ impl Inner {
         let gen = st.next_gen;
         st.next_gen += 1;
         let (rx, tx) =
-            Pipe::<Job>::simplex().map_err(|e| format!("cannot make a job pipe: {e}"))?;
+            Pipe::<Jobs>::simplex().map_err(|e| format!("cannot make a job pipe: {e}"))?;
         let (mine, theirs) =
             UnixStream::pair().map_err(|e| format!("cannot make a socket pair: {e}"))?;
         let _ = self.started.set(slot, 0);
@@ -185,7 +202,6 @@ impl Inner {
         }
         p.start()
             .map_err(|e| format!("cannot start a worker: {e}"))?;
-        let pid = p.pid().unwrap_or(0);
         let process = Arc::new(p);
         let watcher = {
             let (p, results) = (process.clone(), self.results.clone());
@@ -212,7 +228,6 @@ impl Inner {
         st.watchers.push(watcher);
         st.workers[slot] = Some(Worker {
             gen,
-            pid,
             process,
             conn: Arc::new(Mutex::new(Some(Ends {
                 pipe: tx,
@@ -253,17 +268,15 @@ impl Inner {
             .workers
             .iter()
             .flatten()
-            .map(|w| w.pid)
+            .map(Worker::pid)
             .collect()
     }
 
     /// `Ok` while the pool takes new tasks.
     pub(crate) fn check_open(&self) -> Result<(), PoolError> {
-        match &self.state.lock().phase {
-            Phase::Running => Ok(()),
-            Phase::Closed => Err(PoolError::Closed),
-            Phase::Terminated => Err(PoolError::Terminated),
-            Phase::Broken(why) => Err(PoolError::Broken(why.clone())),
+        match self.state.lock().phase.refusal(false) {
+            None => Ok(()),
+            Some(e) => Err(e),
         }
     }
 
@@ -273,14 +286,7 @@ impl Inner {
     pub(crate) fn submit(&self, call: Call, args: Message, handler: Handler, even_if_closed: bool) {
         let id = {
             let mut st = self.state.lock();
-            let refused = match &st.phase {
-                Phase::Running => None,
-                Phase::Closed if even_if_closed => None,
-                Phase::Closed => Some(PoolError::Closed),
-                Phase::Terminated => Some(PoolError::Terminated),
-                Phase::Broken(why) => Some(PoolError::Broken(why.clone())),
-            };
-            if let Some(e) = refused {
+            if let Some(e) = st.phase.refusal(even_if_closed) {
                 drop(st);
                 run_handler(handler, Err(e));
                 return;
@@ -307,12 +313,7 @@ impl Inner {
     fn dispatch(&self, id: u64) {
         let mut st = self.state.lock();
         loop {
-            let refused = match &st.phase {
-                Phase::Terminated => Some(PoolError::Terminated),
-                Phase::Broken(why) => Some(PoolError::Broken(why.clone())),
-                Phase::Running | Phase::Closed => None,
-            };
-            if let Some(e) = refused {
+            if let Some(e) = st.phase.refusal(true) {
                 if let Some(p) = st.jobs.remove(&id) {
                     drop(st);
                     run_handler(p.handler, Err(e));
@@ -359,7 +360,7 @@ impl Inner {
             };
             let (c, args, fds) = (job.call, job.args.clone(), job.fds.clone());
             drop(st);
-            let bytes = postcard::to_allocvec(&JobOut {
+            let bytes = postcard::to_allocvec(&Job {
                 seq,
                 fds: fds.len() as u32,
                 trampoline: c.trampoline,
@@ -439,7 +440,7 @@ impl Inner {
             };
             let code = w.process.exitcode();
             let died = PoolError::WorkerDied {
-                pid: w.pid,
+                pid: w.pid(),
                 signal: code.filter(|&c| c < 0).map(|c| -c),
             };
             let started = self.started.get(slot).unwrap_or(0);

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Runs a chunk: decodes `Vec<A>` from `args` (with the descriptors of the
-/// handles inside, if any), calls the task on each item, and encodes
-/// `Vec<Result<R, String>>` (a panic's message as the `Err`) into `out`.
+/// handles inside, if any), calls the task on each item, and encodes a
+/// [`ChunkOut`] (a panic's message as an item's `Err`) into `out`.
 /// `Err` when the chunk as a whole cannot be decoded or encoded.
 pub(crate) type Trampoline =
     fn(FnOffset, &[u8], Option<FdTable>, &mut Vec<u8>) -> Result<(), String>;
@@ -170,44 +170,34 @@ pub(crate) fn run_init<A: DeserializeOwned>(f: FnOffset, args: &[u8]) -> Result<
     Ok(())
 }
 
-/// A job as the parent sends it (borrowing the arguments it keeps).
-#[derive(Serialize)]
-pub(crate) struct JobOut<'a> {
+/// A job on a worker's pipe. Both sides borrow the arguments: the parent
+/// from the bytes it keeps for a resend, the worker from its read buffer.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Job<'a> {
     pub(crate) seq: u64,
     /// Descriptors that follow on the worker's socket (handles in `args`).
     pub(crate) fds: u32,
     pub(crate) trampoline: FnOffset,
     pub(crate) f: FnOffset,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "serde_bytes", borrow)]
     pub(crate) args: &'a [u8],
 }
 
-/// The same job as the worker reads it, borrowing from its buffer.
-#[derive(Deserialize)]
-struct JobIn<'a> {
-    seq: u64,
-    fds: u32,
-    trampoline: FnOffset,
-    f: FnOffset,
-    #[serde(with = "serde_bytes")]
-    args: &'a [u8],
-}
+/// A worker's job pipe, sent and read as bytes (each a [`Job`], which
+/// borrows and so cannot be the pipe's own item type).
+pub(crate) type JobPipe = Connection<Jobs>;
 
-/// The type of the job pipe's messages (for its fingerprint); the bytes are
-/// a [`JobOut`].
-pub(crate) type JobPipe = Connection<Job>;
-
-/// A marker type naming the job pipe's contents.
+/// Names the job pipe's contents, for its type fingerprint.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Job;
+pub(crate) struct Jobs;
 
 /// What workers (and the parent's own watchers) tell the result thread.
 #[derive(Serialize, Deserialize, Debug)]
 pub(crate) enum Msg {
     /// The worker's initializer is done; it takes jobs.
     Ready { slot: u32, gen: u64 },
-    /// A job's outcome: encoded `Vec<Result<R, String>>`, or why the whole
-    /// chunk failed.
+    /// A job's outcome: an encoded [`ChunkOut`], or why the whole chunk
+    /// failed.
     Done {
         slot: u32,
         gen: u64,
@@ -281,7 +271,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     let mut done = 0u64;
     // Until the parent sends the empty job that means "finish", or is gone.
     while a.jobs.recv_bytes_into(&mut buf).is_ok() && !buf.is_empty() {
-        let Ok(job) = postcard::from_bytes::<JobIn<'_>>(&buf) else {
+        let Ok(job) = postcard::from_bytes::<Job<'_>>(&buf) else {
             eprintln!("mproc-pool: a job could not be read");
             mproc_process::exit(BAD_JOB);
         };

@@ -227,31 +227,20 @@ impl Server {
         st.alive
     }
 
-    /// How child `pid` ended, waiting until `deadline` (`None`: for ever).
-    pub(crate) fn wait(&self, pid: u32, block: bool, deadline: Option<Instant>) -> Option<Ended> {
+    /// How child `pid` ended, if the server has reported it (the report is
+    /// taken). [`await_end`](Server::await_end) does the waiting.
+    pub(crate) fn take_end(&self, pid: u32) -> Option<Ended> {
         let mut st = self.state.lock();
-        loop {
-            if let Some(e) = st.ended.remove(&pid) {
-                return Some(e);
-            }
-            if !st.alive {
-                // The server died before reporting: once the child is gone
-                // too, call it killed.
-                drop(st);
-                return (!sys::exists(pid)).then_some(Ended::Signaled(libc::SIGKILL));
-            }
-            if !block {
-                return None;
-            }
-            match deadline {
-                None => self.changed.wait(&mut st),
-                Some(d) => {
-                    if self.changed.wait_until(&mut st, d).timed_out() {
-                        return st.ended.remove(&pid);
-                    }
-                }
-            }
+        if let Some(e) = st.ended.remove(&pid) {
+            return Some(e);
         }
+        if st.alive {
+            return None;
+        }
+        // The server died before reporting: once the child is gone too,
+        // call it killed.
+        drop(st);
+        (!sys::exists(pid)).then_some(Ended::Signaled(libc::SIGKILL))
     }
 }
 

@@ -70,7 +70,7 @@ impl Child {
                 let mut ended = self.ended.lock();
                 if ended.is_none() {
                     *ended = match &self.via {
-                        Some(server) => server.wait(self.pid, false, None),
+                        Some(server) => server.take_end(self.pid),
                         None => sys::reap(self.pid, false).ok().flatten(),
                     };
                 }
