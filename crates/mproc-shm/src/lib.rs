@@ -10,6 +10,10 @@
 //!   lock (Python's `RawValue` / `RawArray`).
 //! - [`SharedMemory`] — named blocks that unrelated processes open by name
 //!   (Python's `multiprocessing.shared_memory`).
+//! - [`ProcessIdent`] — a process named by pid *and* start time, so that a
+//!   reused pid is never taken for a dead process; the liveness probe that
+//!   every crate of mproc uses.
+//! - [`fault`] — named kill points for tests (the `failpoints` feature).
 //! - [`FileDoc`] — a document in a file, read under a shared lock and replaced
 //!   atomically under an exclusive one; a writer killed mid-update leaves the
 //!   old document or the new one, never a torn one.
@@ -48,12 +52,15 @@
 mod sys;
 
 mod doc;
+pub mod fault;
+mod ident;
 mod named;
 mod segment;
 pub mod transfer;
 mod value;
 
 pub use doc::{DocError, FileDoc, Format, Json, Postcard};
+pub use ident::ProcessIdent;
 pub use named::{SharedMemory, SharedMemoryOptions, MAX_NAME_LEN};
 pub use segment::{RangeError, Segment};
 pub use value::{IndexError, RawArray, RawValue};

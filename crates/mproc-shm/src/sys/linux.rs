@@ -52,6 +52,33 @@ pub(crate) fn preallocate(fd: BorrowedFd<'_>, len: usize, _is_shm: bool) -> io::
     }
 }
 
+/// The state of `pid` from `/proc/<pid>/stat`: gone (no such process, or
+/// a zombie) or running, with its start time in clock ticks since boot.
+pub(crate) fn process_state(pid: u32) -> super::ProcState {
+    use super::ProcState;
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return ProcState::Gone,
+        // No readable process table (hidepid, no /proc): existence is all
+        // we can tell.
+        Err(_) if super::pid_exists(pid) => return ProcState::Running { start: 0 },
+        Err(_) => return ProcState::Gone,
+    };
+    // The command name, in parentheses, may hold spaces and parentheses:
+    // the fields start after the last ')'. Field 3 is the state, field 22
+    // the start time.
+    let Some(fields) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return ProcState::Running { start: 0 };
+    };
+    let mut fields = fields.split_ascii_whitespace();
+    match fields.next() {
+        Some("Z") | Some("X") | Some("x") => return ProcState::Gone,
+        _ => {}
+    }
+    let start = fields.nth(18).and_then(|f| f.parse().ok()).unwrap_or(0);
+    ProcState::Running { start }
+}
+
 /// Physical memory plus swap, in bytes.
 fn memory_limit() -> io::Result<u128> {
     // SAFETY: an all-zero sysinfo is a valid value for the kernel to fill.

@@ -61,3 +61,38 @@ pub(crate) fn preallocate(fd: BorrowedFd<'_>, len: usize, is_shm: bool) -> io::R
     nix::unistd::ftruncate(fd, len)?;
     Ok(())
 }
+
+/// The state of `pid` from `proc_pidinfo`: gone (no such process, or a
+/// zombie) or running, with its start time in µs since the epoch.
+pub(crate) fn process_state(pid: u32) -> super::ProcState {
+    use super::ProcState;
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return ProcState::Gone;
+    };
+    // SAFETY: an all-zero proc_bsdinfo is a valid buffer for the kernel.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: `info` is a writable buffer of `size` bytes for the call.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            p,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
+    };
+    if n != size {
+        // No such process, or not ours to inspect: fall back to existence.
+        return if super::pid_exists(pid) {
+            ProcState::Running { start: 0 }
+        } else {
+            ProcState::Gone
+        };
+    }
+    if info.pbi_status == libc::SZOMB as u32 {
+        return ProcState::Gone;
+    }
+    let start = info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec;
+    ProcState::Running { start }
+}

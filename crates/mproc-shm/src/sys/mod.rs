@@ -15,12 +15,12 @@ use nix::sys::stat::Mode;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{anonymous, preallocate};
+pub(crate) use linux::{anonymous, preallocate, process_state};
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
-pub(crate) use macos::{anonymous, preallocate};
+pub(crate) use macos::{anonymous, preallocate, process_state};
 
 /// The largest number of descriptors one `SCM_RIGHTS` message may carry
 /// (Linux's `SCM_MAX_FD`; macOS accepts at least as many).
@@ -32,6 +32,49 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(ret)
     }
+}
+
+/// What the kernel says of a pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProcState {
+    /// A process has the pid and has not ended; `start` is its start time
+    /// (0 when it could not be read).
+    Running { start: u64 },
+    /// No process has the pid, or the one that has it is a zombie.
+    Gone,
+}
+
+/// The start time of the running process `pid`, if any.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    match process_state(pid) {
+        ProcState::Running { start } => Some(start),
+        ProcState::Gone => None,
+    }
+}
+
+/// Whether a process has pid `pid` (zombies included), by `kill(pid, 0)`:
+/// the fallback where the process table cannot be read.
+fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e != nix::errno::Errno::ESRCH,
+    }
+}
+
+/// Registers `handler` to run in the child after every `fork`.
+pub(crate) fn at_fork_in_child(handler: extern "C" fn()) {
+    // SAFETY: registers a child-side fork handler; callers pass handlers
+    // that only do async-signal-safe work (atomic stores).
+    unsafe { libc::pthread_atfork(None, None, Some(handler)) };
+}
+
+/// SIGKILLs the calling process (kill points in tests).
+#[cfg(feature = "failpoints")]
+pub(crate) fn kill_self() {
+    let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
 }
 
 /// A short random-ish suffix for temporary kernel object names, unique per
