@@ -6,7 +6,7 @@
 //! about to be sent, …) calls [`point`] with a stable name such as
 //! `"ring.tail-stored"`. With the `failpoints` cargo feature the call
 //! consults the [`fail`](https://docs.rs/fail) crate's registry, so a test
-//! can make a child process SIGKILL itself exactly there ([`die_at`]) and
+//! can make a child process SIGKILL itself exactly there (`die_at`) and
 //! then check that nobody else hangs, loses or half-reads anything. Without
 //! the feature `point` is an empty inline function and costs nothing.
 //!

@@ -1,33 +1,7 @@
 //! `ProcessIdent`: a process told apart from every other process that ever
 //! had, or will have, its pid.
 //!
-//! A pid alone names a process only while it lives: the kernel hands a freed
-//! pid to a new process (`pid_max` is 32768 on many machines, so it wraps
-//! within minutes on a busy one). Anything kept in shared memory that names
-//! a process — a lock's holder, a ring's writer, a barrier's parties — names
-//! it by pid *and* start time, which the kernel never gives two processes
-//! with the same pid: on Linux the `starttime` field of `/proc/<pid>/stat`
-//! (clock ticks since boot), on macOS `proc_pidinfo`'s start time (µs since
-//! the epoch). Every liveness probe compares both, so a new process that
-//! reuses a dead holder's pid is never taken for the holder.
-//!
-//! An identity packs into one `u64` ([`ProcessIdent::to_bits`]): the pid in
-//! the low 22 bits (Linux's `PID_MAX_LIMIT` is 2^22; macOS pids stay below
-//! 100,000) and the start time's low 42 bits above it (42 bits of clock
-//! ticks last 1,400 years; of microseconds, 50 days, after which a reused
-//! pid would also have to start in the same microsecond). Zero is "nobody".
-//!
-//! # Examples
-//!
-//! ```
-//! use mproc_shm::ProcessIdent;
-//!
-//! let me = ProcessIdent::current();
-//! assert_eq!(me.pid(), std::process::id());
-//! assert!(!me.has_ended());
-//! assert_eq!(ProcessIdent::from_bits(me.to_bits()), Some(me));
-//! assert_eq!(ProcessIdent::from_bits(0), None);
-//! ```
+//! See [`ProcessIdent`].
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +14,41 @@ const PID_MASK: u64 = (1 << PID_BITS) - 1;
 /// Bits of the start time kept in a packed identity.
 const START_MASK: u64 = (1 << (64 - PID_BITS)) - 1;
 
-/// A process: its pid and its start time (see the [module docs](self)).
+/// A process told apart from every other process that ever had, or will
+/// have, its pid.
+///
+/// A pid alone names a process only while it lives: the kernel hands a freed
+/// pid to a new process (`pid_max` is 32768 on many machines, so it wraps
+/// within minutes on a busy one). Anything kept in shared memory that names
+/// a process — a lock's holder, a ring's writer, a barrier's parties — names
+/// it by pid *and* start time, which the kernel never gives two processes
+/// with the same pid: on Linux the `starttime` field of `/proc/<pid>/stat`
+/// (clock ticks since boot), on macOS `proc_pidinfo`'s start time (µs since
+/// the epoch). Every liveness probe compares both, so a new process that
+/// reuses a dead holder's pid is never taken for the holder.
+///
+/// An identity packs into one `u64` ([`ProcessIdent::to_bits`]): the pid in
+/// the low 22 bits (Linux's `PID_MAX_LIMIT` is 2^22; macOS pids stay below
+/// 100,000) and the start time's low 42 bits above it (42 bits of clock
+/// ticks last 1,400 years; of microseconds, 50 days, after which a reused
+/// pid would also have to start in the same microsecond). Zero is "nobody".
+///
+/// The limit: Linux gives start times in clock ticks (10 ms), so a pid
+/// handed out again *within the same tick* would pass for the dead process.
+/// The kernel reuses a pid only after handing out the others (`pid_max` of
+/// them, 32,768 at least) — not within 10 ms.
+///
+/// # Examples
+///
+/// ```
+/// use mproc_shm::ProcessIdent;
+///
+/// let me = ProcessIdent::current();
+/// assert_eq!(me.pid(), std::process::id());
+/// assert!(!me.has_ended());
+/// assert_eq!(ProcessIdent::from_bits(me.to_bits()), Some(me));
+/// assert_eq!(ProcessIdent::from_bits(0), None);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProcessIdent {
     pid: u32,
@@ -89,6 +97,13 @@ impl ProcessIdent {
             pid,
             start: start & START_MASK,
         }
+    }
+
+    /// An identity made up from its parts, for models and tests that play
+    /// processes which do not exist.
+    #[doc(hidden)]
+    pub fn from_parts(pid: u32, start: u64) -> ProcessIdent {
+        ProcessIdent::new(pid & PID_MASK as u32, start)
     }
 
     /// The pid.

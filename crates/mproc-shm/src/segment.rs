@@ -8,6 +8,13 @@
 //! full tmpfs is an error from the constructor and never a `SIGBUS` on a later
 //! store. Its length never changes afterwards.
 //!
+//! An anonymous segment cannot be resized by anyone after that: on Linux its
+//! memfd is sealed (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), on macOS a
+//! shm object accepts only its first `ftruncate`. A file-backed or named
+//! segment is a file that any process allowed to write it may truncate;
+//! every process mapping it would then take `SIGBUS` on the lost pages, as
+//! with any shared file mapping.
+//!
 //! The mapping lives as long as the last clone of the handle in a process; the
 //! file lives as long as the last descriptor or mapping in any process (and
 //! its name, for file-backed segments). An anonymous segment has no name, so a
@@ -370,6 +377,16 @@ mod tests {
                 .load(std::sync::atomic::Ordering::SeqCst),
             42
         );
+    }
+
+    #[test]
+    fn an_anonymous_segment_cannot_be_resized() {
+        let seg = Segment::anonymous(8192).unwrap();
+        let file = std::fs::File::from(seg.as_fd().try_clone_to_owned().unwrap());
+        assert!(file.set_len(0).is_err(), "shrunk under its mappings");
+        assert!(file.set_len(1 << 20).is_err(), "grown");
+        assert_eq!(file.metadata().unwrap().len(), 8192);
+        seg.write(8000, b"still mapped").unwrap();
     }
 
     #[test]

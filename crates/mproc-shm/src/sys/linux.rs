@@ -3,12 +3,14 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
 /// A new anonymous shared file of `len` bytes, every page reserved.
 ///
 /// The memfd has no name in any file system, so nothing is left behind
-/// whatever happens to the processes that hold it.
+/// whatever happens to the processes that hold it, and it is sealed against
+/// resizing once sized.
 pub(crate) fn anonymous(len: usize) -> io::Result<OwnedFd> {
     // Reserving memfd pages allocates real memory: a request larger than the
     // machine could ever hold would run the OOM killer before failing.
@@ -18,8 +20,16 @@ pub(crate) fn anonymous(len: usize) -> io::Result<OwnedFd> {
             "segment larger than the machine's memory and swap",
         ));
     }
-    let fd = memfd_create("mproc", MFdFlags::MFD_CLOEXEC)?;
+    let fd = memfd_create("mproc", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     preallocate(std::os::fd::AsFd::as_fd(&fd), len, true)?;
+    // Sealed at its size: no process holding the descriptor can shrink it
+    // under the others' mappings (which would SIGBUS them) or grow it.
+    fcntl(
+        &fd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
     Ok(fd)
 }
 
