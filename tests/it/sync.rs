@@ -320,3 +320,184 @@ fn bad_inputs_are_clear_errors() {
         "{err}"
     );
 }
+
+/// The state letter of process `pid` (`S` sleeping, `R` running, …).
+#[cfg(target_os = "linux")]
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next())
+}
+
+/// Starts `role` so that it is handed the pid of `dead` (a process that
+/// ended), by writing `pid - 1` to `/proc/sys/kernel/ns_last_pid` just
+/// before, as a pid wrap-around would hand it out. Other processes may take
+/// the pid first, and a process started within the same clock tick as the
+/// dead one (10 ms) has the same start time — which a real wrap-around,
+/// `pid_max` process creations later, never has: either way the child is
+/// killed and reaped, and we try again. `None` when the kernel does not let
+/// us choose (not root, no such file).
+#[cfg(target_os = "linux")]
+fn spawn_with_pid<T: Serialize>(
+    role: &str,
+    handles: &T,
+    dead: mproc::shm::ProcessIdent,
+) -> Option<Child> {
+    let pid = dead.pid();
+    for _ in 0..2000 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).is_err() {
+            return None;
+        }
+        let mut child = spawn(role, handles, 0);
+        let start = mproc::shm::ProcessIdent::of(child.id()).map(|p| p.start());
+        if child.id() == pid && start != Some(dead.start()) {
+            return Some(child);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    panic!("pid {pid} was never handed to our child");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_new_process_with_a_dead_holders_pid_is_not_the_holder() {
+    use std::io::Write;
+    let leaks = LeakCheck::start();
+    let (lock, rlock) = (Lock::new().unwrap(), mproc::sync::RLock::new().unwrap());
+    let handles = (lock.clone(), rlock.clone());
+    let mut holder = spawn("hold-both-and-die", &handles, 0);
+    let mut lines = Lines::of(&mut holder);
+    assert_eq!(lines.next_line().as_deref(), Some("locked"));
+    let dead = mproc::shm::ProcessIdent::of(holder.id()).unwrap();
+    let dead_pid = dead.pid();
+    holder.stdin.take().unwrap().write_all(b"die\n").unwrap();
+    holder.wait().unwrap();
+    drop(lines);
+    let Some(mut newcomer) = spawn_with_pid("reused-pid-probe", &handles, dead) else {
+        eprintln!("skipped: cannot choose pids here (needs root on Linux)");
+        return;
+    };
+    let mut out = Lines::of(&mut newcomer);
+    assert_eq!(out.next_line(), Some(dead_pid.to_string()));
+    // Before identity carried the start time, the newcomer re-entered the
+    // RLock cleanly (count 2) and timed out on the Lock.
+    assert_eq!(out.next_line().as_deref(), Some("rlock owner-died count 1"));
+    assert_eq!(out.next_line().as_deref(), Some("lock owner-died"));
+    assert!(newcomer.wait().unwrap().success());
+    // And here, the locks are usable (still flagged until repaired).
+    let g = lock.lock().unwrap_err().into_guard().unwrap();
+    g.mark_consistent();
+    drop(g);
+    assert!(lock.try_lock().is_ok());
+    drop((out, handles, lock, rlock));
+    leaks.assert_clean();
+}
+
+#[test]
+fn short_lock_timeout_still_takes_over_from_a_dead_holder() {
+    let leaks = LeakCheck::start();
+    let lock = Lock::new().unwrap();
+    let mut holder = spawn("hold-lock", &lock, 0);
+    let mut lines = Lines::of(&mut holder);
+    assert_eq!(lines.next_line().as_deref(), Some("locked"));
+    signal(&holder, libc::SIGKILL).unwrap();
+    holder.wait().unwrap();
+    // Far shorter than the 10 ms probe interval: before the fix the deadline
+    // was checked before the probe, so this was `Timeout` for ever.
+    match lock.lock_timeout(Duration::from_micros(50)) {
+        Err(LockError::OwnerDied(g)) => drop(g),
+        Err(LockError::Timeout) => panic!("a dead holder's lock timed out"),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    drop((lines, lock));
+    leaks.assert_clean();
+}
+
+#[test]
+fn forged_handle_reaching_past_its_segment_is_refused() {
+    // A segment of one page with a Lock's kind tag in its last 8 bytes, and
+    // a handle that claims a 1-word Lock there: decoding it must fail (it
+    // used to decode, and `lock()` then touched memory past the mapping).
+    let seg = Segment::anonymous(4096).unwrap();
+    seg.write(4088, b"LOCK").unwrap();
+    for (offset, words) in [(4088u64, 1u32), (4088, 6), (4092, 1), (u64::MAX - 3, 6)] {
+        let msg = transfer::encode(&(seg.clone(), offset, words)).unwrap();
+        let err = transfer::decode::<Lock>(msg).unwrap_err().to_string();
+        assert!(
+            err.contains("not its layout") || err.contains("does not fit"),
+            "offset {offset}, {words} words: {err}"
+        );
+    }
+    // A barrier whose parties word disagrees with its length.
+    let b = Barrier::new(2).unwrap();
+    let (bseg, boff, bwords) = {
+        let msg = transfer::encode(&b).unwrap();
+        transfer::decode::<(Segment, u64, u32)>(msg).unwrap()
+    };
+    let msg = transfer::encode(&(bseg, boff, bwords + 2)).unwrap();
+    assert!(transfer::decode::<Barrier>(msg).is_err());
+}
+
+#[test]
+fn notify_one_ends_exactly_one_of_three_waits() {
+    let leaks = LeakCheck::start();
+    let cond = Condition::new().unwrap();
+    let ready = RawValue::new(0u32).unwrap();
+    // Each waiter waits at most 1.5 s; only a notification ends it sooner.
+    let mut kids: Vec<Child> = (0..3)
+        .map(|_| spawn("condition-wait-once", &(cond.clone(), ready.clone()), 1500))
+        .collect();
+    // `ready` is counted under the lock right before each waiter waits, so
+    // holding the lock with ready == 3 means all three have enlisted.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let g = cond.get_lock().lock().unwrap();
+        if ready.get() == 3 {
+            cond.notify(1).unwrap();
+            drop(g);
+            break;
+        }
+        drop(g);
+        assert!(Instant::now() < deadline, "waiters never enlisted");
+        std::thread::yield_now();
+    }
+    let mut outcomes: Vec<String> = kids
+        .iter_mut()
+        .map(|k| Lines::of(k).next_line().unwrap_or_default())
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["notified", "timed-out", "timed-out"]);
+    reap_ok(kids);
+    drop((cond, ready));
+    leaks.assert_clean();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn set_then_clear_still_releases_waiters_already_blocked() {
+    let leaks = LeakCheck::start();
+    let ev = Event::new().unwrap();
+    let mut kids: Vec<Child> = (0..3).map(|_| spawn("event-wait", &ev, 20)).collect();
+    let mut outs: Vec<Lines> = kids.iter_mut().map(Lines::of).collect();
+    for (k, out) in kids.iter().zip(&mut outs) {
+        assert_eq!(out.next_line().as_deref(), Some("waiting"));
+        // Asleep inside `wait` (it sleeps in slices, so it is seen asleep
+        // again and again; "S" right after "waiting" is inside the wait).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while state_of(k.id()) != Some('S') {
+            assert!(Instant::now() < deadline, "waiter never slept");
+            std::thread::yield_now();
+        }
+    }
+    ev.set();
+    ev.clear();
+    // CPython returns True to every waiter blocked when `set` was called;
+    // before the fix they went back to sleep until their timeout.
+    for out in &mut outs {
+        assert_eq!(out.next_line().as_deref(), Some("set"));
+    }
+    reap_ok(kids);
+    drop((outs, ev));
+    leaks.assert_clean();
+}

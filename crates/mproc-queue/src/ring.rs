@@ -622,7 +622,7 @@ impl Ring {
                     let writer = self.u32(OFF_WRITER);
                     let mut gone = || {
                         let w = writer.load(Ordering::SeqCst);
-                        !self.available() && (w == 0 || wait::has_ended(w))
+                        !self.available() && (w == 0 || mproc_shm::ProcessIdent::of(w).is_none())
                     };
                     let ready = || self.available() || self.is_closed();
                     match self.wait_for(

@@ -1,6 +1,6 @@
 //! `Barrier`: `parties` processes meet, then all go on.
 //!
-//! # Layout (`10 + parties` 32-bit words)
+//! # Layout (`12 + 2 × parties` 32-bit words)
 //!
 //! | word | meaning |
 //! |---|---|
@@ -10,9 +10,9 @@
 //! | 3 | generation (waiters sleep on this word) |
 //! | 4 | broken (0 or 1) |
 //! | 5 | `ended`: generation + 1 of the last generation ended by a break or reset |
-//! | 6–8 | an internal lock (a [`Lock`](crate::Lock)'s state, tid, inconsistent) |
-//! | 9 | unused |
-//! | 10.. | the pid of each party that has arrived in this generation |
+//! | 6 | unused |
+//! | 7–11 | an internal lock (a [`Lock`](crate::Lock)'s state, tid, inconsistent, owner record) |
+//! | 12.. | the identity (pid and start time, a `u64`) of each party that has arrived in this generation |
 //!
 //! Arrival and every change of words 2–5 happen under the internal lock. The
 //! last party to arrive resets the count and bumps the generation
@@ -25,29 +25,37 @@
 //! A broken barrier stays broken until [`Barrier::reset`]. It breaks when a
 //! waiter times out, when [`Barrier::abort`] is called, and when a party dies
 //! inside `wait`: sleepers wake every [`PROBE_INTERVAL`](crate::PROBE_INTERVAL)
-//! and check that the parties recorded in words 10.. are alive. A party
-//! killed while holding the internal lock leaves the barrier's words
-//! possibly half-changed, so the next party to take that lock breaks the
-//! barrier. Nobody hangs.
+//! and check that the parties recorded in words 12.. are alive — by pid
+//! *and* start time, so a party's pid reused by a new process does not keep
+//! a dead party "alive". A party killed while holding the internal lock
+//! leaves the barrier's words possibly half-changed, so the next party to
+//! take that lock breaks the barrier. A party killed after it ended a
+//! generation and before its wake call (kill point `barrier.released`)
+//! costs the others at most one probe interval. Nobody hangs.
+//!
+//! The internal lock's own kill points are the `Lock`'s; the barrier adds
+//! `barrier.arrived` (recorded, lock still held) and `barrier.released`.
 
 use std::fmt;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use mproc_shm::{fault, ProcessIdent};
+
 use crate::block::{block_serde, Block, KIND_BARRIER};
 use crate::lock::{Raw, PROBE_INTERVAL};
 use crate::sys::{self, Me};
 use crate::wait::{self, WaitResult};
-use crate::word::Word;
+use crate::word::{Wide, Word};
 
 pub(crate) const PARTIES: usize = 1;
 pub(crate) const COUNT: usize = 2;
 const GENERATION: usize = 3;
 const BROKEN: usize = 4;
 const ENDED: usize = 5;
-const LOCK: usize = 6;
-pub(crate) const SLOTS: usize = 10;
+const LOCK: usize = 7;
+pub(crate) const SLOTS: usize = 12;
 
 /// The most parties a barrier may have.
 pub const MAX_PARTIES: u32 = 1 << 20;
@@ -69,7 +77,10 @@ pub struct Barrier {
     block: Block,
 }
 
-block_serde!(Barrier, KIND_BARRIER);
+block_serde!(Barrier, KIND_BARRIER, |b: &Block| {
+    let parties = b.word(PARTIES).load(Ordering::Acquire) as usize;
+    (1..=MAX_PARTIES as usize).contains(&parties) && b.len() == SLOTS + 2 * parties
+});
 
 /// The barrier was broken (a timeout, an abort, a reset, or a party that
 /// died) while or before this party waited.
@@ -89,6 +100,8 @@ impl std::error::Error for BrokenBarrier {}
 pub(crate) trait Words {
     type W: Word;
     fn w(&self, i: usize) -> &Self::W;
+    /// Words `i` and `i + 1` as one 64-bit word (`i` even).
+    fn wide(&self, i: usize) -> &<Self::W as Word>::Wide;
     fn len(&self) -> usize;
 }
 
@@ -97,6 +110,10 @@ impl Words for Block {
 
     fn w(&self, i: usize) -> &Self::W {
         self.word(i)
+    }
+
+    fn wide(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        Block::wide(self, i)
     }
 
     fn len(&self) -> usize {
@@ -126,8 +143,13 @@ impl<S: Words> Machine<'_, S> {
     }
 
     fn parties_checked(&self) -> usize {
-        // A forged parties word must not index past the block.
-        (self.w(PARTIES).load(Ordering::Acquire) as usize).min(self.s.len() - SLOTS)
+        // A parties word changed since the handle was checked must not
+        // index past the block.
+        (self.w(PARTIES).load(Ordering::Acquire) as usize).min((self.s.len() - SLOTS) / 2)
+    }
+
+    fn slot(&self, i: usize) -> &<S::W as Word>::Wide {
+        self.s.wide(SLOTS + 2 * i)
     }
 
     /// Takes the internal lock; a holder that died with it breaks the barrier.
@@ -136,6 +158,7 @@ impl<S: Words> Machine<'_, S> {
             state: self.w(LOCK),
             tid: self.w(LOCK + 1),
             bad: self.w(LOCK + 2),
+            owner: self.s.wide(LOCK + 3),
         };
         let died = raw.acquire(me, true, None).unwrap_or(false);
         if died {
@@ -156,6 +179,7 @@ impl<S: Words> Machine<'_, S> {
         self.w(COUNT).store(0, Ordering::Relaxed);
         self.w(GENERATION)
             .store(gen.wrapping_add(1), Ordering::Release);
+        fault::point("barrier.released");
         self.w(GENERATION).wake(u32::MAX);
     }
 
@@ -177,7 +201,8 @@ impl<S: Words> Machine<'_, S> {
                 self.end_generation(true);
                 return Err(BrokenBarrier);
             }
-            self.w(SLOTS + index).store(me.pid, Ordering::Relaxed);
+            self.slot(index).store(me.ident, Ordering::Relaxed);
+            fault::point("barrier.arrived");
             if index + 1 == parties {
                 self.end_generation(false);
                 return Ok(index);
@@ -205,14 +230,25 @@ impl<S: Words> Machine<'_, S> {
                 let arrived =
                     (self.w(COUNT).load(Ordering::Relaxed) as usize).min(self.parties_checked());
                 let someone_died = (0..arrived).any(|i| {
-                    let pid = self.w(SLOTS + i).load(Ordering::Relaxed);
-                    pid != me.pid && self.w(SLOTS + i).is_dead(pid)
+                    let party = self.slot(i).load(Ordering::Relaxed);
+                    party != me.ident && self.party_ended(party)
                 });
                 if timed_out || someone_died {
                     self.end_generation(true);
                     return Err(BrokenBarrier);
                 }
             }
+        }
+    }
+
+    /// Whether the party recorded as `bits` (a `ProcessIdent`) has ended.
+    fn party_ended(&self, bits: u64) -> bool {
+        let Some(party) = ProcessIdent::from_bits(bits) else {
+            return false; // not recorded (a torn write cannot happen: lock)
+        };
+        match self.w(GENERATION).start_of(party.pid()) {
+            None => true,
+            Some(now) => party.start() != 0 && now != 0 && now != party.start(),
         }
     }
 
@@ -243,7 +279,7 @@ impl Barrier {
                 format!("a barrier needs between 1 and {MAX_PARTIES} parties, not {parties}"),
             ));
         }
-        let block = Block::new(KIND_BARRIER, SLOTS + parties as usize)?;
+        let block = Block::new(KIND_BARRIER, SLOTS + 2 * parties as usize)?;
         block.word(PARTIES).store(parties, Ordering::Release);
         Ok(Barrier { block })
     }

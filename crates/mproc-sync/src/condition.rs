@@ -1,38 +1,161 @@
 //! `Condition`: wait for a change announced under a lock.
 //!
-//! # Layout (three 32-bit words, next to the lock's own block)
+//! # Layout (four 32-bit words, next to the lock's own block)
 //!
-//! Word 0 is the kind `"COND"`, word 1 a sequence number, word 2 the number
-//! of sleepers. A waiter reads the sequence *while holding the lock*,
-//! releases the lock, and sleeps while the sequence is unchanged; a notifier
-//! must hold the lock, so its increment happens after the waiter's read, and
-//! the waiter either sees the new number or is woken from its sleep: no
-//! wake-up is lost. `notify(n)` wakes up to `n` sleepers; a woken waiter
-//! re-takes the lock before returning. Wake-ups may be spurious, as in
-//! CPython: loop on your predicate, or use [`Condition::wait_while`].
+//! Word 0 is the kind `"COND"`, word 1 a sequence number (sleepers sleep on
+//! it), words 2–3 one `u64` of counts: *enlisted* waiters (low 32 bits) and
+//! wake-ups *granted* to them and not yet taken (high 32 bits), with
+//! `granted ≤ enlisted` always.
+//!
+//! # Protocol
+//!
+//! A waiter, *holding the lock*, enlists (enlisted += 1), releases the lock,
+//! and then loops: read the sequence, try to take a grant (one
+//! compare-exchange: enlisted −= 1, granted −= 1, when granted > 0), else
+//! sleep while the sequence is unchanged. `notify(n)` must hold the lock:
+//! it grants `k = min(n, enlisted − granted)` wake-ups in one
+//! compare-exchange, bumps the sequence and wakes `k` sleepers. Since
+//! enlisting and notifying both happen under the lock, a notify sees every
+//! waiter that enlisted before it, and since the grant comes before the
+//! sequence bump and a waiter reads the sequence before it looks for a
+//! grant, no wake-up is lost. Each grant is taken exactly once, so
+//! `notify(n)` ends at most `n` waits — however many waiters spin or wake
+//! up spuriously — and exactly `min(n, waiting)` of them when nobody times
+//! out. A waiter whose timeout passes leaves with one compare-exchange: it
+//! takes a grant if one is there (and reports a notification), else it only
+//! un-enlists; so a grant is never left for a waiter that is gone.
+//!
+//! Grants are counted, not addressed: a waiter that enlisted after a
+//! `notify` (and re-took the lock in between) may take a grant before an
+//! older waiter does. Wake-ups may be spurious, as in CPython: loop on your
+//! predicate, or use [`Condition::wait_while`].
 //!
 //! # Crash story
 //!
 //! A waiter killed while asleep holds nothing (the lock was released) and
-//! leaves word 2 one too high (a spare wake call later). A process killed
-//! while holding the lock is the lock's story: the next locker, including a
-//! waiter re-taking it, learns [`WaitError::OwnerDied`].
+//! stays enlisted: a later `notify` may grant it a wake-up that a later
+//! waiter then takes at once (a spurious wake-up, which callers tolerate).
+//! A notifier killed after granting and before its wake call (kill point
+//! `condition.notified`) costs the sleepers at most one
+//! [`SLICE`](crate::wait::SLICE): they look for grants whenever a slice
+//! ends. A process killed while holding the lock is the lock's story: the
+//! next locker, including a waiter re-taking it, learns
+//! [`WaitError::OwnerDied`].
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use mproc_shm::fault;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, WireBlock, KIND_CONDITION};
 use crate::lock::{Lock, LockGuard, NotOwner};
 use crate::rlock::{RLock, RLockGuard};
-use crate::{sys, wait};
+use crate::sys;
+use crate::wait::{self, WaitResult};
+use crate::word::{Wide, Word};
 
 const SEQ: usize = 1;
-const SLEEPERS: usize = 2;
+const COUNTS: usize = 2;
+const WORDS: usize = 4;
+
+const ENLISTED: u64 = 1;
+const GRANTED: u64 = 1 << 32;
+
+fn enlisted(c: u64) -> u64 {
+    c & 0xffff_ffff
+}
+
+fn granted(c: u64) -> u64 {
+    c >> 32
+}
+
+/// The condition's words: a `Block` in shared memory, or a loom model's.
+pub(crate) struct Machine<'a, W: Word = AtomicU32> {
+    pub(crate) seq: &'a W,
+    pub(crate) counts: &'a W::Wide,
+}
+
+impl<W: Word> Machine<'_, W> {
+    /// Changes the counts with `f` (`None`: leave them) in a CAS loop;
+    /// returns the counts it saw last.
+    fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> (u64, bool) {
+        let mut cur = self.counts.load(Ordering::SeqCst);
+        loop {
+            let Some(next) = f(cur) else {
+                return (cur, false);
+            };
+            match self
+                .counts
+                .compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return (cur, true),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Enlists the caller, who holds the lock.
+    pub(crate) fn enlist(&self) {
+        self.update(|c| Some(c.wrapping_add(ENLISTED)));
+    }
+
+    /// Takes a granted wake-up, if one is there.
+    fn take_grant(&self) -> bool {
+        self.update(|c| (granted(c) > 0 && enlisted(c) > 0).then(|| c - GRANTED - ENLISTED))
+            .1
+    }
+
+    /// Leaves after a timeout: takes a grant if one is there (`true`), else
+    /// only un-enlists.
+    fn leave(&self) -> bool {
+        let (seen, _) = self.update(|c| {
+            if granted(c) > 0 && enlisted(c) > 0 {
+                Some(c - GRANTED - ENLISTED)
+            } else if enlisted(c) > 0 {
+                Some(c - ENLISTED)
+            } else {
+                None // corrupt counts: nothing of ours to undo
+            }
+        });
+        granted(seen) > 0 && enlisted(seen) > 0
+    }
+
+    /// After enlisting and releasing the lock: waits for a grant until
+    /// `deadline`; `true` when notified.
+    pub(crate) fn await_grant(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            let seq = self.seq.load(Ordering::SeqCst);
+            if self.take_grant() {
+                return true;
+            }
+            if self.seq.wait(seq, deadline) == WaitResult::TimedOut {
+                return self.leave();
+            }
+        }
+    }
+
+    /// Grants up to `n` wake-ups to enlisted waiters (caller holds the
+    /// lock); returns how many.
+    pub(crate) fn notify(&self, n: u32) -> u64 {
+        let mut k = 0;
+        self.update(|c| {
+            k = enlisted(c).saturating_sub(granted(c)).min(u64::from(n));
+            (k > 0).then(|| c.wrapping_add(k * GRANTED))
+        });
+        if k > 0 {
+            fault::point("condition.notified");
+            // Only notifiers, under the lock, change the sequence.
+            let seq = self.seq.load(Ordering::SeqCst);
+            self.seq.store(seq.wrapping_add(1), Ordering::SeqCst);
+            self.seq.wake(u32::try_from(k).unwrap_or(u32::MAX));
+        }
+        k
+    }
+}
 
 mod sealed {
     pub trait Sealed {}
@@ -153,7 +276,7 @@ impl<L: ConditionLock> Condition<L> {
     pub fn with_lock(lock: L) -> io::Result<Condition<L>> {
         Ok(Condition {
             lock,
-            block: Block::new(KIND_CONDITION, 3)?,
+            block: Block::new(KIND_CONDITION, WORDS)?,
         })
     }
 
@@ -162,21 +285,25 @@ impl<L: ConditionLock> Condition<L> {
         &self.lock
     }
 
+    fn machine(&self) -> Machine<'_> {
+        Machine {
+            seq: self.block.word(SEQ),
+            counts: self.block.wide(COUNTS),
+        }
+    }
+
     fn wait_until(&self, deadline: Option<Instant>) -> Result<bool, WaitError> {
         if !self.lock.held_by_caller() {
             return Err(WaitError::NotOwner);
         }
-        let seq = self.block.word(SEQ);
-        let sleepers = self.block.word(SLEEPERS);
-        let start = seq.load(Ordering::Acquire);
-        sleepers.fetch_add(1, Ordering::SeqCst);
+        let machine = self.machine();
+        machine.enlist();
         let saved = self.lock.unlock_for_wait();
-        let r = wait::wait(seq, start, deadline);
-        sleepers.fetch_sub(1, Ordering::Relaxed);
+        let notified = machine.await_grant(deadline);
         if self.lock.relock_after_wait(saved) {
             return Err(WaitError::OwnerDied);
         }
-        Ok(r == wait::WaitResult::Woken)
+        Ok(notified)
     }
 
     /// Releases the lock, sleeps until notified, and re-takes the lock.
@@ -190,8 +317,9 @@ impl<L: ConditionLock> Condition<L> {
         self.wait_until(None).map(drop)
     }
 
-    /// Like [`wait`](Condition::wait) for at most `timeout`; `Ok(false)`
-    /// when the timeout passed without a notification.
+    /// Like [`wait`](Condition::wait) for at most `timeout`; `Ok(true)`
+    /// when notified, `Ok(false)` when the timeout passed without a
+    /// notification.
     ///
     /// # Errors
     ///
@@ -243,7 +371,8 @@ impl<L: ConditionLock> Condition<L> {
         Ok(true)
     }
 
-    /// Wakes up to `n` waiters. The caller must hold the lock.
+    /// Wakes up to `n` waiters (at most `n` waits end, however many
+    /// threads wait). The caller must hold the lock.
     ///
     /// # Errors
     ///
@@ -252,11 +381,7 @@ impl<L: ConditionLock> Condition<L> {
         if !self.lock.held_by_caller() {
             return Err(NotOwner);
         }
-        let seq = self.block.word(SEQ);
-        seq.fetch_add(1, Ordering::SeqCst);
-        if self.block.word(SLEEPERS).load(Ordering::SeqCst) > 0 {
-            wait::wake(seq, n);
-        }
+        self.machine().notify(n);
         Ok(())
     }
 
@@ -298,8 +423,8 @@ impl<L: ConditionLock + Serialize + DeserializeOwned> Serialize for Condition<L>
 impl<'de, L: ConditionLock + Serialize + DeserializeOwned> Deserialize<'de> for Condition<L> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::<L>::deserialize(d)?;
-        let block =
-            Block::from_wire(w.block, KIND_CONDITION).map_err(mproc_shm::transfer::de_error)?;
+        let block = Block::from_wire(w.block, KIND_CONDITION, |b: &Block| b.len() == WORDS)
+            .map_err(mproc_shm::transfer::de_error)?;
         Ok(Condition {
             lock: w.lock,
             block,

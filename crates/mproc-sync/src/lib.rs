@@ -13,6 +13,16 @@
 //! - [`wait`] — the cross-process wait/wake layer they all use (futex,
 //!   `os_sync_wait_on_address`, or a bounded sleep-poll).
 //!
+//! Three rules hold for every primitive (each is written out next to its
+//! code): **no wait sleeps for ever** — a sleep lasts at most
+//! [`wait::SLICE`] (100 ms), then the waiter re-checks its condition and,
+//! where there is one, its peer's liveness; **identity is not a pid** — a
+//! lock holder, a barrier party, a ring writer is named by pid *and* start
+//! time ([`ProcessIdent`](mproc_shm::ProcessIdent)), so a reused pid is
+//! never taken for a dead holder; **shared numbers are untrusted** — a handle
+//! decoded from another process is checked (kind, alignment, bounds, exact
+//! layout) against its segment before it is used.
+//!
 //! Every primitive lives in shared memory (an `mproc-shm`
 //! [`Segment`](mproc_shm::Segment)), is `Send + Sync`, and serializes through
 //! [`mproc_shm::transfer`], so handing one to a child process gives the

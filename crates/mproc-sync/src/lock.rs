@@ -1,43 +1,66 @@
 //! `Lock`: a process-shared mutex that a dead holder never deadlocks.
 //!
-//! # Layout (four 32-bit words)
+//! # Layout (six 32-bit words, 8-byte aligned)
 //!
 //! | word | name | meaning |
 //! |---|---|---|
 //! | 0 | kind | `"LOCK"` tag, checked when a handle arrives |
-//! | 1 | state | 0 = free; else the holder's pid (bits 0–29) and `WAITERS` (bit 30) |
+//! | 1 | state | 0 = free; else the holder id (bits 0–29) and `WAITERS` (bit 30) |
 //! | 2 | owner tid | the holding thread's id; written by the holder after acquiring |
 //! | 3 | inconsistent | 1 after a holder died, until `mark_consistent` |
+//! | 4–5 | owner | the holder's [`ProcessIdent`](mproc_shm::ProcessIdent) bits (a `u64`); 0 when free |
+//!
+//! A *holder id* is the holder's pid (bits 0–21) and an 8-bit tag of its
+//! start time (bits 22–29), so that the one compare-exchange that takes the
+//! lock already says which incarnation of the pid took it.
 //!
 //! # States and orderings
 //!
-//! Acquire is one compare-exchange `0 → pid` (`Acquire`); release is one swap
-//! `→ 0` (`Release`), followed by a futex wake only when `WAITERS` was set.
-//! A contended locker spins briefly (adaptive), then sets `WAITERS` and
-//! sleeps on the state word; a woken locker takes the lock as
-//! `pid | WAITERS`, since other sleepers may remain (the classic three-state
-//! futex mutex, with the pid standing in for "locked").
+//! Acquire is one compare-exchange `0 → holder id` (`Acquire`), after which
+//! the holder writes the owner words (tid, then the `owner` record);
+//! release clears them and swaps the state to 0 (`Release`), followed by a
+//! futex wake only when `WAITERS` was set. A contended locker spins briefly
+//! (adaptive), then sets `WAITERS` and sleeps on the state word; a woken
+//! locker takes the lock as `id | WAITERS`, since other sleepers may remain
+//! (the classic three-state futex mutex, with the holder id standing in for
+//! "locked").
 //!
 //! # Crash story
 //!
-//! The state word names the holder's process, so a waiter can tell whether
-//! the holder still exists. Sleepers wake every [`PROBE_INTERVAL`] and probe
-//! the holder (`kill(pid, 0)`, and a zombie counts as dead); a non-blocking
-//! `try_lock` probes at once. On a dead holder, the prober swaps the state
-//! from the dead pid to its own (so exactly one prober wins), sets the
+//! **Identity is not a pid.** Sleepers wake every [`PROBE_INTERVAL`] and
+//! probe the holder; a non-blocking `try_lock` probes at once, and a timed
+//! lock probes once more before it reports `Timeout` (however short the
+//! timeout). The probe asks the kernel for the live process that has the
+//! holder's pid now (a zombie counts as dead) and compares start times:
+//! with the `owner` record when it names the same holder id, else with the
+//! 8-bit tag of the state word (the holder died, or is, between its
+//! compare-exchange and writing the record). So a new process that was
+//! handed a dead holder's pid — or a thread of it, whose tid may equal the
+//! dead one's — is never taken for the holder: it probes the lock as dead
+//! and takes it with `OwnerDied` like anyone else. A probe errs only on the
+//! side of "alive" (an unreadable start time counts as alive), so a live
+//! holder is never robbed; a stopped (SIGSTOP) holder exists and is never
+//! robbed either.
+//!
+//! On a dead holder, the prober clears the dead holder's `owner` record
+//! (compare-exchange, so it never erases a newer one) and swaps the state
+//! from the dead id to its own (so exactly one prober wins), sets the
 //! *inconsistent* word and returns [`LockError::OwnerDied`] with the guard.
 //! Every later locker gets `OwnerDied` too, until someone calls
-//! [`LockGuard::mark_consistent`]. A stopped (SIGSTOP) holder exists, so it
-//! is never robbed. Detection takes at most one probe interval after the
-//! death, on every platform.
+//! [`LockGuard::mark_consistent`]. Detection takes at most one probe
+//! interval after the death, on every platform.
 //!
 //! Not the kernel's robust list: glibc owns each thread's `set_robust_list`
 //! head, so registering our own would break glibc's robust mutexes, and a
 //! pthread robust mutex cannot offer "flagged until marked consistent",
 //! monotonic timeouts and one tested implementation on Linux and macOS.
-//! The probe relies on pids: processes in different pid namespaces cannot
-//! share a lock, and a dead holder whose pid was reused within the probe
-//! interval would be taken for alive until that process ends.
+//! Processes in different pid namespaces cannot share a lock.
+//!
+//! # Kill points
+//!
+//! `lock.taken` (state word ours, owner record not yet written),
+//! `lock.before-release`, `lock.before-wake` (state released, sleepers not
+//! yet woken). See [`mproc_shm::fault`].
 
 use std::fmt;
 use std::io;
@@ -45,23 +68,25 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use mproc_shm::{fault, ProcessIdent};
+
 use crate::block::{block_serde, Block, KIND_LOCK};
-use crate::sys::{self, Me};
+use crate::sys::{self, Me, HID_MASK, PID_BITS, PID_MASK};
 use crate::wait::{self, WaitResult};
-use crate::word::Word;
+use crate::word::{Wide, Word};
 
 /// How often sleepers check whether the holder is still alive.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 const WAITERS: u32 = 1 << 30;
-const PID_MASK: u32 = WAITERS - 1;
 
-/// The three words of a lock, wherever they live (a `Lock`, an `RLock`, the
+/// The words of a lock, wherever they live (a `Lock`, an `RLock`, the
 /// guard of a barrier, or a loom model's words).
 pub(crate) struct Raw<'a, W: Word = AtomicU32> {
     pub(crate) state: &'a W,
     pub(crate) tid: &'a W,
     pub(crate) bad: &'a W,
+    pub(crate) owner: &'a W::Wide,
 }
 
 impl<W: Word> Clone for Raw<'_, W> {
@@ -80,11 +105,15 @@ pub(crate) enum Miss {
 }
 
 impl<'a> Raw<'a> {
+    /// The lock whose state word is word `first` of `block` (the tid and
+    /// inconsistent words follow it; the owner record is the `u64` at
+    /// words `first + 3`, `first + 4`).
     pub(crate) fn at(block: &'a Block, first: usize) -> Raw<'a> {
         Raw {
             state: block.word(first),
             tid: block.word(first + 1),
             bad: block.word(first + 2),
+            owner: block.wide(first + 3),
         }
     }
 }
@@ -100,7 +129,7 @@ impl<W: Word> Raw<'_, W> {
     ) -> Result<bool, Miss> {
         if self
             .state
-            .compare_exchange(0, me.pid, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, me.hid, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
             return Ok(self.enter(me));
@@ -125,7 +154,7 @@ impl<W: Word> Raw<'_, W> {
             }
             if self
                 .state
-                .compare_exchange(0, me.pid, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(0, me.hid, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
                 return Ok(self.enter(me));
@@ -139,7 +168,7 @@ impl<W: Word> Raw<'_, W> {
             if s == 0 {
                 if self
                     .state
-                    .compare_exchange(0, me.pid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(0, me.hid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     return Ok(self.enter(me));
@@ -157,27 +186,57 @@ impl<W: Word> Raw<'_, W> {
             let slice = Instant::now() + PROBE_INTERVAL;
             let until = deadline.map_or(slice, |d| d.min(slice));
             if self.state.sleep(s | WAITERS, Some(until)) == WaitResult::TimedOut {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(Miss::Timeout);
-                }
+                // Probe before giving up: a timeout shorter than the probe
+                // interval must still notice a dead holder.
                 if self.steal_from_dead(me) {
                     return Ok(self.enter(me));
                 }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(Miss::Timeout);
+                }
             }
+        }
+    }
+
+    /// Whether the holder named by state word `s` has ended (see the crash
+    /// story): errs only towards "alive".
+    fn holder_ended(self, s: u32) -> bool {
+        let hid = s & HID_MASK;
+        let pid = hid & PID_MASK;
+        let Some(start_now) = self.state.start_of(pid) else {
+            return true; // no live process has the pid
+        };
+        if start_now == 0 {
+            return false; // cannot tell: alive
+        }
+        let record = ProcessIdent::from_bits(self.owner.load(Ordering::Acquire))
+            .filter(|r| sys::holder_id(r.pid(), r.start()) == hid);
+        match record {
+            Some(r) => r.start() != 0 && r.start() != start_now,
+            None => sys::start_tag(start_now) != hid >> PID_BITS,
         }
     }
 
     /// Takes the lock over from a dead holder; `true` when we did.
     fn steal_from_dead(self, me: Me) -> bool {
         let s = self.state.load(Ordering::Relaxed);
-        let owner = s & PID_MASK;
-        if owner == 0 || owner == me.pid || !self.state.is_dead(owner) {
+        if s & HID_MASK == 0 || !self.holder_ended(s) {
             return false;
+        }
+        // Clear the dead holder's record (only it: a newer one stays), so
+        // that nobody mistakes it for ours between our swap and our write.
+        let record = self.owner.load(Ordering::Relaxed);
+        if ProcessIdent::from_bits(record)
+            .is_some_and(|r| sys::holder_id(r.pid(), r.start()) == s & HID_MASK)
+        {
+            let _ = self
+                .owner
+                .compare_exchange(record, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
         // WAITERS stays set: others may be asleep on the dead holder.
         if self
             .state
-            .compare_exchange(s, me.pid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(s, me.hid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             return false;
@@ -188,21 +247,29 @@ impl<W: Word> Raw<'_, W> {
 
     #[inline]
     fn enter(self, me: Me) -> bool {
+        fault::point("lock.taken");
         self.tid.store(me.tid, Ordering::Relaxed);
+        self.owner.store(me.ident, Ordering::Release);
         self.bad.load(Ordering::Relaxed) != 0
     }
 
     #[inline]
     pub(crate) fn release(self) {
+        fault::point("lock.before-release");
+        self.owner.store(0, Ordering::Relaxed);
         self.tid.store(0, Ordering::Relaxed);
         if self.state.swap(0, Ordering::Release) & WAITERS != 0 {
+            fault::point("lock.before-wake");
             self.state.wake(1);
         }
     }
 
-    /// Whether the calling thread holds the lock.
+    /// Whether the calling thread holds the lock: the state names our
+    /// holder id, the owner record our exact identity (a reused pid has
+    /// another start time) and the tid word our thread.
     pub(crate) fn held_by(self, me: Me) -> bool {
-        self.state.load(Ordering::Relaxed) & PID_MASK == me.pid
+        self.state.load(Ordering::Relaxed) & HID_MASK == me.hid
+            && self.owner.load(Ordering::Relaxed) == me.ident
             && self.tid.load(Ordering::Relaxed) == me.tid
     }
 
@@ -243,10 +310,10 @@ pub struct Lock {
     block: Block,
 }
 
-block_serde!(Lock, KIND_LOCK);
+block_serde!(Lock, KIND_LOCK, |b: &Block| b.len() == Lock::WORDS);
 
 impl Lock {
-    pub(crate) const WORDS: usize = 4;
+    pub(crate) const WORDS: usize = 6;
 
     /// A new, unlocked lock in its own anonymous segment.
     ///
@@ -257,7 +324,7 @@ impl Lock {
         Ok(Lock::from_block(Block::new(KIND_LOCK, Lock::WORDS)?))
     }
 
-    /// A new lock in 16 zeroed bytes at `offset` (4-aligned) of `seg`, for
+    /// A new lock in 24 zeroed bytes at `offset` (8-aligned) of `seg`, for
     /// structures that keep their lock next to their data.
     ///
     /// # Errors
@@ -554,7 +621,7 @@ impl fmt::Display for NotOwner {
 impl std::error::Error for NotOwner {}
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -606,21 +673,54 @@ mod tests {
         assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
     }
 
+    /// Leaves `raw` as an earlier process with our pid (another start time,
+    /// whose tag differs too) leaves it when it dies holding the lock —
+    /// with its owner record written, or (`record: false`) killed between
+    /// its compare-exchange and writing the record.
+    pub(crate) fn forge_dead_incarnation(raw: Raw<'_>, record: bool) {
+        let me = sys::me();
+        let mine = ProcessIdent::from_bits(me.ident).unwrap();
+        let mut start = mine.start() + 1;
+        while sys::start_tag(start) == sys::start_tag(mine.start()) {
+            start += 1;
+        }
+        raw.state
+            .store(sys::holder_id(mine.pid(), start), Ordering::Relaxed);
+        raw.tid.store(me.tid, Ordering::Relaxed);
+        let ident = ProcessIdent::from_parts(mine.pid(), start).to_bits();
+        raw.owner
+            .store(if record { ident } else { 0 }, Ordering::Relaxed);
+    }
+
     #[test]
-    fn a_dead_pid_in_the_word_is_owner_died() {
-        // Forge a holder that cannot exist (pid 0x3fff_fff0 is above pid_max).
+    fn an_earlier_process_with_our_pid_is_a_dead_holder() {
+        for record in [true, false] {
+            let lock = Lock::new().unwrap();
+            forge_dead_incarnation(lock.raw(), record);
+            // Same pid, same tid, but not us: not ours to release…
+            assert_eq!(lock.release(), Err(NotOwner));
+            // …and taken over as from any dead holder.
+            let g = match lock.try_lock() {
+                Err(LockError::OwnerDied(g)) => g,
+                other => panic!("record {record}: expected OwnerDied, got {other:?}"),
+            };
+            drop(g);
+            // Still flagged until marked consistent.
+            let g = lock.lock().unwrap_err().into_guard().unwrap();
+            g.mark_consistent();
+            drop(g);
+            assert!(lock.lock().is_ok());
+        }
+    }
+
+    #[test]
+    fn a_timed_lock_shorter_than_the_probe_takes_over() {
         let lock = Lock::new().unwrap();
-        lock.raw().state.store(0x3fff_fff0, Ordering::Relaxed);
-        let g = match lock.try_lock() {
-            Err(LockError::OwnerDied(g)) => g,
-            other => panic!("expected OwnerDied, got {other:?}"),
-        };
-        drop(g);
-        // Still flagged until marked consistent.
-        let g = lock.lock().unwrap_err().into_guard().unwrap();
-        g.mark_consistent();
-        drop(g);
-        assert!(lock.lock().is_ok());
+        forge_dead_incarnation(lock.raw(), true);
+        assert!(matches!(
+            lock.lock_timeout(Duration::from_micros(10)),
+            Err(LockError::OwnerDied(_))
+        ));
     }
 
     #[test]

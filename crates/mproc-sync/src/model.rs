@@ -1,12 +1,14 @@
-//! loom models of the lock and barrier state machines: the production
-//! `Raw` lock and barrier `Machine`, run over model-checked words.
+//! loom models of the lock, barrier and condition state machines: the
+//! production `Raw` lock, barrier `Machine` and condition `Machine`, run
+//! over model-checked words.
 //!
 //! Two kinds of word:
 //! - **blocking**: `sleep` really blocks (a loom mutex and condvar per word,
 //!   which is a futex's contract), so a lost wake-up shows up as a loom
 //!   deadlock;
 //! - **probing**: `sleep` yields and reports a timed-out slice, so the
-//!   dead-holder probe runs; the model decides who is dead.
+//!   dead-holder probe runs; the model decides who is dead, and which
+//!   incarnation (start time) of a pid lives now.
 //!
 //! Run with `cargo test -p mproc-sync --release model` (they also run,
 //! bounded, in the normal suite).
@@ -14,19 +16,45 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use loom::sync::atomic::{AtomicBool, AtomicU32};
+use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
+use mproc_shm::ProcessIdent;
+
 use crate::barrier::{BrokenBarrier, Machine, Words, COUNT, PARTIES, SLOTS};
+use crate::condition::Machine as Cond;
 use crate::lock::Raw;
-use crate::sys::Me;
+use crate::sys::{holder_id, Me};
 use crate::wait::WaitResult;
-use crate::word::Word;
+use crate::word::{Wide, Word};
 
 struct World {
-    dead: Vec<AtomicBool>,
+    /// The start time of the live process with each pid; 0: none.
+    live: Vec<AtomicU64>,
     probing: bool,
+}
+
+struct MWide(AtomicU64);
+
+impl Wide for MWide {
+    fn load(&self, order: Ordering) -> u64 {
+        self.0.load(order)
+    }
+
+    fn store(&self, value: u64, order: Ordering) {
+        self.0.store(value, order)
+    }
+
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64> {
+        self.0.compare_exchange(current, new, success, failure)
+    }
 }
 
 struct MWord {
@@ -36,6 +64,7 @@ struct MWord {
 }
 
 impl Word for MWord {
+    type Wide = MWide;
     fn load(&self, order: Ordering) -> u32 {
         self.v.load(order)
     }
@@ -83,22 +112,25 @@ impl Word for MWord {
         self.park.1.notify_all();
     }
 
-    fn is_dead(&self, pid: u32) -> bool {
-        self.world
-            .dead
-            .get(pid as usize)
-            .is_none_or(|d| d.load(Ordering::SeqCst))
+    fn start_of(&self, pid: u32) -> Option<u64> {
+        let start = self.world.live.get(pid as usize)?.load(Ordering::SeqCst);
+        (start != 0).then_some(start)
     }
 }
 
+/// Words, and one wide word per pair of them (index `i / 2`).
 struct Store {
     words: Vec<MWord>,
+    wides: Vec<MWide>,
 }
+
+/// Every process of the model starts at this time, unless reborn.
+const FIRST_START: u64 = 1000;
 
 impl Store {
     fn new(n: usize, pids: usize, probing: bool) -> Arc<Store> {
         let world = Arc::new(World {
-            dead: (0..=pids).map(|_| AtomicBool::new(false)).collect(),
+            live: (0..=pids).map(|_| AtomicU64::new(FIRST_START)).collect(),
             probing,
         });
         Arc::new(Store {
@@ -109,19 +141,33 @@ impl Store {
                     world: world.clone(),
                 })
                 .collect(),
+            wides: (0..n.div_ceil(2))
+                .map(|_| MWide(AtomicU64::new(0)))
+                .collect(),
         })
     }
 
+    /// The lock in words 0-2 and wide word 2 (words 4-5).
     fn raw(&self) -> Raw<'_, MWord> {
         Raw {
             state: &self.words[0],
             tid: &self.words[1],
             bad: &self.words[2],
+            owner: &self.wides[2],
         }
     }
 
+    fn world(&self) -> &World {
+        &self.words[0].world
+    }
+
     fn kill(&self, pid: u32) {
-        self.words[0].world.dead[pid as usize].store(true, Ordering::SeqCst);
+        self.world().live[pid as usize].store(0, Ordering::SeqCst);
+    }
+
+    /// A new process gets `pid`, with another start time.
+    fn reuse(&self, pid: u32, start: u64) {
+        self.world().live[pid as usize].store(start, Ordering::SeqCst);
     }
 }
 
@@ -132,13 +178,27 @@ impl Words for Store {
         &self.words[i]
     }
 
+    fn wide(&self, i: usize) -> &MWide {
+        &self.wides[i / 2]
+    }
+
     fn len(&self) -> usize {
         self.words.len()
     }
 }
 
+/// Process `pid` (first incarnation), main thread.
 fn me(pid: u32) -> Me {
-    Me { pid, tid: pid * 10 }
+    incarnation(pid, FIRST_START)
+}
+
+/// Process `pid` started at `start`, main thread (tid = pid, as on Linux).
+fn incarnation(pid: u32, start: u64) -> Me {
+    Me {
+        hid: holder_id(pid, start),
+        tid: pid,
+        ident: ProcessIdent::from_parts(pid, start).to_bits(),
+    }
 }
 
 fn bounded() -> loom::model::Builder {
@@ -150,8 +210,8 @@ fn bounded() -> loom::model::Builder {
 #[test]
 fn model_lock_excludes_and_never_loses_a_wakeup() {
     bounded().check(|| {
-        // Words 0-2: the lock; word 3: how many are inside.
-        let store = Store::new(4, 2, false);
+        // Words 0-2 and 4-5: the lock; word 3: how many are inside.
+        let store = Store::new(6, 2, false);
         let workers: Vec<_> = (1..=2)
             .map(|pid| {
                 let store = store.clone();
@@ -180,7 +240,7 @@ fn model_lock_excludes_and_never_loses_a_wakeup() {
 #[test]
 fn model_dead_holder_is_taken_over_with_owner_died() {
     bounded().check(|| {
-        let store = Store::new(3, 2, true);
+        let store = Store::new(6, 2, true);
         // Process 1 takes the lock, then dies at some moment while 2 waits.
         assert_eq!(store.raw().acquire(me(1), true, None), Ok(false));
         let s2 = store.clone();
@@ -202,7 +262,7 @@ fn model_dead_holder_is_taken_over_with_owner_died() {
 #[test]
 fn model_live_holder_is_never_robbed() {
     bounded().check(|| {
-        let store = Store::new(3, 2, true);
+        let store = Store::new(6, 2, true);
         assert_eq!(store.raw().acquire(me(1), true, None), Ok(false));
         let s2 = store.clone();
         let prober = thread::spawn(move || s2.raw().acquire(me(2), false, None));
@@ -212,7 +272,7 @@ fn model_live_holder_is_never_robbed() {
 }
 
 fn barrier(parties: u32, pids: usize, probing: bool) -> Arc<Store> {
-    let store = Store::new(SLOTS + parties as usize, pids, probing);
+    let store = Store::new(SLOTS + 2 * parties as usize, pids, probing);
     store.words[PARTIES].v.store(parties, Ordering::SeqCst);
     store
 }
@@ -242,7 +302,9 @@ fn model_barrier_party_that_died_breaks_it() {
         let store = barrier(3, 3, true);
         // Party 1 has arrived (what an arrival leaves: its pid in slot 0 and
         // a count of 1) and is still alive.
-        store.words[SLOTS].v.store(1, Ordering::SeqCst);
+        store.wides[SLOTS / 2]
+            .0
+            .store(me(1).ident, Ordering::SeqCst);
         store.words[COUNT].v.store(1, Ordering::SeqCst);
         let s2 = store.clone();
         let second = thread::spawn(move || Machine { s: &*s2 }.wait_until(me(2), None));
@@ -254,5 +316,112 @@ fn model_barrier_party_that_died_breaks_it() {
             Machine { s: &*store }.wait_until(me(3), None),
             Err(BrokenBarrier)
         );
+    });
+}
+
+#[test]
+fn model_a_reused_pid_is_not_the_dead_holder() {
+    bounded().check(|| {
+        let store = Store::new(6, 2, true);
+        // Process 1 takes the lock, leaks the guard and dies; a new process
+        // gets pid 1 (its main thread has the dead one's tid too).
+        assert_eq!(store.raw().acquire(me(1), true, None), Ok(false));
+        store.kill(1);
+        store.reuse(1, FIRST_START + 7);
+        let newcomer = incarnation(1, FIRST_START + 7);
+        assert!(
+            !store.raw().held_by(newcomer),
+            "the newcomer passes for the holder"
+        );
+        let s2 = store.clone();
+        let other = thread::spawn(move || s2.raw().acquire(me(2), false, None));
+        let mine = store.raw().acquire(newcomer, false, None);
+        // Exactly one of the two takes the lock over, with OwnerDied.
+        match (mine, other.join().unwrap()) {
+            (Ok(true), Err(_)) | (Err(_), Ok(true)) => {}
+            other => panic!("expected one OwnerDied take-over, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn model_condition_notify_one_ends_exactly_one_wait() {
+    bounded().check(|| {
+        // Words 0-1: seq and its spare; wide word 1 (words 2-3): counts.
+        let store = Store::new(4, 3, true);
+        let cond = |s: &Store| -> bool {
+            Cond {
+                seq: &s.words[0],
+                counts: &s.wides[1],
+            }
+            .await_grant(None)
+        };
+        // Two waiters enlisted under the (modelled) lock, then released it.
+        for _ in 0..2 {
+            Cond {
+                seq: &store.words[0],
+                counts: &store.wides[1],
+            }
+            .enlist();
+        }
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = store.clone();
+                thread::spawn(move || cond(&s))
+            })
+            .collect();
+        let granted = Cond {
+            seq: &store.words[0],
+            counts: &store.wides[1],
+        }
+        .notify(1);
+        let woke = waiters
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .filter(|&notified| notified)
+            .count() as u64;
+        // A probing sleep "times out" at once, so a waiter may leave before
+        // the notify (and is then not granted); a grant is taken by exactly
+        // one waiter, whether it sleeps or leaves.
+        assert!(granted <= 1);
+        assert_eq!(
+            woke, granted,
+            "notify(1) granted {granted}, ended {woke} waits"
+        );
+        assert_eq!(store.wides[1].0.load(Ordering::SeqCst), 0, "counts left");
+    });
+}
+
+#[test]
+fn model_condition_notify_all_loses_no_wakeup() {
+    bounded().check(|| {
+        let store = Store::new(4, 3, false);
+        for _ in 0..2 {
+            Cond {
+                seq: &store.words[0],
+                counts: &store.wides[1],
+            }
+            .enlist();
+        }
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = store.clone();
+                thread::spawn(move || {
+                    Cond {
+                        seq: &s.words[0],
+                        counts: &s.wides[1],
+                    }
+                    .await_grant(None)
+                })
+            })
+            .collect();
+        Cond {
+            seq: &store.words[0],
+            counts: &store.wides[1],
+        }
+        .notify(u32::MAX);
+        for w in waiters {
+            assert!(w.join().unwrap(), "a blocked waiter was not released");
+        }
     });
 }

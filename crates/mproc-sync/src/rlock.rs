@@ -1,13 +1,17 @@
 //! `RLock`: a re-entrant lock, held by one thread of one process at a time.
 //!
-//! # Layout (five 32-bit words)
+//! # Layout (seven 32-bit words)
 //!
-//! Words 0–3 are a [`Lock`](crate::Lock)'s (kind `"RLCK"`), word 4 is the
+//! Words 0–5 are a [`Lock`](crate::Lock)'s (kind `"RLCK"`), word 6 is the
 //! recursion count, touched only by the holder. Re-entry checks that the
-//! state names our pid and the owner word our thread id; only the holder
-//! writes the owner word, so the check cannot be fooled by a stale value.
-//! The crash story is the `Lock`'s: a dead holder's lock goes to the next
-//! locker with [`LockError::OwnerDied`], count reset to 1.
+//! state names our holder id, the owner record our exact identity (pid and
+//! start time) and the tid word our thread; only the holder writes the
+//! owner words, so the check cannot be fooled by a stale value, nor by a
+//! new process that reuses a dead holder's pid (and whose main thread
+//! therefore has the dead one's tid): that process probes the holder as
+//! dead like anyone else. The crash story is the `Lock`'s: a dead holder's
+//! lock goes to the next locker with [`LockError::OwnerDied`], count reset
+//! to 1.
 
 use std::fmt;
 use std::io;
@@ -40,18 +44,20 @@ pub struct RLock {
     block: Block,
 }
 
-block_serde!(RLock, KIND_RLOCK);
+block_serde!(RLock, KIND_RLOCK, |b: &Block| b.len() == RLock::WORDS);
 
-const COUNT: usize = 4;
+const COUNT: usize = 6;
 
 impl RLock {
+    const WORDS: usize = 7;
+
     /// A new, unlocked re-entrant lock.
     ///
     /// # Errors
     ///
     /// The OS error when the segment cannot be created.
     pub fn new() -> io::Result<RLock> {
-        Ok(RLock::from_block(Block::new(KIND_RLOCK, 5)?))
+        Ok(RLock::from_block(Block::new(KIND_RLOCK, RLock::WORDS)?))
     }
 
     fn from_block(block: Block) -> RLock {
@@ -222,6 +228,21 @@ pub type RLockResult<'a> = Result<RLockGuard<'a>, LockError<RLockGuard<'a>>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_earlier_process_with_our_pid_does_not_pass_for_us() {
+        let lock = RLock::new().unwrap();
+        crate::lock::tests::forge_dead_incarnation(lock.raw(), true);
+        lock.block.word(COUNT).store(1, Ordering::Relaxed);
+        assert!(!lock.is_owned());
+        assert_eq!(lock.release(), Err(NotOwner));
+        let r = lock.try_lock();
+        match &r {
+            Err(LockError::OwnerDied(g)) => assert_eq!(g.lock().count(), 1),
+            other => panic!("expected OwnerDied, got {other:?}"),
+        }
+        drop(r);
+    }
 
     #[test]
     fn other_threads_wait_for_the_last_level() {

@@ -21,12 +21,18 @@
 //! A semaphore has no owner: a process that dies holding a permit keeps it
 //! for ever, exactly as with POSIX and CPython semaphores. A process killed
 //! while asleep leaves word 2 one too high, which costs later releases a
-//! spare wake call and nothing else.
+//! spare wake call and nothing else. A process killed in `release` after
+//! the value went up and before its wake call (kill point
+//! `semaphore.released`) costs a sleeper at most one
+//! [`SLICE`](crate::wait::SLICE): sleepers re-check the value when their
+//! slice ends.
 
 use std::fmt;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+use mproc_shm::fault;
 
 use crate::block::{block_serde, Block, KIND_SEMAPHORE};
 use crate::wait::{self, WaitResult};
@@ -61,7 +67,7 @@ pub struct Semaphore {
     block: Block,
 }
 
-block_serde!(Semaphore, KIND_SEMAPHORE);
+block_serde!(Semaphore, KIND_SEMAPHORE, |b: &Block| b.len() == 4);
 
 impl Semaphore {
     /// A semaphore holding `value` permits, without an upper bound.
@@ -150,6 +156,7 @@ impl Semaphore {
                 Err(now) => cur = now,
             }
         }
+        fault::point("semaphore.released");
         if self.block.word(SLEEPERS).load(Ordering::SeqCst) > 0 {
             wait::wake_one(v);
         }

@@ -12,6 +12,13 @@
 //! change or a sleep ended within 200 µs, and halves each time a spin
 //! missed.
 //!
+//! **No wait sleeps for ever.** A single sleep in the kernel lasts at most
+//! [`SLICE`] (100 ms); when it ends the wait returns as a spurious wake-up
+//! and its caller re-checks its condition (every caller loops on one) and,
+//! where it has one, its peer's liveness. So a process killed between
+//! publishing a change and waking the sleepers costs them at most one slice,
+//! never a hang.
+//!
 //! Deadlines are `Option<Instant>` on the monotonic clock; `None` waits for
 //! ever. [`deadline`] turns a timeout into one and saturates, so
 //! `Duration::MAX` is simply "for ever". Interrupted sleeps (`EINTR`) retry
@@ -40,6 +47,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, Sleep};
+
+/// The longest single sleep of any wait (100 ms): see the module docs.
+pub const SLICE: Duration = sys::SLICE;
 
 /// The longest spin, in iterations of `spin_loop` (tens of µs).
 pub const MAX_SPIN: u32 = 2000;
@@ -72,7 +82,8 @@ pub(crate) fn spin(word: &AtomicU32, expected: u32) -> bool {
 /// Blocks while `*word == expected`, until a [`wake_one`] / [`wake_all`] on
 /// the same word (from any process), or `deadline`.
 ///
-/// Spurious returns are possible: callers re-check their condition.
+/// Spurious returns are possible — at the latest after [`SLICE`], even
+/// without a wake — so callers re-check their condition.
 pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
     if spin(word, expected) {
         return WaitResult::Woken;
@@ -94,7 +105,10 @@ pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) 
     if deadline.is_some_and(|d| start >= d) {
         return WaitResult::TimedOut;
     }
-    match sys::wait_on(word, expected, deadline) {
+    // Never one sleep longer than a slice: see `SLICE`.
+    let slice_end = start + SLICE;
+    let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+    match sys::wait_on(word, expected, Some(until)) {
         Sleep::Woken => {
             if start.elapsed() < SHORT_SLEEP {
                 let limit = SPIN.load(Ordering::Relaxed);
@@ -107,7 +121,10 @@ pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) 
             }
             WaitResult::Woken
         }
-        Sleep::TimedOut => WaitResult::TimedOut,
+        // The deadline passed, or only the slice ended: a spurious wake-up
+        // after which the caller re-checks its condition.
+        Sleep::TimedOut if deadline.is_some_and(|d| Instant::now() >= d) => WaitResult::TimedOut,
+        Sleep::TimedOut => WaitResult::Woken,
     }
 }
 
@@ -163,13 +180,6 @@ pub fn sleep_counted(
 /// [`spin_until`]) and count their sleepers themselves.
 pub fn park(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
     sleep(word, expected, deadline)
-}
-
-/// Whether process `pid` has ended: it does not exist, or it is a zombie
-/// waiting to be reaped. A stopped process has not ended. This is the
-/// liveness probe of robust locks, for structures that track a writer.
-pub fn has_ended(pid: u32) -> bool {
-    sys::is_dead(pid)
 }
 
 /// Wakes one waiter on `word`, in any process.

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mproc::shm::{RawValue, Segment};
-use mproc::sync::{Barrier, Condition, Event, Lock, LockError, Semaphore, Value};
+use mproc::sync::{Barrier, Condition, Event, Lock, LockError, RLock, Semaphore, Value};
 use serde::de::DeserializeOwned;
 
 fn handles<T: DeserializeOwned>(hex: &str) -> T {
@@ -139,6 +139,52 @@ fn main() -> ExitCode {
             writeln!(out, "end {me}").unwrap();
             out.flush().unwrap();
             drop(g);
+        }
+        "hold-both-and-die" => {
+            // Takes a Lock and an RLock, leaks both guards, and dies.
+            let (lock, rlock): (Lock, RLock) = handles(hex);
+            std::mem::forget(lock.lock().unwrap());
+            std::mem::forget(rlock.lock().unwrap());
+            line("locked");
+            let _ = stdin_line();
+            // SAFETY: kill on our own pid; no memory is touched.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        "reused-pid-probe" => {
+            // A new process that may have been handed a dead holder's pid:
+            // neither lock may pass for ours, and both are taken over.
+            let (lock, rlock): (Lock, RLock) = handles(hex);
+            line(std::process::id());
+            let r = match rlock.try_lock() {
+                Ok(g) => format!("rlock ok count {}", g.lock().count()),
+                Err(LockError::OwnerDied(g)) => {
+                    format!("rlock owner-died count {}", g.lock().count())
+                }
+                Err(e) => format!("rlock {e}"),
+            };
+            line(r);
+            let l = match lock.lock_timeout(Duration::from_secs(2)) {
+                Ok(_) => "lock ok".to_string(),
+                Err(LockError::OwnerDied(_)) => "lock owner-died".to_string(),
+                Err(e) => format!("lock {e}"),
+            };
+            line(l);
+        }
+        "condition-wait-once" => {
+            // Enlists under the lock (counted in `ready`), waits once.
+            let (cond, ready): (Condition, RawValue<u32>) = handles(hex);
+            let mut g = cond.get_lock().lock().unwrap();
+            ready.set(ready.get() + 1);
+            let notified = cond
+                .wait_timeout(&mut g, Duration::from_millis(n()))
+                .unwrap();
+            line(if notified { "notified" } else { "timed-out" });
+        }
+        "event-wait" => {
+            let ev: Event = handles(hex);
+            line("waiting");
+            let set = ev.wait_timeout(Duration::from_secs(n()));
+            line(if set { "set" } else { "timed-out" });
         }
         other => {
             eprintln!("sync-child: unknown role {other:?}");

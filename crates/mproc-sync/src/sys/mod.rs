@@ -19,6 +19,12 @@ mod poll;
 #[cfg(feature = "portable-wait")]
 pub(crate) use poll::{wait_on, wake};
 
+/// The longest single sleep of any wait: a sleeper re-checks its condition
+/// (and its peer's liveness) at least this often, so a process killed
+/// between publishing a change and waking the sleepers costs them at most
+/// this long, never a hang.
+pub(crate) const SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a sleeping wait ended with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sleep {
@@ -51,12 +57,32 @@ pub(crate) fn poll_wait(word: &AtomicU32, expected: u32, deadline: Option<Instan
     }
 }
 
-/// This process's id and this thread's system-wide id, cached per thread
-/// and refreshed in the child after `fork`.
+/// Who is calling: this process (pid and start time) and this thread's
+/// system-wide id, cached per thread and refreshed in the child after `fork`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Me {
-    pub(crate) pid: u32,
+    /// The pid and an 8-bit tag of the start time, as a lock's state word
+    /// names its holder (see `lock.rs`).
+    pub(crate) hid: u32,
     pub(crate) tid: u32,
+    /// `ProcessIdent::to_bits` of this process.
+    pub(crate) ident: u64,
+}
+
+/// Bits of a holder id that hold the pid (Linux's `PID_MAX_LIMIT` is 2^22).
+pub(crate) const PID_BITS: u32 = 22;
+pub(crate) const PID_MASK: u32 = (1 << PID_BITS) - 1;
+/// A holder id: pid in bits 0–21, start-time tag in bits 22–29.
+pub(crate) const HID_MASK: u32 = (1 << 30) - 1;
+
+/// The 8-bit tag of a start time that a holder id carries next to the pid.
+pub(crate) fn start_tag(start: u64) -> u32 {
+    (start.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u32
+}
+
+/// The holder id of process `pid` started at `start`.
+pub(crate) fn holder_id(pid: u32, start: u64) -> u32 {
+    (pid & PID_MASK) | (start_tag(start) << PID_BITS)
 }
 
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
@@ -66,7 +92,9 @@ extern "C" fn after_fork_in_child() {
 }
 
 thread_local! {
-    static ME: std::cell::Cell<(u32, Me)> = const { std::cell::Cell::new((u32::MAX, Me { pid: 0, tid: 0 })) };
+    static ME: std::cell::Cell<(u32, Me)> = const {
+        std::cell::Cell::new((u32::MAX, Me { hid: 0, tid: 0, ident: 0 }))
+    };
 }
 
 /// Who is calling.
@@ -83,9 +111,11 @@ pub(crate) fn me() -> Me {
         if g == generation {
             return me;
         }
+        let ident = mproc_shm::ProcessIdent::current();
         let me = Me {
-            pid: std::process::id(),
+            hid: holder_id(ident.pid(), ident.start()),
             tid: thread_id(),
+            ident: ident.to_bits(),
         };
         c.set((generation, me));
         me
@@ -107,52 +137,9 @@ fn thread_id() -> u32 {
     id as u32
 }
 
-/// Whether process `pid` has ended: it does not exist, or it is a zombie
-/// waiting to be reaped. A stopped process is alive.
-pub(crate) fn is_dead(pid: u32) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    if p <= 0 {
-        return true;
-    }
-    // SAFETY: signal 0 performs only the existence and permission checks.
-    if unsafe { libc::kill(p, 0) } == -1 {
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    }
-    is_zombie(p)
-}
-
-#[cfg(target_os = "linux")]
-fn is_zombie(pid: libc::pid_t) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        // Gone between the two checks.
-        return true;
-    };
-    // The state follows the command name, which is in parentheses.
-    stat.rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next())
-        .is_some_and(|state| state == 'Z' || state == 'X')
-}
-
-#[cfg(target_os = "macos")]
-fn is_zombie(pid: libc::pid_t) -> bool {
-    // SAFETY: an all-zero proc_bsdinfo is a valid buffer for the kernel.
-    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
-    // SAFETY: `info` is a writable buffer of `size` bytes.
-    let n = unsafe {
-        libc::proc_pidinfo(
-            pid,
-            libc::PROC_PIDTBSDINFO,
-            0,
-            (&mut info as *mut libc::proc_bsdinfo).cast(),
-            size,
-        )
-    };
-    if n != size {
-        // No such process any more (or no permission: assume alive).
-        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-    }
-    info.pbi_status == libc::SZOMB as u32
+/// The start time of the live process that has pid `pid` now (0 when it
+/// cannot be read), or `None` when no live process has it (zombies are
+/// dead). The liveness probe of locks, barriers and rings.
+pub(crate) fn start_of(pid: u32) -> Option<u64> {
+    mproc_shm::ProcessIdent::of(pid).map(mproc_shm::ProcessIdent::start)
 }
