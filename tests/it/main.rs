@@ -2,6 +2,8 @@
 //! `tests/src/bin/`), reaps them, and ends with a `LeakCheck`.
 
 mod facade;
+#[cfg(feature = "failpoints")]
+mod killpoint_queue;
 mod pool;
 mod process;
 mod queue;

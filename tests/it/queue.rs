@@ -646,3 +646,47 @@ fn pipe_bytes_of_any_size_including_zero_and_64_mib() {
     }
     leaks.assert_clean();
 }
+
+fn put_tagged(args: (Queue<Vec<u8>>, Vec<u8>)) {
+    args.0.put(args.1).unwrap();
+}
+
+#[test]
+fn a_reader_past_its_deadline_gives_a_stopped_writers_message_back_and_loses_nothing() {
+    let leaks = LeakCheck::start();
+    {
+        // 64 KiB through a 4 KiB ring. The writer fills the ring and is
+        // stopped (SIGSTOP) waiting for room, mid-message.
+        let q: Queue<Vec<u8>> = Queue::with_capacity_bytes(4096).unwrap();
+        let big: Vec<u8> = (0..64 << 10).map(|i| (i * 13 % 251) as u8).collect();
+        let mut writer = Process::new(put_tagged, (q.clone(), big.clone()));
+        writer.start().unwrap();
+        let pid = writer.pid().unwrap();
+        wait_until("a full ring", || q.stats().bytes_queued > 3000);
+        kill(pid, libc::SIGSTOP);
+        // The reader takes the first chunks, then waits for the rest. Its
+        // deadline holds (wave 1 waited for as long as the writer lived,
+        // holding the get lock, so every other reader timed out too).
+        let start = Instant::now();
+        assert_eq!(
+            q.get_timeout(Duration::from_millis(200)),
+            Err(GetTimeoutError::Timeout)
+        );
+        let waited = start.elapsed();
+        assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+        let other = {
+            let q = q.clone();
+            std::thread::spawn(move || q.get_timeout(Duration::from_millis(50)))
+        };
+        assert_eq!(other.join().unwrap(), Err(GetTimeoutError::Timeout));
+        // The writer goes on, sees the message given back, and sends it
+        // again from its start: it arrives whole, once.
+        kill(pid, libc::SIGCONT);
+        assert_eq!(q.get_timeout(Duration::from_secs(20)).unwrap(), big);
+        writer.join().unwrap();
+        assert_eq!(writer.exitcode(), Some(0));
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
+        assert_eq!(q.stats().abandoned, 0);
+    }
+    leaks.assert_clean();
+}

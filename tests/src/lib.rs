@@ -277,3 +277,81 @@ pub fn signal(child: &Child, signal: libc::c_int) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A blocking call running on a thread of its own, so that a test can act
+/// (kill a process, say) while the call blocks, and then see when it
+/// returned.
+#[derive(Debug)]
+pub struct Blocked<R> {
+    handle: std::thread::JoinHandle<(R, std::time::Instant)>,
+    tid: std::sync::Arc<AtomicU32>,
+}
+
+/// Runs `op` on a new thread; see [`Blocked`].
+pub fn blocked<R: Send + 'static>(op: impl FnOnce() -> R + Send + 'static) -> Blocked<R> {
+    let tid = std::sync::Arc::new(AtomicU32::new(0));
+    let t = tid.clone();
+    let handle = std::thread::spawn(move || {
+        t.store(thread_id(), Ordering::SeqCst);
+        let r = op();
+        (r, std::time::Instant::now())
+    });
+    Blocked { handle, tid }
+}
+
+#[cfg(target_os = "linux")]
+fn thread_id() -> u32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    (unsafe { libc::gettid() }) as u32
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_id() -> u32 {
+    0
+}
+
+impl<R> Blocked<R> {
+    /// Returns once the call sleeps in the kernel (Linux: the thread's state
+    /// in `/proc` is `S`), so that what the test does next happens while it
+    /// sleeps. Elsewhere it returns at once.
+    ///
+    /// # Panics
+    ///
+    /// When the thread is not seen asleep within 20 s.
+    pub fn asleep(&self) {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let tid = self.tid.load(Ordering::SeqCst);
+            if tid != 0 {
+                let stat = std::fs::read_to_string(format!(
+                    "/proc/{}/task/{tid}/stat",
+                    std::process::id()
+                ))
+                .unwrap_or_default();
+                let state = stat
+                    .rfind(')')
+                    .and_then(|i| stat[i + 1..].trim_start().chars().next());
+                if state == Some('S') {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the blocking call never slept"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// The call's result and the instant it returned.
+    ///
+    /// # Panics
+    ///
+    /// When the call panicked.
+    pub fn finish(self) -> (R, std::time::Instant) {
+        self.handle.join().expect("the blocking call panicked")
+    }
+}

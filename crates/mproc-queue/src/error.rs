@@ -59,13 +59,20 @@ pub enum PutError<T> {
     Closed(T),
     /// The value could not be serialized.
     Encode(EncodeError<T>),
+    /// The queue's shared positions are impossible (another process wrote
+    /// over them); the value is given back. A consumer's next `get` reports
+    /// and repairs it.
+    Corrupt(T),
 }
+
+const CORRUPT: &str = "the queue's shared positions are corrupt";
 
 impl<T> fmt::Display for PutError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PutError::Closed(_) => f.write_str("queue is closed"),
             PutError::Encode(e) => fmt::Display::fmt(e, f),
+            PutError::Corrupt(_) => f.write_str(CORRUPT),
         }
     }
 }
@@ -82,7 +89,7 @@ impl<T> PutError<T> {
     /// The value that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            PutError::Closed(v) => v,
+            PutError::Closed(v) | PutError::Corrupt(v) => v,
             PutError::Encode(e) => e.value,
         }
     }
@@ -100,6 +107,8 @@ pub enum TryPutError<T> {
     Closed(T),
     /// The value could not be serialized.
     Encode(EncodeError<T>),
+    /// The queue's shared positions are impossible; the value is given back.
+    Corrupt(T),
 }
 
 impl<T> fmt::Display for TryPutError<T> {
@@ -108,6 +117,7 @@ impl<T> fmt::Display for TryPutError<T> {
             TryPutError::Full(_) => f.write_str("queue is full"),
             TryPutError::Closed(_) => f.write_str("queue is closed"),
             TryPutError::Encode(e) => fmt::Display::fmt(e, f),
+            TryPutError::Corrupt(_) => f.write_str(CORRUPT),
         }
     }
 }
@@ -124,8 +134,7 @@ impl<T> TryPutError<T> {
     /// The value that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            TryPutError::Full(v) => v,
-            TryPutError::Closed(v) => v,
+            TryPutError::Full(v) | TryPutError::Closed(v) | TryPutError::Corrupt(v) => v,
             TryPutError::Encode(e) => e.value,
         }
     }
@@ -230,6 +239,8 @@ pub enum SendError<T> {
     NotWritable(T),
     /// The value could not be serialized.
     Encode(EncodeError<T>),
+    /// The pipe's shared positions are impossible; the value is given back.
+    Corrupt(T),
 }
 
 impl<T> fmt::Display for SendError<T> {
@@ -238,6 +249,7 @@ impl<T> fmt::Display for SendError<T> {
             SendError::Disconnected(_) => f.write_str("the other end of the pipe is gone"),
             SendError::NotWritable(_) => f.write_str("this end of the pipe only receives"),
             SendError::Encode(e) => fmt::Display::fmt(e, f),
+            SendError::Corrupt(_) => f.write_str("the pipe's shared positions are corrupt"),
         }
     }
 }
@@ -254,8 +266,7 @@ impl<T> SendError<T> {
     /// The value that was not sent.
     pub fn into_inner(self) -> T {
         match self {
-            SendError::NotWritable(v) => v,
-            SendError::Disconnected(v) => v,
+            SendError::NotWritable(v) | SendError::Disconnected(v) | SendError::Corrupt(v) => v,
             SendError::Encode(e) => e.value,
         }
     }

@@ -104,6 +104,9 @@ pub enum FrameError {
         /// Bytes published.
         available: usize,
     },
+    /// The ring's shared positions are impossible: more unread bytes than
+    /// the ring holds, or more whole messages than chunks.
+    BadPositions,
 }
 
 impl fmt::Display for FrameError {
@@ -117,6 +120,7 @@ impl fmt::Display for FrameError {
                 f,
                 "chunk needs {need} bytes but only {available} were published"
             ),
+            FrameError::BadPositions => f.write_str("the ring's shared positions are impossible"),
         }
     }
 }
@@ -247,6 +251,15 @@ impl Assembler {
             return Step::Message;
         }
         Step::More
+    }
+
+    /// The message being read is sent again from its start by its writer
+    /// (this reader gave it back at its deadline): drop what was read,
+    /// without counting it abandoned.
+    pub(crate) fn give_back(&mut self) {
+        self.mid = false;
+        self.skipping = false;
+        self.buf.clear();
     }
 
     /// The writer of the message being read gave up or died.

@@ -68,9 +68,13 @@
 mod codec;
 mod error;
 pub mod frame;
+mod mem;
 mod pipe;
 mod queue;
 mod ring;
+#[cfg(test)]
+mod ring_model;
+mod sys;
 
 pub use error::{
     BadMessage, EncodeError, GetError, GetTimeoutError, PutError, RecvError, RecvTimeoutError,

@@ -21,7 +21,7 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, with_buf};
 use crate::error::{EncodeError, RecvError, RecvTimeoutError, SendError};
 use crate::ring::{self, GetFail, Kind, PutFail, Ring, Wait};
+use crate::sys;
 
 /// The ring of each direction of a pipe: 256 KiB.
 pub const PIPE_CAPACITY: usize = 256 << 10;
@@ -113,26 +114,9 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn os_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two new descriptors into the array.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are new and ours alone.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    for fd in [&r, &w] {
-        // SAFETY: a flag change on a descriptor we own.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((r, w))
-}
-
 fn lifelines() -> io::Result<(Arc<Lifelines>, Arc<Lifelines>)> {
-    let (a_r, a_w) = os_pipe()?;
-    let (b_r, b_w) = os_pipe()?;
+    let (a_r, a_w) = sys::cloexec_pipe()?;
+    let (b_r, b_w) = sys::cloexec_pipe()?;
     Ok((
         Arc::new(Lifelines::new(a_w, b_r)),
         Arc::new(Lifelines::new(b_w, a_r)),
@@ -174,14 +158,7 @@ impl Lifelines {
         if self.gone.load(Ordering::Relaxed) {
             return true;
         }
-        let mut p = libc::pollfd {
-            fd: self.peer.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no waiting.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        let gone = n > 0 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+        let gone = sys::hung_up(self.peer.as_fd());
         if gone {
             self.gone.store(true, Ordering::Relaxed);
         }
@@ -288,6 +265,7 @@ impl<T> Connection<T> {
         let mut gone = || self.life.peer_gone();
         match tx.put(bytes, Wait::FOREVER, Some(&mut gone)) {
             Ok(()) => Ok(()),
+            Err(PutFail::Corrupt) => Err(SendFail::Corrupt(())),
             Err(PutFail::Gone | PutFail::Closed | PutFail::Full) => Err(SendFail::Disconnected(())),
         }
     }
@@ -343,6 +321,7 @@ impl<T> Connection<T> {
 enum SendFail {
     Disconnected(()),
     NotWritable(()),
+    Corrupt(()),
 }
 
 impl SendFail {
@@ -350,6 +329,7 @@ impl SendFail {
         match self {
             SendFail::Disconnected(u) => SendError::Disconnected(value(u)),
             SendFail::NotWritable(u) => SendError::NotWritable(value(u)),
+            SendFail::Corrupt(u) => SendError::Corrupt(value(u)),
         }
     }
 }

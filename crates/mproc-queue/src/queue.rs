@@ -215,6 +215,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_with(item, Wait::FOREVER)
             .map_err(|(value, e)| match e {
+                Ok(PutFail::Corrupt) => PutError::Corrupt(value),
                 Ok(_) => PutError::Closed(value),
                 Err(message) => PutError::Encode(EncodeError { value, message }),
             })
@@ -245,7 +246,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn get_with(&self, how: Wait) -> Result<T, GetFail> {
         with_buf(|buf| {
             self.ring.get(buf, how, None)?;
-            codec::decode(buf).map_err(GetFail::Bad)
+            codec::decode(buf).map_err(|e| {
+                // Nobody will be handed this item to mark done.
+                self.ring.count_done(1);
+                GetFail::Bad(e)
+            })
         })
     }
 
@@ -294,6 +299,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 fn try_put_error<T>((value, e): (T, Result<PutFail, String>)) -> TryPutError<T> {
     match e {
         Ok(PutFail::Full) => TryPutError::Full(value),
+        Ok(PutFail::Corrupt) => TryPutError::Corrupt(value),
         Ok(_) => TryPutError::Closed(value),
         Err(message) => TryPutError::Encode(EncodeError { value, message }),
     }
@@ -505,5 +511,60 @@ impl<T> JoinableQueue<T> {
     /// item is done.
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         self.0.ring.join(wait::deadline(timeout))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::BadMessage;
+
+    #[test]
+    fn the_unfinished_count_does_not_wrap_at_2_pow_24() {
+        let q: JoinableQueue<u8> = JoinableQueue::new().unwrap();
+        // 2^24 - 1 items put and taken, none marked done; then one more.
+        q.0.ring.pass_messages((1 << 24) - 1);
+        q.put(1).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        assert_eq!(q.unfinished(), 1 << 24);
+        assert!(
+            !q.join_timeout(Duration::from_millis(1)),
+            "join passed with 2^24 tasks unfinished"
+        );
+        for _ in 0..3 {
+            q.task_done().unwrap();
+        }
+        assert_eq!(q.unfinished(), (1 << 24) - 3);
+    }
+
+    #[test]
+    fn messages_that_can_never_be_handed_out_count_as_done() {
+        let q: JoinableQueue<u64> = JoinableQueue::new().unwrap();
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        // Flip a bit of the first header: both published messages are
+        // dropped as corrupt, and nobody will ever mark them done.
+        let seg = q.0.ring.segment().clone();
+        let mut b = [0u8; 1];
+        seg.read(ring::DATA, &mut b).unwrap();
+        seg.write(ring::DATA, &[b[0] ^ 0x10]).unwrap();
+        assert!(matches!(
+            q.try_get(),
+            Err(TryGetError::Bad(BadMessage::Corrupt(_)))
+        ));
+        assert_eq!(q.unfinished(), 0);
+        assert!(
+            q.join_timeout(Duration::ZERO),
+            "join waits for dropped tasks"
+        );
+        // Bytes that do not decode as a u64 (an overlong varint).
+        q.0.ring.put(&[0xff; 12], Wait::FOREVER, None).unwrap();
+        assert!(matches!(q.get(), Err(GetError::Bad(BadMessage::Decode(_)))));
+        assert_eq!(q.unfinished(), 0);
+        // The queue goes on.
+        q.put(3).unwrap();
+        assert_eq!(q.get().unwrap(), 3);
+        q.task_done().unwrap();
+        assert!(q.join_timeout(Duration::ZERO));
     }
 }

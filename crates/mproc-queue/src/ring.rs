@@ -3,18 +3,19 @@
 #![doc = include_str!("ring.md")]
 
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
-use mproc_shm::Segment;
+use mproc_shm::{fault, Segment};
 use mproc_sync::wait::{self, WaitResult};
-use mproc_sync::{Lock, LockError, LockGuard};
+use mproc_sync::Lock;
 
 use crate::error::BadMessage;
-use crate::frame::{self, Assembler, Chunk, Step, FIRST, HEADER, LAST};
+use crate::frame::{self, Assembler, Chunk, FrameError, Step, FIRST, HEADER, LAST};
+use crate::mem::{Mem, SegMem, Side};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"MPQR");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 4;
@@ -25,20 +26,23 @@ const OFF_KIND: usize = 32;
 const OFF_CLOSED: usize = 36;
 const OFF_ABANDONED: usize = 40;
 const OFF_PUT_LOCK: usize = 64;
-const OFF_TAIL: usize = 128;
+pub(crate) const OFF_TAIL: usize = 128;
 const OFF_CACHED_HEAD: usize = 136;
 const OFF_WRITER: usize = 144;
+const OFF_STREAM: usize = 152;
 const OFF_GET_LOCK: usize = 192;
-const OFF_HEAD: usize = 256;
+pub(crate) const OFF_HEAD: usize = 256;
 const OFF_CACHED_TAIL: usize = 264;
 const OFF_DATA_SEQ: usize = 320;
 const OFF_DATA_SLEEPERS: usize = 324;
 const OFF_SPACE_SEQ: usize = 384;
 const OFF_SPACE_SLEEPERS: usize = 388;
-const OFF_DONE: usize = 448;
-const OFF_JOIN_SEQ: usize = 452;
-const OFF_JOIN_SLEEPERS: usize = 456;
-const DATA: usize = 4096;
+const OFF_PUT_BASE: usize = 448;
+const OFF_DONE: usize = 456;
+const OFF_JOIN_SEQ: usize = 464;
+const OFF_JOIN_SLEEPERS: usize = 468;
+/// Where the data area starts.
+pub(crate) const DATA: usize = 4096;
 
 /// The smallest and largest data areas.
 pub(crate) const MIN_CAPACITY: usize = 64;
@@ -49,8 +53,29 @@ const POS_MASK: u64 = (1 << POS_BITS) - 1;
 const COUNT_BITS: u32 = 24;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 
-/// How often a consumer waiting for the rest of a message checks its writer.
+/// How often a waiter with a probe (a pipe's peer, a message's writer) asks
+/// it whether to give up.
 const PROBE: Duration = Duration::from_millis(10);
+/// A reader past its deadline in the middle of a message keeps reading while
+/// chunks keep coming at least this often…
+const STALL: Duration = Duration::from_millis(10);
+/// …but for at most this long past its deadline.
+const OVERSHOOT: Duration = Duration::from_secs(1);
+
+// The stream word: the position of the first chunk of the message being
+// streamed (bits 3..43) and its state (bits 0..3; 0 before any stream).
+const STREAMING: u64 = 1;
+const ABORTED: u64 = 2;
+const DONE: u64 = 3;
+const GAVE_UP: u64 = 4;
+
+fn stream_word(pos: u64, state: u64) -> u64 {
+    ((pos & POS_MASK) << 3) | state
+}
+
+fn stream_parts(w: u64) -> (u64, u64) {
+    ((w >> 3) & POS_MASK, w & 7)
+}
 
 /// What a ring carries, checked when a handle is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,20 +98,20 @@ impl Kind {
 
 /// A position and a message count, packed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Mark {
-    pos: u64,
-    count: u64,
+pub(crate) struct Mark {
+    pub(crate) pos: u64,
+    pub(crate) count: u64,
 }
 
 impl Mark {
-    fn unpack(w: u64) -> Mark {
+    pub(crate) fn unpack(w: u64) -> Mark {
         Mark {
             pos: w >> COUNT_BITS,
             count: w & COUNT_MASK,
         }
     }
 
-    fn pack(self) -> u64 {
+    pub(crate) fn pack(self) -> u64 {
         ((self.pos & POS_MASK) << COUNT_BITS) | (self.count & COUNT_MASK)
     }
 
@@ -96,6 +121,13 @@ impl Mark {
             count: (self.count + messages) & COUNT_MASK,
         }
     }
+}
+
+/// What lies between a head and a tail, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Unread {
+    bytes: usize,
+    messages: u64,
 }
 
 /// A stable 64-bit fingerprint of a type's name (FNV-1a).
@@ -122,6 +154,13 @@ impl Wait {
     }
 
     pub(crate) const FOREVER: Wait = Wait::Until(None);
+
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::No => Some(Instant::now()),
+            Wait::Until(d) => d,
+        }
+    }
 }
 
 /// Why a put did not happen.
@@ -131,6 +170,8 @@ pub(crate) enum PutFail {
     Closed,
     /// The probe said the other side is gone.
     Gone,
+    /// The ring's shared positions are impossible.
+    Corrupt,
 }
 
 /// Why a get returned no message.
@@ -152,18 +193,29 @@ enum Waited {
     GaveUp,
 }
 
-/// A ring handle: the segment and its two locks.
+/// How a wait for the rest of a message ended.
+enum Rest {
+    /// More chunks are there.
+    More,
+    /// Its writer died or gave up, and nothing more of it will come.
+    Over,
+    /// Our deadline passed with the writer stalled: the writer will send
+    /// the message again from its start.
+    GaveBack,
+}
+
+/// A ring handle: its memory (a segment and two locks, in production) and
+/// the limits read from its header.
 #[derive(Clone)]
-pub(crate) struct Ring {
-    seg: Segment,
-    put_lock: Lock,
-    get_lock: Lock,
+pub(crate) struct Ring<M: Mem = SegMem> {
+    mem: M,
     cap: usize,
     max_chunk: usize,
     maxsize: u64,
+    joinable: bool,
 }
 
-impl std::fmt::Debug for Ring {
+impl<M: Mem> std::fmt::Debug for Ring<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")
             .field("capacity", &self.cap)
@@ -177,7 +229,7 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-impl Ring {
+impl Ring<SegMem> {
     /// A new ring of at least `capacity` bytes (rounded up to a power of
     /// two), holding at most `maxsize` messages (0: no limit).
     pub(crate) fn new(
@@ -200,47 +252,38 @@ impl Ring {
         }
         let cap = capacity.max(MIN_CAPACITY).next_power_of_two();
         let seg = Segment::anonymous(DATA + cap)?;
-        let put_lock = Lock::new_in(seg.clone(), OFF_PUT_LOCK)?;
-        let get_lock = Lock::new_in(seg.clone(), OFF_GET_LOCK)?;
-        let u64_at = |off| seg.atomic_u64(off).expect("header fits");
-        let u32_at = |off| seg.atomic_u32(off).expect("header fits");
-        u32_at(OFF_VERSION).store(VERSION, Ordering::Relaxed);
-        u64_at(OFF_FINGERPRINT).store(fingerprint, Ordering::Relaxed);
-        u64_at(OFF_CAPACITY).store(cap as u64, Ordering::Relaxed);
-        u64_at(OFF_MAXSIZE).store(maxsize, Ordering::Relaxed);
-        u32_at(OFF_KIND).store(kind as u32, Ordering::Relaxed);
-        u32_at(OFF_MAGIC).store(MAGIC, Ordering::Release);
-        Ok(Ring::from_parts(seg, put_lock, get_lock, cap, maxsize))
-    }
-
-    fn from_parts(seg: Segment, put_lock: Lock, get_lock: Lock, cap: usize, maxsize: u64) -> Ring {
-        Ring {
+        let mem = SegMem {
+            put_lock: Lock::new_in(seg.clone(), OFF_PUT_LOCK)?,
+            get_lock: Lock::new_in(seg.clone(), OFF_GET_LOCK)?,
             seg,
-            put_lock,
-            get_lock,
-            cap,
-            max_chunk: (cap / 2 - HEADER).min(frame::MAX_CHUNK),
-            maxsize,
-        }
+        };
+        mem.store32(OFF_VERSION, VERSION, Relaxed);
+        mem.store64(OFF_FINGERPRINT, fingerprint, Relaxed);
+        mem.store64(OFF_CAPACITY, cap as u64, Relaxed);
+        mem.store64(OFF_MAXSIZE, maxsize, Relaxed);
+        mem.store32(OFF_KIND, kind as u32, Relaxed);
+        mem.store32(OFF_MAGIC, MAGIC, SeqCst);
+        Ok(Ring::from_mem(mem, cap, maxsize, kind))
     }
 
-    /// The ring in `seg`, checked to be a `kind` of items with `fingerprint`.
+    /// The ring in `seg`, checked to be a `kind` of items with `fingerprint`
+    /// and to have a capacity that fits the segment.
     pub(crate) fn attach(seg: Segment, kind: Kind, fingerprint: u64) -> io::Result<Ring> {
         if seg.len() < DATA + MIN_CAPACITY {
             return Err(invalid("segment is too small to be a queue".into()));
         }
-        let u64_at = |off| seg.atomic_u64(off).expect("header fits");
-        let u32_at = |off| seg.atomic_u32(off).expect("header fits");
-        if u32_at(OFF_MAGIC).load(Ordering::Acquire) != MAGIC {
+        let u64_at = |off| seg.atomic_u64(off).map_or(0, |w| w.load(Relaxed));
+        let u32_at = |off| seg.atomic_u32(off).map_or(0, |w| w.load(Acquire));
+        if u32_at(OFF_MAGIC) != MAGIC {
             return Err(invalid("segment does not hold an mproc queue".into()));
         }
-        let version = u32_at(OFF_VERSION).load(Ordering::Relaxed);
+        let version = u32_at(OFF_VERSION);
         if version != VERSION {
             return Err(invalid(format!(
                 "queue layout version {version}, this build reads {VERSION}"
             )));
         }
-        let found = u32_at(OFF_KIND).load(Ordering::Relaxed);
+        let found = u32_at(OFF_KIND);
         if found != kind as u32 {
             return Err(invalid(format!(
                 "segment holds {} where {} was expected",
@@ -248,12 +291,12 @@ impl Ring {
                 Kind::name(kind as u32)
             )));
         }
-        if u64_at(OFF_FINGERPRINT).load(Ordering::Relaxed) != fingerprint {
+        if u64_at(OFF_FINGERPRINT) != fingerprint {
             return Err(invalid(
                 "queue carries another item type than the one it was attached as".into(),
             ));
         }
-        let cap = u64_at(OFF_CAPACITY).load(Ordering::Relaxed) as usize;
+        let cap = usize::try_from(u64_at(OFF_CAPACITY)).unwrap_or(0);
         if !cap.is_power_of_two()
             || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap)
             || DATA + cap > seg.len()
@@ -262,20 +305,30 @@ impl Ring {
                 "queue header claims an impossible capacity {cap}"
             )));
         }
-        let maxsize = u64_at(OFF_MAXSIZE).load(Ordering::Relaxed);
-        let put_lock = Lock::attach_in(seg.clone(), OFF_PUT_LOCK)?;
-        let get_lock = Lock::attach_in(seg.clone(), OFF_GET_LOCK)?;
-        Ok(Ring::from_parts(
+        let maxsize = u64_at(OFF_MAXSIZE);
+        let mem = SegMem {
+            put_lock: Lock::attach_in(seg.clone(), OFF_PUT_LOCK)?,
+            get_lock: Lock::attach_in(seg.clone(), OFF_GET_LOCK)?,
             seg,
-            put_lock,
-            get_lock,
-            cap,
-            maxsize.min(COUNT_MASK),
-        ))
+        };
+        Ok(Ring::from_mem(mem, cap, maxsize.min(COUNT_MASK), kind))
     }
 
     pub(crate) fn segment(&self) -> &Segment {
-        &self.seg
+        &self.mem.seg
+    }
+}
+
+impl<M: Mem> Ring<M> {
+    /// A ring over `mem`, whose header is already set up.
+    pub(crate) fn from_mem(mem: M, cap: usize, maxsize: u64, kind: Kind) -> Ring<M> {
+        Ring {
+            mem,
+            cap,
+            max_chunk: (cap / 2 - HEADER).min(frame::MAX_CHUNK),
+            maxsize,
+            joinable: kind == Kind::Joinable,
+        }
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -286,164 +339,229 @@ impl Ring {
         (self.maxsize > 0).then_some(self.maxsize)
     }
 
-    #[inline]
-    fn u32(&self, off: usize) -> &AtomicU32 {
-        self.seg
-            .atomic_u32(off)
-            .expect("the header is inside the segment")
-    }
-
-    #[inline]
-    fn u64(&self, off: usize) -> &AtomicU64 {
-        self.seg
-            .atomic_u64(off)
-            .expect("the header is inside the segment")
-    }
-
     fn tail(&self) -> Mark {
-        Mark::unpack(self.u64(OFF_TAIL).load(Ordering::SeqCst))
+        Mark::unpack(self.mem.load64(OFF_TAIL, SeqCst))
     }
 
     fn head(&self) -> Mark {
-        Mark::unpack(self.u64(OFF_HEAD).load(Ordering::SeqCst))
+        Mark::unpack(self.mem.load64(OFF_HEAD, SeqCst))
     }
 
-    /// Bytes published and not yet consumed.
-    fn used(tail: Mark, head: Mark) -> usize {
-        (((tail.pos.wrapping_sub(head.pos)) & POS_MASK) * 8) as usize
+    /// What lies between `head` and `tail`, or `None` when that is
+    /// impossible: more bytes than the ring holds, or more whole messages
+    /// than 8-byte units (every chunk takes at least one). Shared numbers
+    /// are untrusted: nothing is computed from them before this check.
+    fn unread(&self, tail: Mark, head: Mark) -> Option<Unread> {
+        let units = tail.pos.wrapping_sub(head.pos) & POS_MASK;
+        let messages = tail.count.wrapping_sub(head.count) & COUNT_MASK;
+        let bytes = usize::try_from(units.checked_mul(8)?).ok()?;
+        (bytes <= self.cap && messages <= units).then_some(Unread { bytes, messages })
+    }
+
+    /// A snapshot of what is unread, for callers that hold no lock. Head is
+    /// read first: the tail read after it is at least as new, so the pair is
+    /// never negative; it over-states only by what arrived in between, and
+    /// fails the check only if the ring went a whole lap in between — then
+    /// it is read again (a few times), and a ring whose positions stay
+    /// impossible reads as empty (the next `get` reports the corruption).
+    fn unread_snapshot(&self) -> Unread {
+        for _ in 0..16 {
+            let head = self.head();
+            let tail = self.tail();
+            if let Some(u) = self.unread(tail, head) {
+                return u;
+            }
+        }
+        Unread {
+            bytes: 0,
+            messages: 0,
+        }
     }
 
     /// Messages in the ring (whole ones: a message counts once its last
     /// chunk is published, until its last chunk is consumed).
     pub(crate) fn len(&self) -> u64 {
-        let head = self.head();
-        let tail = self.tail();
-        tail.count.wrapping_sub(head.count) & COUNT_MASK
+        self.unread_snapshot().messages
     }
 
     /// Bytes published and not yet consumed, headers included.
     pub(crate) fn bytes_queued(&self) -> usize {
-        let head = self.head();
-        Ring::used(self.tail(), head)
+        self.unread_snapshot().bytes
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.u32(OFF_CLOSED).load(Ordering::SeqCst) != 0
+        self.mem.load32(OFF_CLOSED, SeqCst) != 0
     }
 
     /// Closes the ring for everyone and wakes every sleeper. Idempotent.
     pub(crate) fn close(&self) {
-        if self.u32(OFF_CLOSED).swap(1, Ordering::SeqCst) == 0 {
+        if self.mem.load32(OFF_CLOSED, SeqCst) == 0 && self.mem.add32(OFF_CLOSED, 1, SeqCst) == 0 {
+            fault::point("ring.closed");
             for seq in [OFF_DATA_SEQ, OFF_SPACE_SEQ, OFF_JOIN_SEQ] {
-                self.u32(seq).fetch_add(1, Ordering::SeqCst);
-                wait::wake_all(self.u32(seq));
+                self.mem.add32(seq, 1, SeqCst);
+                self.mem.wake_all(seq);
             }
         }
     }
 
     pub(crate) fn abandoned(&self) -> u64 {
-        self.u64(OFF_ABANDONED).load(Ordering::Relaxed)
+        self.mem.load64(OFF_ABANDONED, Relaxed)
     }
 
     fn notify(&self, seq: usize, sleepers: usize) {
-        if self.u32(sleepers).load(Ordering::SeqCst) > 0 {
-            self.u32(seq).fetch_add(1, Ordering::SeqCst);
-            wait::wake_all(self.u32(seq));
+        if self.mem.load32(sleepers, SeqCst) > 0 {
+            self.mem.add32(seq, 1, SeqCst);
+            self.mem.wake_all(seq);
         }
     }
 
-    /// Waits until `ready()`: spins, then sleeps on `seq`. With `probe`, wakes
-    /// every [`PROBE`] to ask it whether to give up.
+    /// Waits until `ready()`: spins, then sleeps on `seq` in slices, and
+    /// re-checks `ready()` after each. With `probe`, asks it every [`PROBE`]
+    /// whether to give up — and once more when the deadline has passed,
+    /// however short the wait was.
     fn wait_for(
         &self,
         seq: usize,
         sleepers: usize,
         deadline: Option<Instant>,
-        mut ready: impl FnMut() -> bool,
+        ready: &mut dyn FnMut() -> bool,
         mut probe: Option<&mut dyn FnMut() -> bool>,
     ) -> Waited {
+        let probe_now =
+            |probe: &mut Option<&mut dyn FnMut() -> bool>| probe.as_mut().is_some_and(|p| p());
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return if ready() {
                 Waited::Ready
+            } else if probe_now(&mut probe) {
+                Waited::GaveUp
             } else {
                 Waited::TimedOut
             };
         }
-        if wait::spin_until(&mut ready) {
+        if self.mem.spin_until(ready) {
             return Waited::Ready;
         }
-        if let Some(p) = probe.as_mut() {
-            if p() {
-                return Waited::GaveUp;
-            }
+        if probe_now(&mut probe) {
+            return Waited::GaveUp;
         }
-        let (seq, sleepers) = (self.u32(seq), self.u32(sleepers));
         loop {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return Waited::TimedOut;
+                return if probe_now(&mut probe) {
+                    Waited::GaveUp
+                } else {
+                    Waited::TimedOut
+                };
             }
             let slice = match (&probe, deadline) {
                 (Some(_), Some(d)) => Some(d.min(now + PROBE)),
                 (Some(_), None) => Some(now + PROBE),
+                // The wait layer itself never sleeps past a slice.
                 (None, d) => d,
             };
-            sleepers.fetch_add(1, Ordering::SeqCst);
-            let expected = seq.load(Ordering::SeqCst);
+            self.mem.add32(sleepers, 1, SeqCst);
+            let expected = self.mem.load32(seq, SeqCst);
             let ok = ready();
             let r = if ok {
                 WaitResult::Woken
             } else {
-                wait::park(seq, expected, slice)
+                self.mem.park(seq, expected, slice)
             };
-            sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.mem.sub32(sleepers, 1, SeqCst);
             if ok || ready() {
                 return Waited::Ready;
             }
-            if r == WaitResult::TimedOut {
-                if let Some(p) = probe.as_mut() {
-                    if p() {
-                        return Waited::GaveUp;
-                    }
-                }
+            if r == WaitResult::TimedOut && probe_now(&mut probe) {
+                return Waited::GaveUp;
             }
-        }
-    }
-
-    fn lock<'a>(&self, lock: &'a Lock, how: Wait) -> Option<LockGuard<'a>> {
-        let r = match how {
-            Wait::No => lock.try_lock(),
-            Wait::Until(None) => lock.lock(),
-            Wait::Until(Some(d)) => lock.lock_timeout(d.saturating_duration_since(Instant::now())),
-        };
-        match r {
-            Ok(g) => Some(g),
-            // Only whole chunks are ever published: a dead holder leaves
-            // nothing to repair here (see the crash story).
-            Err(LockError::OwnerDied(g)) => {
-                g.mark_consistent();
-                Some(g)
-            }
-            Err(_) => None,
         }
     }
 
     fn write_at(&self, pos: u64, bytes: &[u8]) {
         let start = ((pos * 8) as usize) & (self.cap - 1);
         let first = bytes.len().min(self.cap - start);
-        let _ = self.seg.write(DATA + start, &bytes[..first]);
+        self.mem.write(DATA + start, &bytes[..first]);
         if first < bytes.len() {
-            let _ = self.seg.write(DATA, &bytes[first..]);
+            self.mem.write(DATA, &bytes[first..]);
         }
     }
 
     fn read_at(&self, pos: u64, buf: &mut [u8]) {
         let start = ((pos * 8) as usize) & (self.cap - 1);
         let first = buf.len().min(self.cap - start);
-        let _ = self.seg.read(DATA + start, &mut buf[..first]);
+        self.mem.read(DATA + start, &mut buf[..first]);
         if first < buf.len() {
-            let _ = self.seg.read(DATA, &mut buf[first..]);
+            self.mem.read(DATA, &mut buf[first..]);
         }
+    }
+
+    // ---- the producer side (under the put lock) ----
+
+    /// Free bytes for a producer whose tail is `tail` (`None`: the positions
+    /// are impossible): from its copy of head — which only put-lock holders
+    /// write — reloaded only when the copy shows too little.
+    fn room(&self, tail: Mark) -> Option<usize> {
+        let cached = Mark::unpack(self.mem.load64(OFF_CACHED_HEAD, Relaxed));
+        if let Some(u) = self.unread(tail, cached) {
+            let free = self.cap - u.bytes;
+            if free >= frame::footprint(self.max_chunk) {
+                return Some(free);
+            }
+        }
+        let head = self.head();
+        let u = self.unread(tail, head)?;
+        self.mem.store64(OFF_CACHED_HEAD, head.pack(), Relaxed);
+        Some(self.cap - u.bytes)
+    }
+
+    /// Waits for room for `need` bytes past `tail`.
+    fn await_room(
+        &self,
+        tail: Mark,
+        need: usize,
+        deadline: Option<Instant>,
+        gone: &mut Probe<'_>,
+    ) -> Result<(), PutFail> {
+        let mut ready = || self.room(tail).is_none_or(|free| free >= need) || self.is_closed();
+        let probe = gone.as_mut().map(|g| &mut **g as &mut dyn FnMut() -> bool);
+        match self.wait_for(
+            OFF_SPACE_SEQ,
+            OFF_SPACE_SLEEPERS,
+            deadline,
+            &mut ready,
+            probe,
+        ) {
+            Waited::Ready if self.is_closed() => Err(PutFail::Closed),
+            Waited::Ready if self.room(tail).is_none() => Err(PutFail::Corrupt),
+            Waited::Ready => Ok(()),
+            Waited::TimedOut => Err(PutFail::Full),
+            Waited::GaveUp => Err(PutFail::Gone),
+        }
+    }
+
+    /// Writes one chunk at `tail` and publishes it; returns the new tail.
+    fn publish(&self, tail: Mark, payload: &[u8], flags: u8) -> Mark {
+        let header = Chunk {
+            len: payload.len() as u32,
+            flags,
+        }
+        .encode();
+        self.write_at(tail.pos, &header);
+        self.write_at(tail.pos + 1, payload);
+        fault::point("ring.chunk-written");
+        let last = flags & LAST != 0;
+        let next = tail.advance(
+            (frame::footprint(payload.len()) / 8) as u64,
+            u64::from(last),
+        );
+        self.mem.store64(OFF_TAIL, next.pack(), SeqCst);
+        fault::point("ring.tail-stored");
+        self.notify(OFF_DATA_SEQ, OFF_DATA_SLEEPERS);
+        if last && self.joinable {
+            // Only put-lock holders write the base; see `total_put`.
+            self.mem.store64(OFF_PUT_BASE, self.total_put(), SeqCst);
+        }
+        next
     }
 
     /// Puts one message.
@@ -451,24 +569,29 @@ impl Ring {
         if self.is_closed() {
             return Err(PutFail::Closed);
         }
-        let Some(_guard) = self.lock(&self.put_lock, how) else {
+        let deadline = how.deadline();
+        let Some(_guard) = self.mem.lock(Side::Put, how) else {
             return Err(PutFail::Full);
         };
-        let deadline = match how {
-            Wait::No => Some(Instant::now()),
-            Wait::Until(d) => d,
-        };
         if self.maxsize > 0 {
-            let ready = || self.len() < self.maxsize || self.is_closed();
-            if let Waited::TimedOut =
-                self.wait_for(OFF_SPACE_SEQ, OFF_SPACE_SLEEPERS, deadline, ready, None)
-            {
+            let mut ready = || self.len() < self.maxsize || self.is_closed();
+            if let Waited::TimedOut = self.wait_for(
+                OFF_SPACE_SEQ,
+                OFF_SPACE_SLEEPERS,
+                deadline,
+                &mut ready,
+                None,
+            ) {
                 return Err(PutFail::Full);
             }
         }
         if self.is_closed() {
             return Err(PutFail::Closed);
         }
+        let mut tail = self.tail();
+        let Some(room) = self.room(tail) else {
+            return Err(PutFail::Corrupt);
+        };
         if matches!(how, Wait::No) {
             let total: usize = if msg.is_empty() {
                 frame::footprint(0)
@@ -477,120 +600,125 @@ impl Ring {
                     .map(|c| frame::footprint(c.len()))
                     .sum()
             };
-            if total > self.cap - Ring::used(self.tail(), self.head()) {
+            if total > room {
                 return Err(PutFail::Full);
             }
         }
-        // Only a message of several chunks can be seen in part: its writer
-        // is recorded for consumers to probe. A single chunk is published
-        // whole, in one store.
-        let writer = self.u32(OFF_WRITER);
-        let streamed = msg.len() > self.max_chunk;
-        if streamed {
-            writer.store(std::process::id(), Ordering::SeqCst);
+        if msg.len() <= self.max_chunk {
+            // One chunk: published whole, in one store.
+            self.await_room(tail, frame::footprint(msg.len()), deadline, &mut gone)?;
+            self.publish(tail, msg, FIRST | LAST);
+            return Ok(());
         }
-        let mut tail = self.tail();
-        let mut off = 0;
-        loop {
-            let n = (msg.len() - off).min(self.max_chunk);
-            let last = off + n == msg.len();
-            let need = frame::footprint(n);
-            let room = || self.room(tail) >= need || self.is_closed();
-            let probe = gone.as_mut().map(|g| &mut **g as &mut dyn FnMut() -> bool);
-            let fail = match self.wait_for(OFF_SPACE_SEQ, OFF_SPACE_SLEEPERS, deadline, room, probe)
-            {
-                Waited::Ready => None,
-                Waited::TimedOut => Some(PutFail::Full),
-                Waited::GaveUp => Some(PutFail::Gone),
-            };
-            if let Some(fail) = fail {
-                // Chunks already published are abandoned: the consumer sees
-                // `writer` cleared (or the next FIRST) and drops them.
-                writer.store(0, Ordering::SeqCst);
-                return Err(fail);
-            }
-            if self.is_closed() {
-                writer.store(0, Ordering::SeqCst);
-                return Err(PutFail::Closed);
-            }
-            let flags = if off == 0 { FIRST } else { 0 } | if last { LAST } else { 0 };
-            let header = Chunk {
-                len: n as u32,
-                flags,
-            }
-            .encode();
-            self.write_at(tail.pos, &header);
-            self.write_at(tail.pos + 1, &msg[off..off + n]);
-            tail = tail.advance((need / 8) as u64, u64::from(last));
-            self.u64(OFF_TAIL).store(tail.pack(), Ordering::SeqCst);
-            self.notify(OFF_DATA_SEQ, OFF_DATA_SLEEPERS);
-            off += n;
-            if last {
-                break;
-            }
+        // Several chunks: consumers may see the message in part, so its
+        // writer and its stream state are recorded for them.
+        self.mem.store64(OFF_WRITER, self.mem.me(), SeqCst);
+        let result = self.stream(msg, &mut tail, deadline, &mut gone);
+        if result.is_err() {
+            let (p0, _) = stream_parts(self.mem.load64(OFF_STREAM, SeqCst));
+            self.mem
+                .store64(OFF_STREAM, stream_word(p0, GAVE_UP), SeqCst);
         }
-        if streamed {
-            writer.store(0, Ordering::SeqCst);
-        }
-        Ok(())
+        self.mem.store64(OFF_WRITER, 0, SeqCst);
+        result
     }
 
-    /// Free bytes for a producer whose tail is `tail`: from its copy of
-    /// head, reloaded only when the copy shows too little.
-    fn room(&self, tail: Mark) -> usize {
-        let cached = self.u64(OFF_CACHED_HEAD);
-        let free = self.cap - Ring::used(tail, Mark::unpack(cached.load(Ordering::Relaxed)));
-        if free >= frame::footprint(self.max_chunk) {
-            return free;
+    /// Streams a message of several chunks from `tail`, starting over
+    /// whenever its reader gives it back.
+    fn stream(
+        &self,
+        msg: &[u8],
+        tail: &mut Mark,
+        deadline: Option<Instant>,
+        gone: &mut Probe<'_>,
+    ) -> Result<(), PutFail> {
+        'attempt: loop {
+            let p0 = tail.pos;
+            self.mem
+                .store64(OFF_STREAM, stream_word(p0, STREAMING), SeqCst);
+            let mut off = 0;
+            while off < msg.len() {
+                let n = (msg.len() - off).min(self.max_chunk);
+                let last = off + n == msg.len();
+                self.await_room(*tail, frame::footprint(n), deadline, gone)?;
+                if last {
+                    // Commit: from here on no reader may give it back.
+                    if self
+                        .mem
+                        .cas64(
+                            OFF_STREAM,
+                            stream_word(p0, STREAMING),
+                            stream_word(p0, DONE),
+                        )
+                        .is_err()
+                    {
+                        continue 'attempt;
+                    }
+                } else if self.mem.load64(OFF_STREAM, SeqCst) == stream_word(p0, ABORTED) {
+                    continue 'attempt;
+                }
+                let flags = if off == 0 { FIRST } else { 0 } | if last { LAST } else { 0 };
+                *tail = self.publish(*tail, &msg[off..off + n], flags);
+                off += n;
+            }
+            return Ok(());
         }
-        let head = self.head();
-        cached.store(head.pack(), Ordering::Relaxed);
-        self.cap - Ring::used(tail, head)
     }
 
-    /// The consumer's view of tail: its copy, reloaded when the copy shows
-    /// nothing past `head`.
-    fn seen_tail(&self, head: Mark) -> Mark {
-        let cached = self.u64(OFF_CACHED_TAIL);
-        let t = Mark::unpack(cached.load(Ordering::Relaxed));
-        if t.pos != head.pos {
-            return t;
+    // ---- the consumer side (under the get lock) ----
+
+    /// The consumer's view of tail: its copy — which only get-lock holders
+    /// write — reloaded when the copy shows nothing past `head`. `Err` when
+    /// the real positions are impossible.
+    fn consumer_tail(&self, head: Mark) -> Result<Mark, FrameError> {
+        let cached = Mark::unpack(self.mem.load64(OFF_CACHED_TAIL, Relaxed));
+        if cached.pos != head.pos && self.unread(cached, head).is_some() {
+            return Ok(cached);
         }
         let tail = self.tail();
-        cached.store(tail.pack(), Ordering::Relaxed);
-        tail
+        if self.unread(tail, head).is_none() {
+            return Err(FrameError::BadPositions);
+        }
+        self.mem.store64(OFF_CACHED_TAIL, tail.pack(), Relaxed);
+        Ok(tail)
     }
 
-    /// Whether a chunk is published and not consumed.
-    fn available(&self) -> bool {
+    /// Whether a chunk is published and not consumed (a get-lock holder's
+    /// question; impossible positions count as "something to look at").
+    fn has_unread(&self) -> bool {
         let head = self.head();
-        self.seen_tail(head).pos != head.pos
+        self.consumer_tail(head).map_or(true, |t| t.pos != head.pos)
     }
 
-    /// Waits until a message can be read (or the ring is closed), without
-    /// taking it: `Ok(true)` when data is there.
+    /// Whether a chunk is published and not consumed, for callers without
+    /// the get lock: reads the real positions and writes nothing.
+    fn has_data(&self) -> bool {
+        let head = self.head();
+        self.tail().pos != head.pos
+    }
+
     /// Waits until a message can be read, the ring is closed or the probe
-    /// says the other side is gone — whatever makes a `get` not block.
+    /// says the other side is gone — whatever makes a `get` not block —
+    /// without taking anything. `false` on timeout.
     pub(crate) fn poll(&self, how: Wait, gone: Probe<'_>) -> bool {
-        let deadline = match how {
-            Wait::No => Some(Instant::now()),
-            Wait::Until(d) => d,
-        };
-        let ready = || self.available() || self.is_closed();
+        let mut ready = || self.has_data() || self.is_closed();
         !matches!(
-            self.wait_for(OFF_DATA_SEQ, OFF_DATA_SLEEPERS, deadline, ready, gone),
+            self.wait_for(
+                OFF_DATA_SEQ,
+                OFF_DATA_SLEEPERS,
+                how.deadline(),
+                &mut ready,
+                gone
+            ),
             Waited::TimedOut
         )
     }
 
     /// Gets one message into `buf` (cleared first).
     pub(crate) fn get(&self, buf: &mut Vec<u8>, how: Wait, gone: Probe<'_>) -> Result<(), GetFail> {
-        let Some(_guard) = self.lock(&self.get_lock, how) else {
+        let deadline = how.deadline();
+        let Some(_guard) = self.mem.lock(Side::Get, how) else {
             return Err(GetFail::Empty);
-        };
-        let deadline = match how {
-            Wait::No => Some(Instant::now()),
-            Wait::Until(d) => d,
         };
         let mut asm = Assembler {
             buf: std::mem::take(buf),
@@ -599,8 +727,7 @@ impl Ring {
         asm.buf.clear();
         let result = self.assemble(&mut asm, deadline, gone);
         if asm.abandoned > 0 {
-            self.u64(OFF_ABANDONED)
-                .fetch_add(asm.abandoned, Ordering::Relaxed);
+            self.mem.add64(OFF_ABANDONED, asm.abandoned, Relaxed);
         }
         *buf = asm.buf;
         result
@@ -612,63 +739,56 @@ impl Ring {
         deadline: Option<Instant>,
         mut gone: Probe<'_>,
     ) -> Result<(), GetFail> {
-        let head_word = self.u64(OFF_HEAD);
+        // Where the message being read started, and when its last chunk came.
+        let mut first_at = 0;
+        let mut chunk_at = Instant::now();
+        let mut committed = false;
         loop {
-            if !self.available() {
-                if asm.mid || asm.skipping {
-                    // The rest of a message: wait while its writer lives and
-                    // has not given up. (No deadline: the writer's own put
-                    // deadline bounds this wait.)
-                    let writer = self.u32(OFF_WRITER);
-                    let mut gone = || {
-                        let w = writer.load(Ordering::SeqCst);
-                        !self.available() && (w == 0 || mproc_shm::ProcessIdent::of(w).is_none())
-                    };
-                    let ready = || self.available() || self.is_closed();
-                    match self.wait_for(
-                        OFF_DATA_SEQ,
-                        OFF_DATA_SLEEPERS,
-                        None,
-                        ready,
-                        Some(&mut gone),
-                    ) {
-                        Waited::GaveUp => asm.abandon(),
-                        _ if !self.available() && self.is_closed() => asm.abandon(),
-                        _ => {}
+            let head = self.head();
+            let tail = match self.consumer_tail(head) {
+                Ok(t) => t,
+                Err(e) => return Err(self.resync(asm, head, e)),
+            };
+            if tail.pos == head.pos {
+                if asm.mid {
+                    match self.await_rest(first_at, deadline, chunk_at, &mut committed) {
+                        Rest::More => {}
+                        Rest::Over => asm.abandon(),
+                        Rest::GaveBack => {
+                            asm.give_back();
+                            return Err(GetFail::Empty);
+                        }
                     }
                     continue;
                 }
-                if self.is_closed() {
+                if self.is_closed() && !self.has_unread() {
                     return Err(GetFail::Closed);
                 }
-                let ready = || self.available() || self.is_closed();
+                let mut ready = || self.has_unread() || self.is_closed();
                 let probe = gone.as_mut().map(|g| &mut **g as &mut dyn FnMut() -> bool);
-                match self.wait_for(OFF_DATA_SEQ, OFF_DATA_SLEEPERS, deadline, ready, probe) {
+                match self.wait_for(OFF_DATA_SEQ, OFF_DATA_SLEEPERS, deadline, &mut ready, probe) {
                     Waited::Ready => {}
                     Waited::TimedOut => return Err(GetFail::Empty),
                     // Everything the peer sent before it went is published:
                     // drain it, then report.
-                    Waited::GaveUp if self.available() => {}
+                    Waited::GaveUp if self.has_unread() => {}
                     Waited::GaveUp => return Err(GetFail::Gone),
                 }
                 continue;
             }
-            let head = self.head();
-            let tail = self.seen_tail(head);
+            let Some(unread) = self.unread(tail, head) else {
+                return Err(self.resync(asm, head, FrameError::BadPositions));
+            };
             let mut h = [0u8; HEADER];
             self.read_at(head.pos, &mut h);
-            let chunk = match Chunk::decode(h, self.max_chunk, Ring::used(tail, head)) {
+            let chunk = match Chunk::decode(h, self.max_chunk, unread.bytes) {
                 Ok(c) => c,
-                Err(e) => {
-                    // Nothing inside the published bytes can be trusted:
-                    // drop them all, with their message count.
-                    head_word.store(tail.pack(), Ordering::SeqCst);
-                    asm.abandon();
-                    asm.abandoned += 1;
-                    self.notify(OFF_SPACE_SEQ, OFF_SPACE_SLEEPERS);
-                    return Err(GetFail::Bad(BadMessage::Corrupt(e)));
-                }
+                Err(e) => return Err(self.resync(asm, head, e)),
             };
+            if chunk.flags & FIRST != 0 {
+                first_at = head.pos;
+                committed = false;
+            }
             let len = chunk.len as usize;
             let step = asm.accept(chunk, |buf| {
                 let at = buf.len();
@@ -679,36 +799,131 @@ impl Ring {
                 (frame::footprint(len) / 8) as u64,
                 u64::from(chunk.flags & LAST != 0),
             );
-            head_word.store(next.pack(), Ordering::SeqCst);
+            self.mem.store64(OFF_HEAD, next.pack(), SeqCst);
+            fault::point("ring.head-stored");
             self.notify(OFF_SPACE_SEQ, OFF_SPACE_SLEEPERS);
+            chunk_at = Instant::now();
             if step == Step::Message {
                 return Ok(());
             }
         }
     }
 
-    // JoinableQueue: tasks done, against the messages ever put (the tail's
-    // count), both wrapping at 2^24.
+    /// Nothing inside the published bytes can be trusted: drops them all
+    /// (the whole messages among them count as abandoned, and as done for a
+    /// JoinableQueue) and reports the corruption.
+    fn resync(&self, asm: &mut Assembler, head: Mark, e: FrameError) -> GetFail {
+        let tail = self.tail();
+        let dropped = self.unread(tail, head).map_or(0, |u| u.messages);
+        self.mem.store64(OFF_HEAD, tail.pack(), SeqCst);
+        self.mem.store64(OFF_CACHED_TAIL, tail.pack(), Relaxed);
+        asm.abandon();
+        asm.abandoned += dropped.max(1);
+        self.count_done(dropped);
+        self.notify(OFF_SPACE_SEQ, OFF_SPACE_SLEEPERS);
+        GetFail::Bad(BadMessage::Corrupt(e))
+    }
+
+    /// Waits for the rest of the message that started at `first_at`.
+    ///
+    /// Without a deadline: while its writer lives and streams. With one:
+    /// past the deadline only while chunks keep coming (at most [`OVERSHOOT`]
+    /// longer); then the message is given back to its writer, who sends it
+    /// again from the start, unless the writer has already committed to its
+    /// last chunk (then we wait for that, while the writer lives).
+    fn await_rest(
+        &self,
+        first_at: u64,
+        deadline: Option<Instant>,
+        chunk_at: Instant,
+        committed: &mut bool,
+    ) -> Rest {
+        let until = match deadline {
+            Some(d) if !*committed => Some(d.max(chunk_at + STALL).min(d + OVERSHOOT)),
+            _ => None,
+        };
+        let mut ready = || self.has_unread() || self.is_closed();
+        let mut over = || self.stream_over(first_at);
+        match self.wait_for(
+            OFF_DATA_SEQ,
+            OFF_DATA_SLEEPERS,
+            until,
+            &mut ready,
+            Some(&mut over),
+        ) {
+            Waited::Ready if self.has_unread() => Rest::More,
+            // Closed: the writer gives up, nothing more comes.
+            Waited::Ready => Rest::Over,
+            Waited::GaveUp => Rest::Over,
+            Waited::TimedOut => {
+                let given_back = self
+                    .mem
+                    .cas64(
+                        OFF_STREAM,
+                        stream_word(first_at, STREAMING),
+                        stream_word(first_at, ABORTED),
+                    )
+                    .is_ok();
+                if given_back {
+                    Rest::GaveBack
+                } else {
+                    // Committed (its last chunk is on its way) or over: the
+                    // probe tells which, without a deadline.
+                    *committed = true;
+                    Rest::More
+                }
+            }
+        }
+    }
+
+    /// Whether the rest of the message that started at `first_at` will
+    /// never come: its writer gave up or died, or another message is being
+    /// streamed. Checked in that order — writer first, then whether more
+    /// arrived — so a writer that publishes its last chunk and exits is
+    /// never mistaken for one that died half-way.
+    fn stream_over(&self, first_at: u64) -> bool {
+        let (pos, state) = stream_parts(self.mem.load64(OFF_STREAM, SeqCst));
+        let writer = self.mem.load64(OFF_WRITER, SeqCst);
+        let over = pos != first_at & POS_MASK
+            || match state {
+                STREAMING | DONE => writer == 0 || self.mem.has_ended(writer),
+                _ => true,
+            };
+        fault::point("ring.writer-probed");
+        over && !self.has_unread()
+    }
+
+    // ---- JoinableQueue: tasks done, against the messages ever put ----
+
+    /// Messages ever put (whole ones), as a 64-bit count: the base that
+    /// put-lock holders store after each message, extended by the tail's
+    /// 24-bit count. Exact while fewer than 2^24 messages were published
+    /// since the base was stored — at most one is, since producers take
+    /// turns and each stores the base after its message (a producer killed
+    /// in between leaves one for the next to count).
+    fn total_put(&self) -> u64 {
+        let base = self.mem.load64(OFF_PUT_BASE, SeqCst);
+        let count = self.tail().count;
+        base + (count.wrapping_sub(base) & COUNT_MASK)
+    }
 
     /// Items put and not yet marked done.
     pub(crate) fn unfinished(&self) -> u64 {
-        let done = u64::from(self.u32(OFF_DONE).load(Ordering::SeqCst));
-        self.tail().count.wrapping_sub(done) & COUNT_MASK
+        let done = self.mem.load64(OFF_DONE, SeqCst);
+        self.total_put().saturating_sub(done)
     }
 
     /// Marks one task done; `false` when none is unfinished.
     pub(crate) fn task_done(&self) -> bool {
-        let done = self.u32(OFF_DONE);
-        let mut cur = done.load(Ordering::SeqCst);
+        let mut cur = self.mem.load64(OFF_DONE, SeqCst);
         loop {
-            let put = self.tail().count;
-            if u64::from(cur) == put {
+            let put = self.total_put();
+            if cur >= put {
                 return false;
             }
-            let next = ((u64::from(cur) + 1) & COUNT_MASK) as u32;
-            match done.compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.mem.cas64(OFF_DONE, cur, cur + 1) {
                 Ok(_) => {
-                    if u64::from(next) == put {
+                    if cur + 1 == put {
                         self.notify(OFF_JOIN_SEQ, OFF_JOIN_SLEEPERS);
                     }
                     return true;
@@ -718,12 +933,39 @@ impl Ring {
         }
     }
 
+    /// Counts `n` messages that will never be handed out (dropped as
+    /// corrupt, or undecodable) as done, so that `join` does not wait for
+    /// them.
+    pub(crate) fn count_done(&self, n: u64) {
+        if self.joinable && n > 0 {
+            self.mem.add64(OFF_DONE, n, SeqCst);
+            self.notify(OFF_JOIN_SEQ, OFF_JOIN_SLEEPERS);
+        }
+    }
+
     /// Waits until every item put has been marked done; `false` on timeout.
     pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
-        let ready = || self.unfinished() == 0;
+        let mut ready = || self.unfinished() == 0;
         !matches!(
-            self.wait_for(OFF_JOIN_SEQ, OFF_JOIN_SLEEPERS, deadline, ready, None),
+            self.wait_for(OFF_JOIN_SEQ, OFF_JOIN_SLEEPERS, deadline, &mut ready, None),
             Waited::TimedOut
         )
+    }
+}
+
+#[cfg(test)]
+impl Ring {
+    /// Moves the counts on as `n` messages put and taken would (the ring's
+    /// bytes stay as they are), the put base with them: a fast-forward for
+    /// tests of counters that wrap.
+    pub(crate) fn pass_messages(&self, n: u64) {
+        let forward = |m: Mark| Mark {
+            pos: m.pos,
+            count: (m.count + n) & COUNT_MASK,
+        };
+        let (tail, head) = (self.tail(), self.head());
+        self.mem.store64(OFF_TAIL, forward(tail).pack(), SeqCst);
+        self.mem.store64(OFF_HEAD, forward(head).pack(), SeqCst);
+        self.mem.add64(OFF_PUT_BASE, n, SeqCst);
     }
 }
