@@ -4,6 +4,8 @@
 mod facade;
 #[cfg(feature = "failpoints")]
 mod killpoint_queue;
+#[cfg(feature = "failpoints")]
+mod killpoint_sync;
 mod pool;
 mod process;
 mod queue;

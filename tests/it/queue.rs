@@ -690,3 +690,46 @@ fn a_reader_past_its_deadline_gives_a_stopped_writers_message_back_and_loses_not
     }
     leaks.assert_clean();
 }
+
+fn send_count(args: (mproc::Connection<u64>, u64)) {
+    for i in 0..args.1 {
+        args.0.send(i).unwrap();
+    }
+}
+
+#[test]
+fn pollers_racing_recv_on_one_end_never_make_it_read_a_stale_lap() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let leaks = LeakCheck::start();
+    {
+        // Small items through the 256 KiB ring: it wraps every 16,384 items,
+        // so a chunk one lap old is always there to be misread.
+        const N: u64 = 200_000;
+        let (rx, tx) = Pipe::<u64>::simplex().unwrap();
+        let mut sender = Process::new(send_count, (tx.clone(), N));
+        sender.start().unwrap();
+        drop(tx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let pollers: Vec<_> = (0..3)
+            .map(|_| {
+                let (rx, stop) = (rx.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        rx.poll(Duration::ZERO);
+                    }
+                })
+            })
+            .collect();
+        for i in 0..N {
+            assert_eq!(rx.recv().unwrap(), i, "a stale or lost item");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for p in pollers {
+            p.join().unwrap();
+        }
+        sender.join().unwrap();
+        assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+    }
+    leaks.assert_clean();
+}

@@ -5,14 +5,17 @@ use std::process::Stdio;
 
 use anyhow::{bail, Result};
 
-use crate::{cmd, test};
+use crate::{cmd, stress, test};
 
 /// The target of the macOS type-check.
 const MACOS: &str = "aarch64-apple-darwin";
 
 /// The stages, in the order `cargo xtask ci` runs them. CI's jobs each run
 /// one stage (`cargo xtask ci gate`, …), so local and CI runs are the same.
-const STAGES: &[&str] = &["gate", "test", "bench-smoke", "macos"];
+const STAGES: &[&str] = &["gate", "test", "bench-smoke", "macos", "stress"];
+
+/// How long CI keeps the suites running under load.
+const STRESS_MINUTES: &str = "2";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let chosen: Vec<&str> = if args.is_empty() {
@@ -27,6 +30,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             // Smoke: criterion runs each bench once when not given `--bench`.
             "bench-smoke" => cmd::run(cmd::cargo().args(["test", "--workspace", "--benches"]))?,
             "macos" => macos_check()?,
+            "stress" => stress::run(&["--minutes".into(), STRESS_MINUTES.into()])?,
             other => bail!("unknown ci stage {other:?}; stages: {}", STAGES.join(", ")),
         }
     }

@@ -7,10 +7,14 @@
 //!   type-check for macOS (`macos`); all stages when none is named.
 //! - `cargo xtask bench [--quick] [-- CRITERION ARGS]` — criterion benches and
 //!   their Python `multiprocessing` counterparts side by side, as one table.
+//! - `cargo xtask stress [--minutes N]` — the cross-process sync, queue and
+//!   kill-point suites and the exactly-once checker, repeatedly, on both wait
+//!   layers, while a CPU hog keeps every core busy (20 minutes by default).
 
 mod bench;
 mod ci;
 mod cmd;
+mod stress;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -27,9 +31,12 @@ fn main() -> Result<()> {
         "test" => test::run(passthrough(rest)?),
         "ci" => ci::run(rest),
         "bench" => bench::run(rest),
+        "stress" => stress::run(rest),
+        // One process of stress's CPU hog (not for direct use).
+        "hog" => stress::spin(),
         "help" | "-h" | "--help" => {
             println!(
-                "usage: cargo xtask <test [-- ARGS] | ci | bench [--quick] [-- CRITERION ARGS]>"
+                "usage: cargo xtask <test [-- ARGS] | ci [STAGE…] | bench [--quick] [-- CRITERION ARGS] | stress [--minutes N]>"
             );
             Ok(())
         }

@@ -1,5 +1,7 @@
-//! `cargo xtask test`: nextest, the sync suite on the portable wait layer,
-//! doctests, then every example once.
+//! `cargo xtask test`: nextest; the kill-point suites (the `failpoints`
+//! feature); the sync, queue and kill-point suites again on the portable
+//! wait layer; the ring's loom models (in release: they are slow
+//! unoptimised); doctests; then every example once.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,26 +21,37 @@ pub(crate) fn run(nextest_args: &[String]) -> Result<()> {
             .args(["nextest", "run", "--workspace"])
             .args(nextest_args),
     )?;
-    // The cross-process sync and queue suites again, on the portable (sleep-poll) wait
-    // layer that macOS before 14.4 uses.
+    // A child killed at every named step of every cross-process protocol.
     cmd::run(
         cmd::cargo()
-            .args([
-                "nextest",
-                "run",
-                "--package",
-                "mproc-tests",
-                "--features",
-                "portable-wait",
-            ])
-            .args(["-E", "test(/^(sync|queue)::/)"])
+            .args(["nextest", "run", "--package", "mproc-tests"])
+            .args(["--features", "failpoints"])
+            .args(["-E", "test(/^killpoint/)"])
             .args(nextest_args),
     )?;
+    // The cross-process sync, queue and kill-point suites again, on the
+    // portable (sleep-poll) wait layer that macOS before 14.4 uses.
+    cmd::run(
+        cmd::cargo()
+            .args(["nextest", "run", "--package", "mproc-tests"])
+            .args(["--features", "portable-wait,failpoints"])
+            .args(["-E", "test(/^(sync|queue|killpoint)/)"])
+            .args(nextest_args),
+    )?;
+    // The ring's loom models (ignored in debug builds).
+    cmd::run(cmd::cargo().args([
+        "test",
+        "--release",
+        "--package",
+        "mproc-queue",
+        "--lib",
+        "ring_model",
+    ]))?;
     cmd::run(cmd::cargo().args(["test", "--doc", "--workspace"]))?;
     run_examples()
 }
 
-fn ensure_nextest() -> Result<()> {
+pub(crate) fn ensure_nextest() -> Result<()> {
     let ok = cmd::cargo()
         .args(["nextest", "--version"])
         .stdout(Stdio::null())
