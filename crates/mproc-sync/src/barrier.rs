@@ -11,7 +11,7 @@
 //! | 4 | broken (0 or 1) |
 //! | 5 | `ended`: generation + 1 of the last generation ended by a break or reset |
 //! | 6 | unused |
-//! | 7–11 | an internal lock (a [`Lock`](crate::Lock)'s state, tid, inconsistent, owner record) |
+//! | 7–11 | an internal lock (a [`Lock`](crate::Lock)'s state, inconsistent, unused, owner record) |
 //! | 12.. | the identity (pid and start time, a `u64`) of each party that has arrived in this generation |
 //!
 //! Arrival and every change of words 2–5 happen under the internal lock. The
@@ -156,8 +156,7 @@ impl<S: Words> Machine<'_, S> {
     fn inner(&self, me: Me) -> Inner<'_, S::W> {
         let raw = Raw {
             state: self.w(LOCK),
-            tid: self.w(LOCK + 1),
-            bad: self.w(LOCK + 2),
+            bad: self.w(LOCK + 1),
             owner: self.s.wide(LOCK + 3),
         };
         let died = raw.acquire(me, true, None).unwrap_or(false);

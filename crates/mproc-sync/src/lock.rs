@@ -6,20 +6,32 @@
 //! |---|---|---|
 //! | 0 | kind | `"LOCK"` tag, checked when a handle arrives |
 //! | 1 | state | 0 = free; else the holder id (bits 0–29) and `WAITERS` (bit 30) |
-//! | 2 | owner tid | the holding thread's id; written by the holder after acquiring |
-//! | 3 | inconsistent | 1 after a holder died, until `mark_consistent` |
-//! | 4–5 | owner | the holder's [`ProcessIdent`](mproc_shm::ProcessIdent) bits (a `u64`); 0 when free |
+//! | 2 | inconsistent | 1 after a holder died, until `mark_consistent` |
+//! | 3 | — | unused (aligns the owner record) |
+//! | 4–5 | owner | the holding thread's owner record (a `u64`); 0 when free |
 //!
-//! A *holder id* is the holder's pid (bits 0–21) and an 8-bit tag of its
-//! start time (bits 22–29), so that the one compare-exchange that takes the
-//! lock already says which incarnation of the pid took it.
+//! The holder is named twice, each time with part of its process's start
+//! time, so that a reused pid is never taken for it:
+//!
+//! - the *holder id* in the state word: the pid (bits 0–21) and an 8-bit
+//!   tag of the start time (bits 22–29), so the one compare-exchange that
+//!   takes the lock already says which incarnation of the pid took it;
+//! - the *owner record*: the thread id (bits 22–63) and a 22-bit hash of
+//!   the start time (bits 0–21), written by the holder right after the
+//!   compare-exchange.
+//!
+//! Together 30 bits of the start time tell incarnations apart, and the
+//! fast path writes one word more than a plain futex lock, as wave 1 did.
 //!
 //! # States and orderings
 //!
 //! Acquire is one compare-exchange `0 → holder id` (`Acquire`), after which
-//! the holder writes the owner words (tid, then the `owner` record);
-//! release clears them and swaps the state to 0 (`Release`), followed by a
-//! futex wake only when `WAITERS` was set. A contended locker spins briefly
+//! the holder writes its owner record; release clears the record and swaps
+//! the state to 0 (`Release`), followed by a futex wake only when `WAITERS`
+//! was set. The record is therefore 0, the current holder's, or — until a
+//! prober takes the lock over — a dead holder's: never a previous holder's
+//! (a prober reads the state with `Acquire`, which the releasing swap and
+//! the compare-exchanges after it make see the clearing). A contended locker spins briefly
 //! (adaptive), then sets `WAITERS` and sleeps on the state word; a woken
 //! locker takes the lock as `id | WAITERS`, since other sleepers may remain
 //! (the classic three-state futex mutex, with the holder id standing in for
@@ -31,10 +43,9 @@
 //! probe the holder; a non-blocking `try_lock` probes at once, and a timed
 //! lock probes once more before it reports `Timeout` (however short the
 //! timeout). The probe asks the kernel for the live process that has the
-//! holder's pid now (a zombie counts as dead) and compares start times:
-//! with the `owner` record when it names the same holder id, else with the
-//! 8-bit tag of the state word (the holder died, or is, between its
-//! compare-exchange and writing the record). So a new process that was
+//! holder's pid now (a zombie counts as dead) and compares its start time
+//! with the 8-bit tag of the state word and, once the holder has written
+//! it, the 22-bit hash of the owner record. So a new process that was
 //! handed a dead holder's pid — or a thread of it, whose tid may equal the
 //! dead one's — is never taken for the holder: it probes the lock as dead
 //! and takes it with `OwnerDied` like anyone else. A probe errs only on the
@@ -42,9 +53,10 @@
 //! holder is never robbed; a stopped (SIGSTOP) holder exists and is never
 //! robbed either.
 //!
-//! On a dead holder, the prober clears the dead holder's `owner` record
+//! On a dead holder, the prober clears the dead holder's owner record
 //! (compare-exchange, so it never erases a newer one) and swaps the state
-//! from the dead id to its own (so exactly one prober wins), sets the
+//! from the dead id to its own (`AcqRel`, so exactly one prober wins, and
+//! the next prober sees the cleared record), sets the
 //! *inconsistent* word and returns [`LockError::OwnerDied`] with the guard.
 //! Every later locker gets `OwnerDied` too, until someone calls
 //! [`LockGuard::mark_consistent`]. Detection takes at most one probe
@@ -68,10 +80,10 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use mproc_shm::{fault, ProcessIdent};
+use mproc_shm::fault;
 
 use crate::block::{block_serde, Block, KIND_LOCK};
-use crate::sys::{self, Me, HID_MASK, PID_BITS, PID_MASK};
+use crate::sys::{self, Me, HASH_MASK, HID_MASK, PID_BITS, PID_MASK};
 use crate::wait::{self, WaitResult};
 use crate::word::{Wide, Word};
 
@@ -84,7 +96,6 @@ const WAITERS: u32 = 1 << 30;
 /// guard of a barrier, or a loom model's words).
 pub(crate) struct Raw<'a, W: Word = AtomicU32> {
     pub(crate) state: &'a W,
-    pub(crate) tid: &'a W,
     pub(crate) bad: &'a W,
     pub(crate) owner: &'a W::Wide,
 }
@@ -105,14 +116,13 @@ pub(crate) enum Miss {
 }
 
 impl<'a> Raw<'a> {
-    /// The lock whose state word is word `first` of `block` (the tid and
-    /// inconsistent words follow it; the owner record is the `u64` at
-    /// words `first + 3`, `first + 4`).
+    /// The lock whose state word is word `first` of `block` (the
+    /// inconsistent word follows it; the owner record is the `u64` at words
+    /// `first + 3`, `first + 4`).
     pub(crate) fn at(block: &'a Block, first: usize) -> Raw<'a> {
         Raw {
             state: block.word(first),
-            tid: block.word(first + 1),
-            bad: block.word(first + 2),
+            bad: block.word(first + 1),
             owner: block.wide(first + 3),
         }
     }
@@ -198,37 +208,36 @@ impl<W: Word> Raw<'_, W> {
         }
     }
 
-    /// Whether the holder named by state word `s` has ended (see the crash
-    /// story): errs only towards "alive".
-    fn holder_ended(self, s: u32) -> bool {
+    /// Whether the holder named by state word `s` (with owner record
+    /// `record`, 0 while the holder has not written it) has ended (see the
+    /// crash story): errs only towards "alive".
+    fn holder_ended(self, s: u32, record: u64) -> bool {
         let hid = s & HID_MASK;
-        let pid = hid & PID_MASK;
-        let Some(start_now) = self.state.start_of(pid) else {
+        let Some(start_now) = self.state.start_of(hid & PID_MASK) else {
             return true; // no live process has the pid
         };
         if start_now == 0 {
             return false; // cannot tell: alive
         }
-        let record = ProcessIdent::from_bits(self.owner.load(Ordering::Acquire))
-            .filter(|r| sys::holder_id(r.pid(), r.start()) == hid);
-        match record {
-            Some(r) => r.start() != 0 && r.start() != start_now,
-            None => sys::start_tag(start_now) != hid >> PID_BITS,
-        }
+        sys::start_tag(start_now) != hid >> PID_BITS
+            || (record != 0 && sys::start_hash(start_now) != record & HASH_MASK)
     }
 
     /// Takes the lock over from a dead holder; `true` when we did.
     fn steal_from_dead(self, me: Me) -> bool {
-        let s = self.state.load(Ordering::Relaxed);
-        if s & HID_MASK == 0 || !self.holder_ended(s) {
+        let s = self.state.load(Ordering::Acquire);
+        if s & HID_MASK == 0 {
             return false;
         }
-        // Clear the dead holder's record (only it: a newer one stays), so
-        // that nobody mistakes it for ours between our swap and our write.
-        let record = self.owner.load(Ordering::Relaxed);
-        if ProcessIdent::from_bits(record)
-            .is_some_and(|r| sys::holder_id(r.pid(), r.start()) == s & HID_MASK)
-        {
+        // The record of the holder in `s`: read between two equal reads of
+        // the state, so it is that holder's (or 0), not a later one's.
+        let record = self.owner.load(Ordering::Acquire);
+        if self.state.load(Ordering::Acquire) != s || !self.holder_ended(s, record) {
+            return false;
+        }
+        // Clear the dead holder's record (a compare-exchange: a newer one
+        // stays), so that nobody takes it for ours before we write ours.
+        if record != 0 {
             let _ = self
                 .owner
                 .compare_exchange(record, 0, Ordering::Relaxed, Ordering::Relaxed);
@@ -236,7 +245,7 @@ impl<W: Word> Raw<'_, W> {
         // WAITERS stays set: others may be asleep on the dead holder.
         if self
             .state
-            .compare_exchange(s, me.hid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(s, me.hid | WAITERS, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
             return false;
@@ -248,8 +257,7 @@ impl<W: Word> Raw<'_, W> {
     #[inline]
     fn enter(self, me: Me) -> bool {
         fault::point("lock.taken");
-        self.tid.store(me.tid, Ordering::Relaxed);
-        self.owner.store(me.ident, Ordering::Release);
+        self.owner.store(me.owner, Ordering::Relaxed);
         self.bad.load(Ordering::Relaxed) != 0
     }
 
@@ -257,20 +265,19 @@ impl<W: Word> Raw<'_, W> {
     pub(crate) fn release(self) {
         fault::point("lock.before-release");
         self.owner.store(0, Ordering::Relaxed);
-        self.tid.store(0, Ordering::Relaxed);
         if self.state.swap(0, Ordering::Release) & WAITERS != 0 {
             fault::point("lock.before-wake");
             self.state.wake(1);
         }
     }
 
-    /// Whether the calling thread holds the lock: the state names our
-    /// holder id, the owner record our exact identity (a reused pid has
-    /// another start time) and the tid word our thread.
+    /// Whether the calling thread holds the lock: the state names our pid
+    /// with our start-time tag, and the owner record our thread with our
+    /// start-time hash (a process that reuses a dead holder's pid — even
+    /// its main thread, whose tid is the dead one's — has another start).
     pub(crate) fn held_by(self, me: Me) -> bool {
         self.state.load(Ordering::Relaxed) & HID_MASK == me.hid
-            && self.owner.load(Ordering::Relaxed) == me.ident
-            && self.tid.load(Ordering::Relaxed) == me.tid
+            && self.owner.load(Ordering::Relaxed) == me.owner
     }
 
     pub(crate) fn holder(self) -> Option<u32> {
@@ -679,17 +686,17 @@ pub(crate) mod tests {
     /// its compare-exchange and writing the record.
     pub(crate) fn forge_dead_incarnation(raw: Raw<'_>, record: bool) {
         let me = sys::me();
-        let mine = ProcessIdent::from_bits(me.ident).unwrap();
+        let mine = mproc_shm::ProcessIdent::from_bits(me.ident).unwrap();
         let mut start = mine.start() + 1;
         while sys::start_tag(start) == sys::start_tag(mine.start()) {
             start += 1;
         }
         raw.state
             .store(sys::holder_id(mine.pid(), start), Ordering::Relaxed);
-        raw.tid.store(me.tid, Ordering::Relaxed);
-        let ident = ProcessIdent::from_parts(mine.pid(), start).to_bits();
+        // Its main thread had our main thread's tid.
+        let owner = sys::owner_record(u64::from(mine.pid()), start);
         raw.owner
-            .store(if record { ident } else { 0 }, Ordering::Relaxed);
+            .store(if record { owner } else { 0 }, Ordering::Relaxed);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use mproc_shm::ProcessIdent;
 use crate::barrier::{BrokenBarrier, Machine, Words, COUNT, PARTIES, SLOTS};
 use crate::condition::Machine as Cond;
 use crate::lock::Raw;
-use crate::sys::{holder_id, Me};
+use crate::sys::{holder_id, owner_record, Me};
 use crate::wait::WaitResult;
 use crate::word::{Wide, Word};
 
@@ -147,12 +147,11 @@ impl Store {
         })
     }
 
-    /// The lock in words 0-2 and wide word 2 (words 4-5).
+    /// The lock in words 0-1 and wide word 2 (words 4-5).
     fn raw(&self) -> Raw<'_, MWord> {
         Raw {
             state: &self.words[0],
-            tid: &self.words[1],
-            bad: &self.words[2],
+            bad: &self.words[1],
             owner: &self.wides[2],
         }
     }
@@ -196,7 +195,7 @@ fn me(pid: u32) -> Me {
 fn incarnation(pid: u32, start: u64) -> Me {
     Me {
         hid: holder_id(pid, start),
-        tid: pid,
+        owner: owner_record(u64::from(pid), start),
         ident: ProcessIdent::from_parts(pid, start).to_bits(),
     }
 }
@@ -210,7 +209,7 @@ fn bounded() -> loom::model::Builder {
 #[test]
 fn model_lock_excludes_and_never_loses_a_wakeup() {
     bounded().check(|| {
-        // Words 0-2 and 4-5: the lock; word 3: how many are inside.
+        // Words 0-1 and 4-5: the lock; word 3: how many are inside.
         let store = Store::new(6, 2, false);
         let workers: Vec<_> = (1..=2)
             .map(|pid| {

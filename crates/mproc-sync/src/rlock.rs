@@ -4,12 +4,11 @@
 //!
 //! Words 0–5 are a [`Lock`](crate::Lock)'s (kind `"RLCK"`), word 6 is the
 //! recursion count, touched only by the holder. Re-entry checks that the
-//! state names our holder id, the owner record our exact identity (pid and
-//! start time) and the tid word our thread; only the holder writes the
-//! owner words, so the check cannot be fooled by a stale value, nor by a
-//! new process that reuses a dead holder's pid (and whose main thread
-//! therefore has the dead one's tid): that process probes the holder as
-//! dead like anyone else. The crash story is the `Lock`'s: a dead holder's
+//! state names our pid and start-time tag and the owner record our thread
+//! and start-time hash; only the holder writes the record, so the check
+//! cannot be fooled by a stale value, nor by a new process that reuses a
+//! dead holder's pid (and whose main thread therefore has the dead one's
+//! tid): that process probes the holder as dead like anyone else. The crash story is the `Lock`'s: a dead holder's
 //! lock goes to the next locker with [`LockError::OwnerDied`], count reset
 //! to 1.
 

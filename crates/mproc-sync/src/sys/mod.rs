@@ -57,14 +57,16 @@ pub(crate) fn poll_wait(word: &AtomicU32, expected: u32, deadline: Option<Instan
     }
 }
 
-/// Who is calling: this process (pid and start time) and this thread's
-/// system-wide id, cached per thread and refreshed in the child after `fork`.
+/// Who is calling: this process (pid and start time) and this thread,
+/// cached per thread and refreshed in the child after `fork`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Me {
     /// The pid and an 8-bit tag of the start time, as a lock's state word
     /// names its holder (see `lock.rs`).
     pub(crate) hid: u32,
-    pub(crate) tid: u32,
+    /// The thread and a 22-bit hash of the start time, as a lock's owner
+    /// record names its holding thread (see `lock.rs`).
+    pub(crate) owner: u64,
     /// `ProcessIdent::to_bits` of this process.
     pub(crate) ident: u64,
 }
@@ -75,14 +77,33 @@ pub(crate) const PID_MASK: u32 = (1 << PID_BITS) - 1;
 /// A holder id: pid in bits 0–21, start-time tag in bits 22–29.
 pub(crate) const HID_MASK: u32 = (1 << 30) - 1;
 
+/// Bits of an owner record that hold the start-time hash.
+pub(crate) const HASH_BITS: u32 = 22;
+pub(crate) const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
+
+fn mix(start: u64) -> u64 {
+    start.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// The 8-bit tag of a start time that a holder id carries next to the pid.
 pub(crate) fn start_tag(start: u64) -> u32 {
-    (start.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u32
+    (mix(start) >> 56) as u32
+}
+
+/// The 22-bit hash of a start time that an owner record carries next to
+/// the thread (other bits of the mix than the tag's).
+pub(crate) fn start_hash(start: u64) -> u64 {
+    (mix(start) >> 34) & HASH_MASK
 }
 
 /// The holder id of process `pid` started at `start`.
 pub(crate) fn holder_id(pid: u32, start: u64) -> u32 {
     (pid & PID_MASK) | (start_tag(start) << PID_BITS)
+}
+
+/// The owner record of thread `tid` of a process started at `start`.
+pub(crate) fn owner_record(tid: u64, start: u64) -> u64 {
+    (tid << HASH_BITS) | start_hash(start)
 }
 
 static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
@@ -93,7 +114,7 @@ extern "C" fn after_fork_in_child() {
 
 thread_local! {
     static ME: std::cell::Cell<(u32, Me)> = const {
-        std::cell::Cell::new((u32::MAX, Me { hid: 0, tid: 0, ident: 0 }))
+        std::cell::Cell::new((u32::MAX, Me { hid: 0, owner: 0, ident: 0 }))
     };
 }
 
@@ -114,7 +135,7 @@ pub(crate) fn me() -> Me {
         let ident = mproc_shm::ProcessIdent::current();
         let me = Me {
             hid: holder_id(ident.pid(), ident.start()),
-            tid: thread_id(),
+            owner: owner_record(thread_id(), ident.start()),
             ident: ident.to_bits(),
         };
         c.set((generation, me));
@@ -122,19 +143,22 @@ pub(crate) fn me() -> Me {
     })
 }
 
+/// This thread's system-wide id, unique among live threads: Linux's tid
+/// (below 2^22, like pids), macOS's 64-bit thread id (42 bits kept: a
+/// counter since boot that never gets there).
 #[cfg(target_os = "linux")]
-fn thread_id() -> u32 {
+fn thread_id() -> u64 {
     // SAFETY: gettid has no arguments and cannot fail.
-    (unsafe { libc::gettid() }) as u32
+    (unsafe { libc::gettid() }) as u64
 }
 
 #[cfg(target_os = "macos")]
-fn thread_id() -> u32 {
+fn thread_id() -> u64 {
     let mut id: u64 = 0;
     // SAFETY: a null thread means the calling thread; `id` is a valid out
     // pointer for the call.
     unsafe { libc::pthread_threadid_np(0, &mut id) };
-    id as u32
+    id & ((1 << (64 - HASH_BITS)) - 1)
 }
 
 /// The start time of the live process that has pid `pid` now (0 when it
