@@ -45,11 +45,13 @@ fn every_public_path_resolves() {
     let _ = mproc::Value::<u8>::new;
     let _ = mproc::Array::<u8>::new;
     let _: Option<(sync::LockGuard<'_>, sync::RLockGuard<'_>)> = None;
-    let _: Option<(
-        sync::LockError<sync::LockGuard<'_>>,
-        sync::LockResult<'_>,
-        sync::RLockResult<'_>,
-    )> = None;
+    let _: Option<sync::OwnerDied<sync::LockGuard<'_>>> = None;
+    let _: Option<sync::TryLockError<sync::RLockGuard<'_>>> = None;
+    let _: Option<sync::LockTimeoutError<sync::LockGuard<'_>>> = None;
+    let _: Option<sync::LockFailure> = None;
+    let _: Option<sync::LockResult<sync::LockGuard<'_>>> = None;
+    let _: Option<sync::TryLockResult<sync::LockGuard<'_>>> = None;
+    let _: Option<sync::LockTimeoutResult<sync::RLockGuard<'_>>> = None;
     let _: Option<(
         sync::Acquired,
         sync::AcquireError,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use mproc::shm::{transfer, RawValue, Segment};
 use mproc::sync::{
-    Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, LockError, NotOwner,
-    Semaphore, Value,
+    Barrier, BoundedSemaphore, BrokenBarrier, Condition, Event, Lock, LockTimeoutError, NotOwner,
+    Semaphore, TryLockError, Value,
 };
 use mproc_tests::{hex, signal, LeakCheck, Lines};
 use serde::Serialize;
@@ -169,12 +169,12 @@ fn holder_killed_next_locker_gets_owner_died_promptly() {
     let mut holder = spawn("hold-lock", &lock, 0);
     let mut lines = Lines::of(&mut holder);
     assert_eq!(lines.next_line().as_deref(), Some("locked"));
-    assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
+    assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
     signal(&holder, libc::SIGKILL).unwrap();
     // Not reaped yet: the holder is a zombie, which still counts as dead.
     let start = Instant::now();
     let guard = match lock.lock_timeout(Duration::from_secs(1)) {
-        Err(LockError::OwnerDied(g)) => g,
+        Err(LockTimeoutError::OwnerDied(d)) => d.into_inner(),
         other => panic!("expected OwnerDied, got {other:?}"),
     };
     assert!(
@@ -220,7 +220,7 @@ fn stopped_holder_is_not_robbed() {
     // Several probe intervals pass; a stopped process is alive.
     assert!(matches!(
         lock.lock_timeout(Duration::from_millis(200)),
-        Err(LockError::Timeout)
+        Err(LockTimeoutError::Timeout)
     ));
     signal(&holder, libc::SIGCONT).unwrap();
     use std::io::Write;
@@ -386,7 +386,7 @@ fn a_new_process_with_a_dead_holders_pid_is_not_the_holder() {
     assert_eq!(out.next_line().as_deref(), Some("lock owner-died"));
     assert!(newcomer.wait().unwrap().success());
     // And here, the locks are usable (still flagged until repaired).
-    let g = lock.lock().unwrap_err().into_guard().unwrap();
+    let g = lock.lock().unwrap_err().into_inner();
     g.mark_consistent();
     drop(g);
     assert!(lock.try_lock().is_ok());
@@ -406,8 +406,8 @@ fn short_lock_timeout_still_takes_over_from_a_dead_holder() {
     // Far shorter than the 10 ms probe interval: before the fix the deadline
     // was checked before the probe, so this was `Timeout` for ever.
     match lock.lock_timeout(Duration::from_micros(50)) {
-        Err(LockError::OwnerDied(g)) => drop(g),
-        Err(LockError::Timeout) => panic!("a dead holder's lock timed out"),
+        Err(LockTimeoutError::OwnerDied(d)) => drop(d),
+        Err(LockTimeoutError::Timeout) => panic!("a dead holder's lock timed out"),
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     drop((lines, lock));

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use mproc_shm::{ProcessIdent, Segment};
 use mproc_sync::wait::{self, WaitResult};
-use mproc_sync::{Lock, LockError, LockGuard};
+use mproc_sync::{Lock, LockGuard, LockTimeoutError, TryLockError};
 
 /// Which side's lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,18 +161,22 @@ impl Mem for SegMem {
             Side::Put => &self.put_lock,
             Side::Get => &self.get_lock,
         };
-        let r = match how {
-            Wait::No => lock.try_lock(),
-            Wait::Until(None) => lock.lock(),
-            Wait::Until(Some(d)) => lock.lock_timeout(d.saturating_duration_since(Instant::now())),
+        let guard = match how {
+            Wait::No => lock.try_lock().map_err(TryLockError::into_guard),
+            Wait::Until(None) => lock.lock().map_err(|d| Some(d.into_inner())),
+            Wait::Until(Some(d)) => lock
+                .lock_timeout(d.saturating_duration_since(Instant::now()))
+                .map_err(LockTimeoutError::into_guard),
         };
-        match r {
+        match guard {
             Ok(g) => Some(g),
-            Err(LockError::OwnerDied(g)) => {
+            // A dead holder leaves nothing to repair: only whole chunks are
+            // ever published.
+            Err(Some(g)) => {
                 g.mark_consistent();
                 Some(g)
             }
-            Err(_) => None,
+            Err(None) => None,
         }
     }
 

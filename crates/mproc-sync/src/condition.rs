@@ -220,7 +220,7 @@ impl ConditionLock for RLock {
 /// use mproc_sync::Condition;
 ///
 /// let cond = Condition::new()?;
-/// let guard = cond.get_lock().lock().map_err(|e| e.to_string())?;
+/// let guard = cond.get_lock().lock()?;
 /// cond.notify_all()?;               // holding the lock: fine
 /// drop(guard);
 /// assert!(cond.notify(1).is_err()); // not holding it: NotOwner

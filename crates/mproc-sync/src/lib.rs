@@ -1,7 +1,10 @@
 //! Process-shared synchronization for mproc, robust against processes that die.
 //!
 //! - [`Lock`] — a mutex; a holder that dies hands the lock on with
-//!   [`LockError::OwnerDied`] instead of deadlocking everyone.
+//!   [`OwnerDied`] (carrying the guard) instead of deadlocking everyone;
+//!   `try_lock` and `lock_timeout` have errors of their own
+//!   ([`TryLockError`], [`LockTimeoutError`]), and all three go through `?`
+//!   into `Box<dyn Error>` or `io::Error`.
 //! - [`RLock`] — the re-entrant form.
 //! - [`Semaphore`] / [`BoundedSemaphore`] — counters of permits, `value()`
 //!   included (also on macOS).
@@ -33,7 +36,7 @@
 //! # Examples
 //!
 //! ```
-//! use mproc_sync::{Lock, LockError, Value};
+//! use mproc_sync::{Lock, Value};
 //!
 //! let total = Value::new(0u64)?;
 //! total.update(|t| *t += 5);
@@ -41,8 +44,7 @@
 //! let lock = Lock::new()?;
 //! match lock.lock() {
 //!     Ok(_guard) => { /* critical section */ }
-//!     Err(LockError::OwnerDied(guard)) => guard.mark_consistent(),
-//!     Err(e) => return Err(e.to_string().into()),
+//!     Err(died) => died.into_inner().mark_consistent(),
 //! }
 //! assert_eq!(total.get(), 5);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -66,6 +68,7 @@ mod block;
 mod condition;
 mod event;
 mod lock;
+mod owner_died;
 mod rlock;
 mod semaphore;
 mod value;
@@ -79,8 +82,10 @@ pub use barrier::{Barrier, BrokenBarrier, MAX_PARTIES};
 pub use condition::{Condition, ConditionLock, WaitError};
 pub use event::Event;
 pub use lock::{
-    AcquireError, Acquired, Lock, LockError, LockGuard, LockResult, NotOwner, PROBE_INTERVAL,
+    AcquireError, Acquired, Lock, LockGuard, LockResult, LockTimeoutResult, NotOwner,
+    TryLockResult, PROBE_INTERVAL,
 };
-pub use rlock::{RLock, RLockGuard, RLockResult};
+pub use owner_died::{LockFailure, LockTimeoutError, OwnerDied, TryLockError};
+pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, OverRelease, Semaphore};
 pub use value::{Array, ArrayGuard, Value, ValueGuard};

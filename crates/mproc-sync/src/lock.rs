@@ -57,7 +57,7 @@
 //! (compare-exchange, so it never erases a newer one) and swaps the state
 //! from the dead id to its own (`AcqRel`, so exactly one prober wins, and
 //! the next prober sees the cleared record), sets the
-//! *inconsistent* word and returns [`LockError::OwnerDied`] with the guard.
+//! *inconsistent* word and returns [`OwnerDied`] with the guard.
 //! Every later locker gets `OwnerDied` too, until someone calls
 //! [`LockGuard::mark_consistent`]. Detection takes at most one probe
 //! interval after the death, on every platform.
@@ -83,6 +83,7 @@ use std::time::{Duration, Instant};
 use mproc_shm::fault;
 
 use crate::block::{block_serde, Block, KIND_LOCK};
+use crate::owner_died::{LockTimeoutError, OwnerDied, TryLockError};
 use crate::sys::{self, Me, HASH_MASK, HID_MASK, PID_BITS, PID_MASK};
 use crate::wait::{self, WaitResult};
 use crate::word::{Wide, Word};
@@ -289,7 +290,7 @@ impl<W: Word> Raw<'_, W> {
 /// A mutual-exclusion lock shared by every process that holds a handle.
 ///
 /// Like `multiprocessing.Lock`, but a holder that dies never deadlocks the
-/// others: the next locker gets [`LockError::OwnerDied`] carrying the guard.
+/// others: the next locker gets [`OwnerDied`] carrying the guard.
 ///
 /// # Examples
 ///
@@ -298,7 +299,7 @@ impl<W: Word> Raw<'_, W> {
 ///
 /// let lock = Lock::new()?;
 /// {
-///     let _guard = lock.lock().map_err(|e| e.to_string())?;
+///     let _guard = lock.lock()?;
 ///     assert!(lock.try_lock().is_err());
 /// }
 /// assert!(lock.try_lock().is_ok());
@@ -372,43 +373,46 @@ impl Lock {
         Raw::at(&self.block, 1)
     }
 
-    fn take(&self, blocking: bool, deadline: Option<Instant>) -> LockResult<'_> {
-        outcome(self.raw().acquire(sys::me(), blocking, deadline), || {
-            LockGuard {
-                lock: self,
-                _not_send: PhantomData,
-            }
-        })
+    fn guard(&self) -> LockGuard<'_> {
+        LockGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
     }
 
     /// Blocks until the lock is ours.
     ///
     /// # Errors
     ///
-    /// [`LockError::OwnerDied`] (holding the guard) when a holder died with
-    /// the lock and nobody has marked it consistent since.
+    /// [`OwnerDied`] (holding the guard) when a holder died with the lock
+    /// and nobody has marked it consistent since.
     #[inline]
-    pub fn lock(&self) -> LockResult<'_> {
-        self.take(true, None)
+    pub fn lock(&self) -> LockResult<LockGuard<'_>> {
+        locked(self.raw().acquire(sys::me(), true, None), || self.guard())
     }
 
     /// Takes the lock if it is free (or its holder is dead), without waiting.
     ///
     /// # Errors
     ///
-    /// [`LockError::WouldBlock`] when a live process holds it;
-    /// [`LockError::OwnerDied`] as for [`lock`](Lock::lock).
-    pub fn try_lock(&self) -> LockResult<'_> {
-        self.take(false, None)
+    /// [`TryLockError::WouldBlock`] when a live process holds it;
+    /// [`TryLockError::OwnerDied`] as for [`lock`](Lock::lock).
+    pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
+        tried(self.raw().acquire(sys::me(), false, None), || self.guard())
     }
 
-    /// Like [`lock`](Lock::lock), giving up after `timeout`.
+    /// Like [`lock`](Lock::lock), giving up after `timeout` (a dead holder
+    /// is still noticed, however short the timeout).
     ///
     /// # Errors
     ///
-    /// [`LockError::Timeout`]; [`LockError::OwnerDied`] as for `lock`.
-    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_> {
-        self.take(true, wait::deadline(timeout))
+    /// [`LockTimeoutError::Timeout`]; [`LockTimeoutError::OwnerDied`] as for
+    /// `lock`.
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<LockGuard<'_>> {
+        timed(
+            self.raw().acquire(sys::me(), true, wait::deadline(timeout)),
+            || self.guard(),
+        )
     }
 
     /// Python's `acquire()`: takes the lock without a guard; release it
@@ -492,7 +496,7 @@ unsafe impl Sync for LockGuard<'_> {}
 
 impl<'a> LockGuard<'a> {
     /// Declares the protected data repaired after an owner died: later
-    /// lockers get the lock without [`LockError::OwnerDied`].
+    /// lockers get the lock without [`OwnerDied`].
     pub fn mark_consistent(&self) {
         self.lock.raw().bad.store(0, Ordering::Relaxed);
     }
@@ -516,56 +520,16 @@ impl fmt::Debug for LockGuard<'_> {
     }
 }
 
-/// Why [`Lock::lock`] (or [`RLock::lock`](crate::RLock::lock)) and friends
-/// returned without a clean guard. `G` is the lock's guard type.
-#[non_exhaustive]
-pub enum LockError<G> {
-    /// The lock is yours, but a previous holder died with it: the data it
-    /// protects may be half-updated. Repair it, then call the guard's
-    /// `mark_consistent`.
-    OwnerDied(G),
-    /// `try_lock` found the lock held by a live thread or process.
-    WouldBlock,
-    /// The timeout passed with the lock still held.
-    Timeout,
-}
+/// What [`Lock::lock`] (and [`RLock::lock`](crate::RLock::lock)) return.
+pub type LockResult<G> = Result<G, OwnerDied<G>>;
 
-/// What [`Lock::lock`] and friends return.
-pub type LockResult<'a> = Result<LockGuard<'a>, LockError<LockGuard<'a>>>;
+/// What [`Lock::try_lock`] and [`RLock::try_lock`](crate::RLock::try_lock)
+/// return.
+pub type TryLockResult<G> = Result<G, TryLockError<G>>;
 
-impl<G> LockError<G> {
-    /// The guard of an `OwnerDied`, for callers that repair or ignore.
-    pub fn into_guard(self) -> Option<G> {
-        match self {
-            LockError::OwnerDied(g) => Some(g),
-            _ => None,
-        }
-    }
-}
-
-impl<G> fmt::Debug for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            LockError::WouldBlock => f.write_str("WouldBlock"),
-            LockError::Timeout => f.write_str("Timeout"),
-        }
-    }
-}
-
-impl<G> fmt::Display for LockError<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LockError::OwnerDied(_) => {
-                "a previous holder died with the lock; the data may be inconsistent"
-            }
-            LockError::WouldBlock => "the lock is held by another thread or process",
-            LockError::Timeout => "timed out waiting for the lock",
-        })
-    }
-}
-
-impl<G> std::error::Error for LockError<G> {}
+/// What [`Lock::lock_timeout`] and
+/// [`RLock::lock_timeout`](crate::RLock::lock_timeout) return.
+pub type LockTimeoutResult<G> = Result<G, LockTimeoutError<G>>;
 
 /// Turns a raw acquire's outcome into Python-style `acquire`'s answer.
 pub(crate) fn acquired(r: Result<bool, Miss>) -> Result<Acquired, AcquireError> {
@@ -576,16 +540,31 @@ pub(crate) fn acquired(r: Result<bool, Miss>) -> Result<Acquired, AcquireError> 
     }
 }
 
-/// Turns a raw acquire's outcome into a guard or an error.
-pub(crate) fn outcome<G>(
-    r: Result<bool, Miss>,
-    guard: impl FnOnce() -> G,
-) -> Result<G, LockError<G>> {
+/// A blocking acquire's outcome as a guard or [`OwnerDied`].
+pub(crate) fn locked<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> LockResult<G> {
+    // A blocking acquire without a deadline only ever gets the lock.
+    debug_assert!(r.is_ok());
+    match r {
+        Ok(true) => Err(OwnerDied::new(guard())),
+        Ok(false) | Err(_) => Ok(guard()),
+    }
+}
+
+/// A non-blocking acquire's outcome as a guard or a [`TryLockError`].
+pub(crate) fn tried<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
     match r {
         Ok(false) => Ok(guard()),
-        Ok(true) => Err(LockError::OwnerDied(guard())),
-        Err(Miss::WouldBlock) => Err(LockError::WouldBlock),
-        Err(Miss::Timeout) => Err(LockError::Timeout),
+        Ok(true) => Err(TryLockError::OwnerDied(OwnerDied::new(guard()))),
+        Err(_) => Err(TryLockError::WouldBlock),
+    }
+}
+
+/// A timed acquire's outcome as a guard or a [`LockTimeoutError`].
+pub(crate) fn timed<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> LockTimeoutResult<G> {
+    match r {
+        Ok(false) => Ok(guard()),
+        Ok(true) => Err(LockTimeoutError::OwnerDied(OwnerDied::new(guard()))),
+        Err(_) => Err(LockTimeoutError::Timeout),
     }
 }
 
@@ -673,11 +652,11 @@ pub(crate) mod tests {
         let r = std::thread::spawn(move || {
             matches!(
                 l2.lock_timeout(Duration::from_millis(30)),
-                Err(LockError::Timeout)
+                Err(LockTimeoutError::Timeout)
             )
         });
         assert!(r.join().unwrap());
-        assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
+        assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
     }
 
     /// Leaves `raw` as an earlier process with our pid (another start time,
@@ -708,12 +687,12 @@ pub(crate) mod tests {
             assert_eq!(lock.release(), Err(NotOwner));
             // …and taken over as from any dead holder.
             let g = match lock.try_lock() {
-                Err(LockError::OwnerDied(g)) => g,
+                Err(TryLockError::OwnerDied(d)) => d.into_inner(),
                 other => panic!("record {record}: expected OwnerDied, got {other:?}"),
             };
             drop(g);
             // Still flagged until marked consistent.
-            let g = lock.lock().unwrap_err().into_guard().unwrap();
+            let g = lock.lock().unwrap_err().into_inner();
             g.mark_consistent();
             drop(g);
             assert!(lock.lock().is_ok());
@@ -726,7 +705,7 @@ pub(crate) mod tests {
         forge_dead_incarnation(lock.raw(), true);
         assert!(matches!(
             lock.lock_timeout(Duration::from_micros(10)),
-            Err(LockError::OwnerDied(_))
+            Err(LockTimeoutError::OwnerDied(_))
         ));
     }
 

@@ -9,7 +9,7 @@
 //! cannot be fooled by a stale value, nor by a new process that reuses a
 //! dead holder's pid (and whose main thread therefore has the dead one's
 //! tid): that process probes the holder as dead like anyone else. The crash story is the `Lock`'s: a dead holder's
-//! lock goes to the next locker with [`LockError::OwnerDied`], count reset
+//! lock goes to the next locker with [`OwnerDied`](crate::OwnerDied), count reset
 //! to 1.
 
 use std::fmt;
@@ -19,7 +19,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::block::{block_serde, Block, KIND_RLOCK};
-use crate::lock::{acquired, outcome, AcquireError, Acquired, LockError, Miss, NotOwner, Raw};
+use crate::lock::{
+    acquired, locked, timed, tried, AcquireError, Acquired, LockResult, LockTimeoutResult, Miss,
+    NotOwner, Raw, TryLockResult,
+};
+#[cfg(doc)]
+use crate::owner_died::{LockTimeoutError, OwnerDied, TryLockError};
 use crate::{sys, wait};
 
 /// A re-entrant lock (Python's `multiprocessing.RLock`).
@@ -30,8 +35,8 @@ use crate::{sys, wait};
 /// use mproc_sync::RLock;
 ///
 /// let lock = RLock::new()?;
-/// let outer = lock.lock().map_err(|e| e.to_string())?;
-/// let inner = lock.lock().map_err(|e| e.to_string())?; // same thread: no deadlock
+/// let outer = lock.lock()?;
+/// let inner = lock.lock()?; // same thread: no deadlock
 /// assert_eq!(lock.count(), 2);
 /// drop(inner);
 /// drop(outer);
@@ -81,38 +86,40 @@ impl RLock {
         r
     }
 
-    fn guard(&self, r: Result<bool, Miss>) -> RLockResult<'_> {
-        outcome(r, || RLockGuard {
+    fn guard(&self) -> RLockGuard<'_> {
+        RLockGuard {
             lock: self,
             _not_send: PhantomData,
-        })
+        }
     }
 
     /// Takes the lock, or takes it again if this thread holds it.
     ///
     /// # Errors
     ///
-    /// [`LockError::OwnerDied`] (holding the guard) after a holder died.
-    pub fn lock(&self) -> RLockResult<'_> {
-        self.guard(self.take(true, None))
+    /// [`OwnerDied`] (holding the guard) after a holder died.
+    pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
+        locked(self.take(true, None), || self.guard())
     }
 
     /// Like [`lock`](RLock::lock) without waiting.
     ///
     /// # Errors
     ///
-    /// [`LockError::WouldBlock`] when another thread or process holds it.
-    pub fn try_lock(&self) -> RLockResult<'_> {
-        self.guard(self.take(false, None))
+    /// [`TryLockError::WouldBlock`] when another thread or process holds it;
+    /// [`TryLockError::OwnerDied`] after a holder died.
+    pub fn try_lock(&self) -> TryLockResult<RLockGuard<'_>> {
+        tried(self.take(false, None), || self.guard())
     }
 
     /// Like [`lock`](RLock::lock), giving up after `timeout`.
     ///
     /// # Errors
     ///
-    /// [`LockError::Timeout`].
-    pub fn lock_timeout(&self, timeout: Duration) -> RLockResult<'_> {
-        self.guard(self.take(true, Some(timeout)))
+    /// [`LockTimeoutError::Timeout`]; [`LockTimeoutError::OwnerDied`] after
+    /// a holder died.
+    pub fn lock_timeout(&self, timeout: Duration) -> LockTimeoutResult<RLockGuard<'_>> {
+        timed(self.take(true, Some(timeout)), || self.guard())
     }
 
     /// Python's `acquire()`, without a guard.
@@ -221,9 +228,6 @@ impl fmt::Debug for RLockGuard<'_> {
     }
 }
 
-/// What [`RLock::lock`] and friends return.
-pub type RLockResult<'a> = Result<RLockGuard<'a>, LockError<RLockGuard<'a>>>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,7 +241,7 @@ mod tests {
         assert_eq!(lock.release(), Err(NotOwner));
         let r = lock.try_lock();
         match &r {
-            Err(LockError::OwnerDied(g)) => assert_eq!(g.lock().count(), 1),
+            Err(crate::TryLockError::OwnerDied(d)) => assert_eq!(d.get_ref().lock().count(), 1),
             other => panic!("expected OwnerDied, got {other:?}"),
         }
         drop(r);
@@ -249,11 +253,12 @@ mod tests {
         let a = lock.lock().unwrap();
         let b = lock.lock().unwrap();
         let l2 = lock.clone();
-        assert!(
-            std::thread::spawn(move || matches!(l2.try_lock(), Err(LockError::WouldBlock)))
-                .join()
-                .unwrap()
-        );
+        assert!(std::thread::spawn(move || matches!(
+            l2.try_lock(),
+            Err(crate::TryLockError::WouldBlock)
+        ))
+        .join()
+        .unwrap());
         let l3 = lock.clone();
         assert!(std::thread::spawn(move || l3.release() == Err(NotOwner))
             .join()

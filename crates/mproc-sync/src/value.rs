@@ -25,7 +25,7 @@ use bytemuck::Pod;
 use mproc_shm::{IndexError, RawArray, RawValue, Segment};
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{Lock, LockError, LockGuard};
+use crate::lock::{Lock, LockGuard};
 
 const DATA: usize = 64;
 
@@ -44,12 +44,9 @@ fn layout(data_bytes: usize, align: usize) -> io::Result<Segment> {
 
 /// Takes `lock` whatever happened to its last holder.
 fn take(lock: &Lock) -> (LockGuard<'_>, bool) {
-    loop {
-        match lock.lock() {
-            Ok(g) => return (g, false),
-            Err(LockError::OwnerDied(g)) => return (g, true),
-            Err(_) => continue,
-        }
+    match lock.lock() {
+        Ok(g) => (g, false),
+        Err(died) => (died.into_inner(), true),
     }
 }
 

@@ -33,7 +33,7 @@ fn main() -> Result<()> {
 fn printer(args: &[String]) -> Result<()> {
     let lock: Lock = common::handles(&args[1])?;
     let _guard = match args.get(2).map(String::as_str) {
-        Some("with") => Some(lock.lock().map_err(|e| e.to_string())?),
+        Some("with") => Some(lock.lock()?),
         _ => None,
     };
     let me = std::process::id();

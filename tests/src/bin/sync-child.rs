@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mproc::shm::{RawValue, Segment};
-use mproc::sync::{Barrier, Condition, Event, Lock, LockError, RLock, Semaphore, Value};
+use mproc::sync::{
+    Barrier, Condition, Event, Lock, LockTimeoutError, RLock, Semaphore, TryLockError, Value,
+};
 use serde::de::DeserializeOwned;
 
 fn handles<T: DeserializeOwned>(hex: &str) -> T {
@@ -108,7 +110,7 @@ fn main() -> ExitCode {
             line("waiting");
             match lock.lock_timeout(Duration::from_secs(20)) {
                 Ok(_) => line("ok"),
-                Err(LockError::OwnerDied(_)) => line("owner-died"),
+                Err(LockTimeoutError::OwnerDied(_)) => line("owner-died"),
                 Err(e) => line(e),
             };
         }
@@ -157,15 +159,15 @@ fn main() -> ExitCode {
             line(std::process::id());
             let r = match rlock.try_lock() {
                 Ok(g) => format!("rlock ok count {}", g.lock().count()),
-                Err(LockError::OwnerDied(g)) => {
-                    format!("rlock owner-died count {}", g.lock().count())
+                Err(TryLockError::OwnerDied(d)) => {
+                    format!("rlock owner-died count {}", d.get_ref().lock().count())
                 }
                 Err(e) => format!("rlock {e}"),
             };
             line(r);
             let l = match lock.lock_timeout(Duration::from_secs(2)) {
                 Ok(_) => "lock ok".to_string(),
-                Err(LockError::OwnerDied(_)) => "lock owner-died".to_string(),
+                Err(LockTimeoutError::OwnerDied(_)) => "lock owner-died".to_string(),
                 Err(e) => format!("lock {e}"),
             };
             line(l);

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{self, Result};
-use mproc::sync::{Barrier, LockError};
+use mproc::sync::{Barrier, LockTimeoutError};
 use mproc::{Lock, Value};
 
 pub(crate) fn chapter() -> Result<()> {
@@ -38,7 +38,8 @@ pub(crate) fn chapter() -> Result<()> {
     holder.kill()?; // our own child, by its pid
     let start = Instant::now();
     match lock.lock_timeout(Duration::from_secs(5)) {
-        Err(LockError::OwnerDied(guard)) => {
+        Err(LockTimeoutError::OwnerDied(died)) => {
+            let guard = died.into_inner();
             println!(
                 "  the next locker got it after {:.1?}, told the owner died;",
                 start.elapsed()
@@ -79,7 +80,7 @@ pub(crate) fn child(args: &[String]) -> Result<()> {
         "sync-print" => {
             let lock: Lock = common::handles(arg(1))?;
             let _guard = if arg(2) == "with" {
-                Some(lock.lock().map_err(|e| e.to_string())?)
+                Some(lock.lock()?)
             } else {
                 None
             };
@@ -96,7 +97,7 @@ pub(crate) fn child(args: &[String]) -> Result<()> {
         }
         "sync-hold" => {
             let lock: Lock = common::handles(arg(1))?;
-            let _guard = lock.lock().map_err(|e| e.to_string())?;
+            let _guard = lock.lock()?;
             println!("locked");
             // Hold until killed.
             std::io::stdin().lock().read_line(&mut String::new())?;
