@@ -733,3 +733,106 @@ fn pollers_racing_recv_on_one_end_never_make_it_read_a_stale_lap() {
     }
     leaks.assert_clean();
 }
+
+fn forward_until_closed(args: (Queue<u64>, Queue<Option<u64>>)) {
+    let (q, out) = args;
+    for item in &q {
+        out.put(item.ok()).unwrap();
+    }
+    out.close();
+}
+
+#[test]
+fn a_consumer_iterates_until_close_and_a_corrupt_message_is_an_item_not_the_end() {
+    let leaks = LeakCheck::start();
+    {
+        let q: Queue<u64> = Queue::new().unwrap();
+        let out: Queue<Option<u64>> = Queue::new().unwrap();
+        q.put(1).unwrap();
+        q.put(1000).unwrap();
+        // Flip a bit of the second message's header check word.
+        let seg = raw_segment(&q);
+        let mut b = [0u8; 1];
+        seg.read(4096 + 16 + 4, &mut b).unwrap();
+        seg.write(4096 + 16 + 4, &[b[0] ^ 1]).unwrap();
+        let mut consumer = Process::new(forward_until_closed, (q.clone(), out.clone()));
+        consumer.start().unwrap();
+        assert_eq!(out.get().unwrap(), Some(1));
+        assert_eq!(out.get().unwrap(), None, "the corrupt message is an item");
+        // The iteration went on past it.
+        q.put(41).unwrap();
+        assert_eq!(out.get().unwrap(), Some(41));
+        q.close();
+        consumer.join().unwrap();
+        assert_eq!(out.get(), Err(GetError::Closed), "it ended at the close");
+    }
+    leaks.assert_clean();
+}
+
+fn send_after_event(args: (Event, mproc::Connection<String>)) {
+    args.0.wait();
+    args.1.send("late".into()).unwrap();
+}
+
+#[test]
+fn wait_returns_the_ends_that_became_ready_across_processes() {
+    use mproc::queue::{wait, Waitable};
+    let leaks = LeakCheck::start();
+    {
+        let jobs: Queue<u32> = Queue::new().unwrap();
+        let (rx, tx) = Pipe::<String>::simplex().unwrap();
+        let go = Event::new().unwrap();
+        let mut sender = Process::new(send_after_event, (go.clone(), tx.clone()));
+        sender.start().unwrap();
+        drop(tx);
+        let ends: [&dyn Waitable; 2] = [&jobs, &rx];
+        assert!(wait(&ends, Some(Duration::from_millis(50))).is_empty());
+        go.set();
+        assert_eq!(wait(&ends, Some(Duration::from_secs(20))), [1]);
+        assert_eq!(rx.recv().unwrap(), "late");
+        sender.join().unwrap();
+        // The sender is gone: its end is ready (recv says Disconnected).
+        assert_eq!(wait(&ends, Some(Duration::from_secs(20))), [1]);
+        jobs.close();
+        assert_eq!(wait(&ends, None), [0, 1]);
+    }
+    leaks.assert_clean();
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Sometimes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+    n: u32,
+}
+
+#[test]
+fn values_postcard_cannot_read_back_are_refused_with_a_clear_reason() {
+    // Debug builds refuse them at the sender; release builds send them and
+    // the receiver's error names the type and the reason.
+    let reason = |q: &Queue<serde_json::Value>, v| -> String {
+        match q.put(v) {
+            Err(PutError::Encode(e)) => e.to_string(),
+            Ok(()) if !cfg!(debug_assertions) => q.get().unwrap_err().to_string(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    };
+    let q: Queue<serde_json::Value> = Queue::new().unwrap();
+    let err = reason(&q, serde_json::json!({"a": 1}));
+    assert!(err.contains("serde_json::value::Value"), "{err}");
+    assert!(err.contains("not self-describing"), "{err}");
+    let q: Queue<Sometimes> = Queue::new().unwrap();
+    q.put(Sometimes {
+        note: Some("x".into()),
+        n: 1,
+    })
+    .unwrap();
+    assert!(q.get().is_ok());
+    let err = match q.put(Sometimes { note: None, n: 7 }) {
+        Err(e) => e.to_string(),
+        Ok(()) if !cfg!(debug_assertions) => q.get().unwrap_err().to_string(),
+        Ok(()) => panic!("a value that does not read back was accepted"),
+    };
+    assert!(err.contains("Sometimes"), "{err}");
+    assert!(err.contains("skip_serializing_if"), "{err}");
+}

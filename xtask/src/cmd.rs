@@ -25,7 +25,14 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("cannot start {}", show(cmd)))?;
     if !status.success() {
-        bail!("`{}` failed: {status}", show(cmd));
+        let shown = show(cmd);
+        if shown.contains(" nextest run ") {
+            bail!(
+                "`{shown}` failed ({status}). The failing tests are listed in nextest's summary \
+                 above; rerun one alone with that command and the test's name appended."
+            );
+        }
+        bail!("`{shown}` failed: {status}");
     }
     Ok(())
 }

@@ -19,9 +19,23 @@ mod test;
 #[cfg(test)]
 mod tidy;
 
+use std::process::ExitCode;
+
 use anyhow::{bail, Result};
 
-fn main() -> Result<()> {
+/// Failures end in one plain paragraph — what failed and how to rerun it —
+/// never in a backtrace of xtask itself.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nxtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (task, rest) = match args.split_first() {
         Some((task, rest)) => (task.as_str(), rest),

@@ -1,5 +1,22 @@
 //! Items to bytes and back: postcard, with a per-thread buffer so that a
 //! put or get allocates nothing in the steady state.
+//!
+//! # What postcard cannot carry
+//!
+//! postcard is compact because it is not self-describing: the reader must
+//! know the shape of what comes next. Two kinds of serde type break that:
+//!
+//! - types that deserialize with `deserialize_any` — `serde_json::Value`,
+//!   `#[serde(untagged)]` enums, `#[serde(flatten)]` fields — cannot be read
+//!   back at all;
+//! - fields skipped only sometimes (`skip_serializing_if`) shift every byte
+//!   after them, so the reader misreads or fails.
+//!
+//! Encode such values first (`serde_json::to_string`, say) and send the
+//! string, or drop the conditional skip. Every decode error names the type
+//! and, for these cases, says so; and in debug builds `put` and `send`
+//! check that each value reads back as itself (decode, re-encode, compare)
+//! and refuse one that does not, at the sender rather than at the receiver.
 
 use std::cell::Cell;
 
@@ -25,26 +42,67 @@ pub(crate) fn with_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     r
 }
 
-/// Serializes `value` into `buf` (cleared first).
-pub(crate) fn encode<T: Serialize>(value: &T, buf: &mut Vec<u8>) -> Result<(), String> {
+const NOT_SELF_DESCRIBING: &str = "items travel as postcard, which is not self-describing: \
+     types read with deserialize_any (serde_json::Value, untagged enums, flatten) cannot be read \
+     back, and fields skipped with skip_serializing_if shift what follows; encode such a value \
+     first (serde_json::to_string) or drop the conditional skip";
+
+/// Serializes `value` into `buf` (cleared first); in debug builds, checks
+/// that it reads back as itself (see the module docs).
+pub(crate) fn encode<T: Serialize + DeserializeOwned>(
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> Result<(), String> {
     buf.clear();
     let out = postcard::to_extend(value, std::mem::take(buf)).map_err(|e| {
         // Handles inside an item (a Segment, a Lock…) refuse to serialize
         // outside mproc_shm::transfer: say so plainly.
-        format!("{e} (queues carry data; pass mproc handles as process arguments)")
+        format!(
+            "cannot serialize a {}: {e} (queues carry data; pass mproc handles as process \
+             arguments)",
+            std::any::type_name::<T>()
+        )
     })?;
     *buf = out;
+    if cfg!(debug_assertions) {
+        round_trips::<T>(buf)?;
+    }
     Ok(())
+}
+
+/// Whether `bytes` decode to a value that encodes to `bytes` again.
+fn round_trips<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<(), String> {
+    let name = std::any::type_name::<T>();
+    let why = match postcard::take_from_bytes::<T>(bytes) {
+        Ok((back, [])) => match postcard::to_allocvec(&back) {
+            Ok(again) if again == bytes => return Ok(()),
+            _ => "it reads back as another value".to_owned(),
+        },
+        Ok((_, rest)) => format!("{} bytes are left over when it is read back", rest.len()),
+        Err(e) => format!("reading it back fails: {e}"),
+    };
+    Err(format!(
+        "a {name} does not read back as itself ({why}; checked at the sender): \
+         {NOT_SELF_DESCRIBING}"
+    ))
 }
 
 /// Deserializes a whole `T` from `bytes`.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BadMessage> {
+    let name = std::any::type_name::<T>();
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(BadMessage::Decode(format!(
-            "{} bytes left over after the item",
+            "{} bytes left over after a {name} ({NOT_SELF_DESCRIBING})",
             rest.len()
         ))),
-        Err(e) => Err(BadMessage::Decode(e.to_string())),
+        Err(postcard::Error::WontImplement) => Err(BadMessage::Decode(format!(
+            "cannot read a {name}: {NOT_SELF_DESCRIBING}"
+        ))),
+        // A type that does not round-trip is the usual cause; say so.
+        Err(e) => Err(BadMessage::Decode(format!(
+            "cannot read a {name}: {e}; if the sender's value is fine, note that \
+             {NOT_SELF_DESCRIBING}"
+        ))),
     }
 }

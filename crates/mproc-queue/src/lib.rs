@@ -10,6 +10,13 @@
 //!   (`simplex`): `send` / `recv` / `recv_timeout` / `poll`, raw
 //!   `send_bytes` / `recv_bytes` / `recv_bytes_into`; a peer that is gone
 //!   gives `Disconnected`, never a hang.
+//! - [`wait`] — block until any of several queues or pipe ends is ready
+//!   (CPython's `multiprocessing.connection.wait`).
+//!
+//! Queues and receiving pipe ends are iterable (`for item in &queue`) until
+//! closed or disconnected; a message that cannot be read is an `Err` item,
+//! never the end. Items are postcard: see
+//! [what postcard cannot carry](#serialization).
 //!
 //! Items are any `Serialize + DeserializeOwned` type, encoded with postcard.
 //! Each queue or pipe direction is one ring in an anonymous shared segment;
@@ -51,6 +58,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Serialization
+//!
+//! Items are encoded with postcard, which is compact because it is not
+//! self-describing. Types that deserialize with `deserialize_any`
+//! (`serde_json::Value`, `#[serde(untagged)]` enums, `#[serde(flatten)]`)
+//! cannot be read back, and fields skipped only sometimes
+//! (`skip_serializing_if`) shift everything after them. Encode such a value
+//! first (`serde_json::to_string`) or drop the conditional skip. Errors name
+//! the type and say this; in debug builds `put` and `send` check that every
+//! value reads back as itself and refuse one that does not, at the sender.
+//!
 //! # The ring
 //!
 //! Layout, protocol, orderings and crash story (the same text documents the
@@ -74,6 +92,7 @@ mod queue;
 mod ring;
 #[cfg(test)]
 mod ring_model;
+mod select;
 mod sys;
 
 pub use error::{
@@ -81,5 +100,9 @@ pub use error::{
     SendError, TryGetError, TryPutError,
 };
 pub use frame::FrameError;
-pub use pipe::{Connection, Pipe, PIPE_CAPACITY};
-pub use queue::{JoinableQueue, Queue, SimpleQueue, Stats, TaskDoneError, DEFAULT_CAPACITY};
+pub use pipe::{Connection, Incoming, Pipe, PIPE_CAPACITY};
+pub use queue::{
+    IntoIter, Iter, JoinableQueue, Queue, SimpleQueue, Stats, TaskDoneError, TryIter,
+    DEFAULT_CAPACITY,
+};
+pub use select::{wait, Waitable};

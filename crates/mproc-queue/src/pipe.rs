@@ -396,3 +396,62 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         })
     }
 }
+
+/// The messages of a receiving end, each as it comes, until the peer is
+/// gone and everything it sent is read ([`Connection::iter`], `for x in
+/// &conn`). A message that cannot be read is an `Err` item, and iteration
+/// goes on after it.
+#[derive(Debug)]
+pub struct Incoming<'a, T> {
+    conn: &'a Connection<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for Incoming<'_, T> {
+    type Item = Result<T, crate::BadMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.conn.recv() {
+            Ok(x) => Some(Ok(x)),
+            Err(RecvError::Bad(e)) => Some(Err(e)),
+            Err(RecvError::Disconnected | RecvError::NotReadable) => None,
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// Every message, each as it comes, until the peer is gone and drained
+    /// (see [`Incoming`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (rx, tx) = mproc_queue::Pipe::<u8>::simplex()?;
+    /// tx.send(1)?;
+    /// tx.send(2)?;
+    /// drop(tx);
+    /// let got: Vec<u8> = rx.iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(got, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn iter(&self) -> Incoming<'_, T> {
+        Incoming { conn: self }
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Connection<T> {
+    type Item = Result<T, crate::BadMessage>;
+    type IntoIter = Incoming<'a, T>;
+
+    fn into_iter(self) -> Incoming<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T> crate::select::Waitable for Connection<T> {
+    fn ready(&self) -> bool {
+        match &self.rx {
+            Some(rx) => rx.poll(Wait::No, None) || self.life.peer_gone(),
+            None => false,
+        }
+    }
+}

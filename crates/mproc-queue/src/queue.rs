@@ -98,6 +98,10 @@ fn attach<'de, T, D: serde::Deserializer<'de>>(d: D, kind: Kind) -> Result<Ring,
 }
 
 impl<T> Queue<T> {
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     fn from_ring(ring: Ring) -> Queue<T> {
         Queue {
             ring,
@@ -343,6 +347,12 @@ impl<'de, T> Deserialize<'de> for SimpleQueue<T> {
     }
 }
 
+impl<T> SimpleQueue<T> {
+    pub(crate) fn inner(&self) -> &Queue<T> {
+        &self.0
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// A queue with no item limit and a [`DEFAULT_CAPACITY`] ring.
     ///
@@ -511,6 +521,121 @@ impl<T> JoinableQueue<T> {
     /// item is done.
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         self.0.ring.join(wait::deadline(timeout))
+    }
+}
+
+/// The items of a queue, each as it comes, until the queue is closed and
+/// drained ([`Queue::iter`], `for x in &queue`). A message that cannot be
+/// read is an `Err` item, and iteration goes on after it (a corrupt message
+/// never looks like the end of the queue).
+///
+/// # Examples
+///
+/// ```
+/// let q = mproc_queue::Queue::new()?;
+/// q.put(1u32)?;
+/// q.put(2u32)?;
+/// q.close();
+/// let all: Result<Vec<u32>, _> = q.iter().collect();
+/// assert_eq!(all?, [1, 2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Iter<'a, T> {
+    q: &'a Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = Result<T, crate::BadMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.q.get() {
+            Ok(x) => Some(Ok(x)),
+            Err(GetError::Bad(e)) => Some(Err(e)),
+            Err(GetError::Closed) => None,
+        }
+    }
+}
+
+/// The items waiting in a queue now, without blocking
+/// ([`Queue::try_iter`]).
+#[derive(Debug)]
+pub struct TryIter<'a, T> {
+    q: &'a Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for TryIter<'_, T> {
+    type Item = Result<T, crate::BadMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.q.try_get() {
+            Ok(x) => Some(Ok(x)),
+            Err(TryGetError::Bad(e)) => Some(Err(e)),
+            Err(TryGetError::Empty | TryGetError::Closed) => None,
+        }
+    }
+}
+
+/// The items of an owned queue handle ([`Iter`], by value).
+#[derive(Debug)]
+pub struct IntoIter<T> {
+    q: Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for IntoIter<T> {
+    type Item = Result<T, crate::BadMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Iter { q: &self.q }.next()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Every item, each as it comes, until the queue is closed and drained
+    /// (see [`Iter`]).
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { q: self }
+    }
+
+    /// The items waiting now, without blocking.
+    pub fn try_iter(&self) -> TryIter<'_, T> {
+        TryIter { q: self }
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Queue<T> {
+    type Item = Result<T, crate::BadMessage>;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> IntoIterator for Queue<T> {
+    type Item = Result<T, crate::BadMessage>;
+    type IntoIter = IntoIter<T>;
+
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { q: self }
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a SimpleQueue<T> {
+    type Item = Result<T, crate::BadMessage>;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.0.iter()
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a JoinableQueue<T> {
+    type Item = Result<T, crate::BadMessage>;
+    type IntoIter = Iter<'a, T>;
+
+    fn into_iter(self) -> Iter<'a, T> {
+        self.0.iter()
     }
 }
 
