@@ -418,14 +418,30 @@ impl<M: Mem> Ring<M> {
     /// Waits until `ready()`: spins, then sleeps on `seq` in slices, and
     /// re-checks `ready()` after each. With `probe`, asks it every [`PROBE`]
     /// whether to give up — and once more when the deadline has passed,
-    /// however short the wait was.
+    /// however short the wait was. A cheap probe (a pipe's `poll`) is also
+    /// asked right after the spin, so that a peer already gone is reported
+    /// at once; a costly one (a writer's liveness, read from the kernel's
+    /// process table) waits for the first slice, so a stream that merely
+    /// pauses between chunks never pays for it.
     fn wait_for(
         &self,
         seq: usize,
         sleepers: usize,
         deadline: Option<Instant>,
         ready: &mut dyn FnMut() -> bool,
+        probe: Option<&mut dyn FnMut() -> bool>,
+    ) -> Waited {
+        self.wait_probing(seq, sleepers, deadline, ready, probe, true)
+    }
+
+    fn wait_probing(
+        &self,
+        seq: usize,
+        sleepers: usize,
+        deadline: Option<Instant>,
+        ready: &mut dyn FnMut() -> bool,
         mut probe: Option<&mut dyn FnMut() -> bool>,
+        probe_first: bool,
     ) -> Waited {
         let probe_now =
             |probe: &mut Option<&mut dyn FnMut() -> bool>| probe.as_mut().is_some_and(|p| p());
@@ -441,7 +457,7 @@ impl<M: Mem> Ring<M> {
         if self.mem.spin_until(ready) {
             return Waited::Ready;
         }
-        if probe_now(&mut probe) {
+        if probe_first && probe_now(&mut probe) {
             return Waited::GaveUp;
         }
         loop {
@@ -844,12 +860,13 @@ impl<M: Mem> Ring<M> {
         };
         let mut ready = || self.has_unread() || self.is_closed();
         let mut over = || self.stream_over(first_at);
-        match self.wait_for(
+        match self.wait_probing(
             OFF_DATA_SEQ,
             OFF_DATA_SLEEPERS,
             until,
             &mut ready,
             Some(&mut over),
+            false,
         ) {
             Waited::Ready if self.has_unread() => Rest::More,
             // Closed: the writer gives up, nothing more comes.
@@ -882,6 +899,11 @@ impl<M: Mem> Ring<M> {
     /// arrived — so a writer that publishes its last chunk and exits is
     /// never mistaken for one that died half-way.
     fn stream_over(&self, first_at: u64) -> bool {
+        // More came: not over (and no need to ask the kernel about the
+        // writer). The check that counts is the one after the probe.
+        if self.has_unread() {
+            return false;
+        }
         let (pos, state) = stream_parts(self.mem.load64(OFF_STREAM, SeqCst));
         let writer = self.mem.load64(OFF_WRITER, SeqCst);
         let over = pos != first_at & POS_MASK
