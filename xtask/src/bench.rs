@@ -7,13 +7,26 @@
 //! Rust bench). The ratio is the reference's time over ours, so "12×" means
 //! mproc is twelve times faster. Targets are ratios (the machines are noisy;
 //! ratios travel).
+//!
+//! The report says where it was measured (cores, CPU, kernel, commit,
+//! Python) and gives each row's spread (the fastest, median and slowest of
+//! criterion's samples). It is written as Markdown, SVG and JSON
+//! (`target/mproc-bench/report.json`). A scenario whose bench is missing
+//! fails the run; with `--strict`, so does a missed target.
+//! `--compare OLD.json` prints each row's ratio beside an earlier run's —
+//! how two commits are compared:
+//!
+//! ```text
+//! git switch --detach OLD && cargo xtask bench && cp target/mproc-bench/report.json /tmp/old.json
+//! git switch -   && cargo xtask bench --compare /tmp/old.json
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::{cmd, test};
 
@@ -299,6 +312,15 @@ const SCENARIOS: &[Scenario] = &[
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    let strict = args.iter().any(|a| a == "--strict");
+    let compare = args
+        .iter()
+        .position(|a| a == "--compare")
+        .map(|i| {
+            args.get(i + 1)
+                .context("--compare takes the path of an earlier report.json")
+        })
+        .transpose()?;
     let criterion_args: Vec<String> = match args.iter().position(|a| a == "--") {
         Some(i) => args[i + 1..].to_vec(),
         None if quick => ["--warm-up-time", "0.5", "--measurement-time", "1"]
@@ -317,28 +339,43 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     )?;
 
     let python = run_python(quick);
-    let reference = |r: Reference| match r {
-        Reference::Python(script, key) => python
-            .as_ref()
-            .ok()
-            .and_then(|p| p.get(&format!("{script}:{key}")).copied()),
-        Reference::Rust(id) => criterion_median_ns(&criterion_dir, id),
-    };
-    let rows: Vec<Row<'_>> = SCENARIOS
-        .iter()
-        .map(|s| Row {
-            s,
-            ours: criterion_median_ns(&criterion_dir, s.id),
-            reference: reference(s.reference),
-        })
-        .collect();
+    let mut missing = Vec::new();
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for s in SCENARIOS {
+        let ours = Spread::of(&criterion_dir, s.id);
+        if ours.is_none() {
+            missing.push(s.id.to_string());
+        }
+        let reference = match s.reference {
+            Reference::Python(script, key) => match &python {
+                Ok((p, _)) => {
+                    let v = p.get(&format!("{script}:{key}")).copied();
+                    if v.is_none() {
+                        missing.push(format!("{script}:{key}"));
+                    }
+                    v
+                }
+                Err(_) => None,
+            },
+            Reference::Rust(id) => {
+                let v = Spread::of(&criterion_dir, id).map(|sp| sp.median);
+                if v.is_none() {
+                    missing.push(id.to_string());
+                }
+                v
+            }
+        };
+        rows.push(Row { s, ours, reference });
+    }
 
+    let machine = Machine::read(python.as_ref().ok().map(|(_, v)| v.as_str()));
     if let Err(why) = &python {
         println!("python: {why}; showing mproc's numbers alone");
     }
-    let mut table = markdown(&rows);
+    let mut table = machine.markdown();
+    table.push_str(&markdown(&rows));
     // Memory is not a criterion measurement: one run, peak RSS reported.
-    match cmd::output(cmd::cargo().args([
+    let memory = cmd::output(cmd::cargo().args([
         "run",
         "--quiet",
         "--release",
@@ -346,7 +383,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "mproc-benches",
         "--bin",
         "imap_memory",
-    ])) {
+    ]));
+    match &memory {
         Ok(line) => {
             let _ = write!(table, "\n{}\n", line.trim());
         }
@@ -357,23 +395,198 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("report.md"), &table)?;
     std::fs::write(out.join("ratios.svg"), svg(&rows))?;
+    let json = report_json(&machine, &rows, memory.as_ref().ok().map(|l| l.trim()));
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     println!(
-        "written: {} and {}",
+        "written: {}, {} and {}",
         out.join("report.md").display(),
-        out.join("ratios.svg").display()
+        out.join("ratios.svg").display(),
+        out.join("report.json").display()
     );
+    if let Some(old) = compare {
+        print_comparison(old, &json)?;
+    }
+    if !missing.is_empty() {
+        bail!(
+            "scenarios without a measurement (a bench id or Python key that no longer \
+             matches): {}",
+            missing.join(", ")
+        );
+    }
+    let missed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.met() == "NO")
+        .map(|r| r.s.title)
+        .collect();
+    if strict && !missed.is_empty() {
+        bail!("--strict: targets missed: {}", missed.join("; "));
+    }
+    Ok(())
+}
+
+/// Where a report was measured.
+struct Machine {
+    cores: usize,
+    cpu: String,
+    kernel: String,
+    commit: String,
+    python: String,
+}
+
+impl Machine {
+    fn read(python: Option<&str>) -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .or_else(|| {
+                cmd::output(Command::new("sysctl").args(["-n", "machdep.cpu.brand_string"]))
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let kernel = cmd::output(Command::new("uname").arg("-sr"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let commit = cmd::output(Command::new("git").args(["rev-parse", "--short=12", "HEAD"]))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let dirty = cmd::output(Command::new("git").args(["status", "--porcelain"]))
+            .is_ok_and(|s| !s.trim().is_empty());
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu,
+            kernel,
+            commit: if dirty {
+                format!("{commit}+changes")
+            } else {
+                commit
+            },
+            python: python.unwrap_or("not run").to_string(),
+        }
+    }
+
+    fn markdown(&self) -> String {
+        format!(
+            "Measured on {} cores ({}), {}; commit {}; {}. Times are criterion's median; \
+             the spread column gives the fastest and slowest sample.\n\n",
+            self.cores, self.cpu, self.kernel, self.commit, self.python
+        )
+    }
+}
+
+/// Time per operation, ns: the fastest, median and slowest of criterion's
+/// samples (each sample's total time over its iterations).
+#[derive(Clone, Copy)]
+struct Spread {
+    min: f64,
+    median: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(dir: &Path, id: &str) -> Option<Spread> {
+        let median = criterion_median_ns(dir, id)?;
+        let path = dir.join(id).join("new").join("sample.json");
+        let sample: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        let per: Vec<f64> = sample["iters"]
+            .as_array()?
+            .iter()
+            .zip(sample["times"].as_array()?)
+            .filter_map(|(i, t)| Some(t.as_f64()? / i.as_f64()?))
+            .collect();
+        Some(Spread {
+            min: per
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min)
+                .min(median),
+            median,
+            max: per.iter().copied().fold(0.0, f64::max).max(median),
+        })
+    }
+}
+
+fn report_json(machine: &Machine, rows: &[Row<'_>], memory: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "machine": {
+            "cores": machine.cores,
+            "cpu": machine.cpu,
+            "kernel": machine.kernel,
+            "commit": machine.commit,
+            "python": machine.python,
+        },
+        "rows": rows.iter().map(|r| serde_json::json!({
+            "id": r.s.id,
+            "title": r.s.title,
+            "items": r.s.items,
+            "ns": r.ours.map(|s| serde_json::json!({"min": s.min, "median": s.median, "max": s.max})),
+            "reference_ns": r.reference,
+            "ratio": r.ratio(),
+            "target": r.target(),
+            "met": r.met(),
+        })).collect::<Vec<_>>(),
+        "imap_memory": memory,
+    })
+}
+
+/// Prints each row's ratio now beside the same row of an earlier report.
+fn print_comparison(old_path: &str, new: &serde_json::Value) -> Result<()> {
+    let old: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(old_path).with_context(|| format!("cannot read {old_path}"))?,
+    )
+    .with_context(|| format!("{old_path} is not a report.json"))?;
+    let by_title = |v: &serde_json::Value| -> BTreeMap<String, (Option<f64>, Option<f64>)> {
+        v["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["title"].as_str().unwrap_or_default().to_string(),
+                    (r["ratio"].as_f64(), r["ns"]["median"].as_f64()),
+                )
+            })
+            .collect()
+    };
+    let (before, after) = (by_title(&old), by_title(new));
+    println!(
+        "\ncompared with {old_path} (commit {}):\n",
+        old["machine"]["commit"].as_str().unwrap_or("?")
+    );
+    println!("| scenario | ratio before | ratio now | time now / before |\n|---|---|---|---|");
+    for (title, (ratio, ns)) in &after {
+        let (old_ratio, old_ns) = before.get(title).copied().unwrap_or((None, None));
+        let change = match (ns, old_ns) {
+            (Some(n), Some(o)) if o > 0.0 => format!("{:.2}", n / o),
+            _ => "—".into(),
+        };
+        println!(
+            "| {title} | {} | {} | {change} |",
+            old_ratio.map_or("—".into(), show_ratio),
+            ratio.map_or("—".into(), show_ratio)
+        );
+    }
     Ok(())
 }
 
 struct Row<'a> {
     s: &'a Scenario,
-    ours: Option<f64>,
+    ours: Option<Spread>,
     reference: Option<f64>,
 }
 
 impl Row<'_> {
     fn ratio(&self) -> Option<f64> {
-        Some(self.reference? / self.ours?)
+        Some(self.reference? / self.ours?.median)
     }
 
     /// The target ratio on this machine.
@@ -402,8 +615,9 @@ fn criterion_median_ns(dir: &Path, id: &str) -> Option<f64> {
     json["median"]["point_estimate"].as_f64()
 }
 
-/// Runs each Python script once; keys are `script:scenario`, values ns/op.
-fn run_python(quick: bool) -> Result<BTreeMap<String, f64>> {
+/// Runs each Python script once; keys are `script:scenario`, values ns/op;
+/// and the interpreter's version.
+fn run_python(quick: bool) -> Result<(BTreeMap<String, f64>, String)> {
     let version = Command::new("python3")
         .arg("--version")
         .output()
@@ -411,6 +625,7 @@ fn run_python(quick: bool) -> Result<BTreeMap<String, f64>> {
     if !version.status.success() {
         anyhow::bail!("python3 does not run");
     }
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
     let mut scripts: Vec<&str> = SCENARIOS
         .iter()
         .filter_map(|s| match s.reference {
@@ -439,7 +654,7 @@ fn run_python(quick: bool) -> Result<BTreeMap<String, f64>> {
             out.insert(format!("{script}:{k}"), v);
         }
     }
-    Ok(out)
+    Ok((out, version))
 }
 
 /// A ratio with enough digits to read a small one (0.007×, not 0.0×).
@@ -472,14 +687,22 @@ fn show(ns: Option<f64>, items: u64) -> String {
 
 fn markdown(rows: &[Row<'_>]) -> String {
     let mut t = String::from(
-        "| scenario | mproc | reference | ratio | target | met? |\n|---|---|---|---|---|---|\n",
+        "| scenario | mproc | spread (fastest – slowest) | reference | ratio | target | met? |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let spread = r.ours.map_or("—".into(), |sp| {
+            format!(
+                "{} – {}",
+                show(Some(sp.min), r.s.items),
+                show(Some(sp.max), r.s.items)
+            )
+        });
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {spread} | {} | {} | {} | {} |",
             r.s.title,
-            show(r.ours, r.s.items),
+            show(r.ours.map(|sp| sp.median), r.s.items),
             show(r.reference, r.s.items),
             r.ratio().map_or("—".into(), show_ratio),
             r.target().map_or("—".into(), |x| format!("≥ {x:.2}×")),

@@ -50,7 +50,7 @@ fn run() -> Result<()> {
         "hog" => stress::spin(),
         "help" | "-h" | "--help" => {
             println!(
-                "usage: cargo xtask <test [-- ARGS] | ci [STAGE…] | bench [--quick] [-- CRITERION ARGS] | stress [--minutes N]>"
+                "usage: cargo xtask <test [-- ARGS] | ci [STAGE…] | bench [--quick] [--strict] [--compare OLD.json] [-- CRITERION ARGS] | stress [--minutes N]>"
             );
             Ok(())
         }
