@@ -500,3 +500,72 @@ fn ctrl_c_ends_the_parent_and_its_workers() {
     }
     leaks.assert_clean();
 }
+
+// ---------------------------------------------------------------------------
+// Issue 11: drops and joins that return.
+
+/// Runs `f` on a thread and fails the test if it has not returned within
+/// `limit` (the thread is left behind; the test fails anyway).
+fn returns_within<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
+#[test]
+fn dropping_a_pool_after_its_tasks_returns() {
+    let leaks = LeakCheck::start();
+    for method in [
+        StartMethod::Forkserver,
+        StartMethod::Fork,
+        StartMethod::Spawn,
+    ] {
+        returns_within("tasks, then drop", Duration::from_secs(40), move || {
+            for round in 0..4 {
+                let pool = Pool::builder()
+                    .processes(3)
+                    .maxtasksperchild(2)
+                    .start_method(method)
+                    .build()
+                    .unwrap();
+                assert_eq!(pool.map_chunked(square, 0..30, 1).unwrap().len(), 30);
+                // Half the rounds drop with tasks still queued.
+                let _pending: Vec<_> = (0..10 * (round % 2))
+                    .map(|i| pool.apply_async(square, i).unwrap())
+                    .collect();
+                drop(pool);
+            }
+        });
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_pool_with_maxtasksperchild_joins() {
+    let leaks = LeakCheck::start();
+    returns_within("close + join", Duration::from_secs(40), || {
+        for _ in 0..3 {
+            let pool = Pool::builder()
+                .processes(4)
+                .maxtasksperchild(1)
+                .build()
+                .unwrap();
+            let rs: Vec<_> = (0..100)
+                .map(|i| pool.apply_async(square, i).unwrap())
+                .collect();
+            for (i, r) in rs.into_iter().enumerate() {
+                assert_eq!(r.get().unwrap(), (i * i) as u64);
+            }
+            pool.close();
+            pool.join().unwrap();
+        }
+    });
+    leaks.assert_clean();
+}

@@ -201,7 +201,7 @@ fn misuse_is_a_distinct_error() {
     assert!(matches!(p.start(), Err(ProcessError::AlreadyStarted)));
     assert!(matches!(
         p.set_daemon(true),
-        Err(ProcessError::AlreadyStarted)
+        Err(ProcessError::DaemonAfterStart)
     ));
     p.join().unwrap();
 }
@@ -423,7 +423,10 @@ fn parent_killed_daemon_dies_and_non_daemon_finishes() {
         wait_until("the daemon's death", Duration::from_secs(1), || {
             is_gone(daemon)
         });
-        assert!(!is_gone(worker), "the non-daemon child must live on");
+        assert!(
+            !is_gone(worker),
+            "{method}: the non-daemon child must live on"
+        );
         go.set();
         wait_until("the orphan's work", Duration::from_secs(20), || {
             done.get() == 1
@@ -509,6 +512,590 @@ fn terminate_reaches_the_whole_group_only_when_asked() {
                 });
             }
         }
+    }
+    leaks.assert_clean();
+}
+
+// ---------------------------------------------------------------------------
+// Issue 11: joins that race, daemons and threads, children like a `main`,
+// what children inherit, the forkserver's bookkeeping, exit and fork safety.
+
+/// Many threads join forkserver children while another thread keeps asking
+/// for their exit codes: every join returns (a report taken by one caller is
+/// never waited for again by another).
+#[test]
+fn joins_racing_with_exitcode_calls_all_return() {
+    let leaks = LeakCheck::start();
+    {
+        let ev = Event::new().unwrap();
+        let kids: Vec<std::sync::Arc<Process>> = (0..40)
+            .map(|_| {
+                let mut p = Process::new(blocks, ev.clone()).start_method(StartMethod::Forkserver);
+                p.start().unwrap();
+                std::sync::Arc::new(p)
+            })
+            .collect();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let joiners: Vec<_> = kids
+            .iter()
+            .map(|p| {
+                let (p, tx) = (p.clone(), done_tx.clone());
+                std::thread::spawn(move || {
+                    p.join().unwrap();
+                    let _ = tx.send(p.exitcode());
+                })
+            })
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pollers: Vec<_> = (0..2)
+            .map(|_| {
+                let (kids, stop) = (kids.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        for p in &kids {
+                            let _ = p.exitcode();
+                        }
+                        let _ = active_children();
+                    }
+                })
+            })
+            .collect();
+        ev.set();
+        for i in 0..kids.len() {
+            let code = done_rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("join {i} of {} never returned", kids.len()));
+            assert_eq!(code, Some(0));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in joiners.into_iter().chain(pollers) {
+            t.join().unwrap();
+        }
+    }
+    leaks.assert_clean();
+}
+
+/// Echoes every number it gets until the queue closes.
+fn pong(args: (mproc::Queue<u32>, mproc::Queue<u32>)) {
+    let (rx, tx) = args;
+    while let Ok(x) = rx.get() {
+        if tx.put(x).is_err() {
+            return;
+        }
+    }
+}
+
+/// A daemon is tied to its parent *process*: the end of the thread that
+/// started it changes nothing (Linux's parent-death signal follows threads).
+/// A non-daemon child outlives any thread too.
+#[test]
+fn a_child_started_from_a_short_lived_thread_outlives_the_thread() {
+    let leaks = LeakCheck::start();
+    for method in METHODS {
+        for daemon in [true, false] {
+            let (rx, tx) = (
+                mproc::Queue::<u32>::new().unwrap(),
+                mproc::Queue::<u32>::new().unwrap(),
+            );
+            let args = (rx.clone(), tx.clone());
+            let p = std::thread::spawn(move || {
+                let mut p = Process::new(pong, args).daemon(daemon).start_method(method);
+                p.start().unwrap();
+                p
+            })
+            .join()
+            .unwrap();
+            for i in 0..3 {
+                rx.put(i).unwrap();
+                assert_eq!(
+                    tx.get_timeout(Duration::from_secs(10)).ok(),
+                    Some(i),
+                    "{method:?} daemon={daemon}: the child died with its starter thread ({:?})",
+                    p.exitcode()
+                );
+            }
+            // Where the timing is the behaviour: still alive a while later.
+            p.join_timeout(Duration::from_millis(300)).unwrap();
+            assert!(
+                p.is_alive(),
+                "{method:?} daemon={daemon}: {:?}",
+                p.exitcode()
+            );
+            rx.close();
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(0), "{method:?} daemon={daemon}");
+        }
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_daemon_started_from_a_thread_dies_with_its_parent_process() {
+    let leaks = LeakCheck::start();
+    for method in ["fork", "forkserver", "spawn"] {
+        let (go, done) = (Event::new().unwrap(), Value::new(0u64).unwrap());
+        let (mut parent, mut lines) = fixture_parent("thread-start-and-wait", method, &go, &done);
+        let daemon: u32 = lines.next_line().unwrap().parse().unwrap();
+        let worker: u32 = lines.next_line().unwrap().parse().unwrap();
+        assert_eq!(lines.next_line().as_deref(), Some("thread ended"));
+        assert!(
+            !is_gone(daemon),
+            "{method}: the daemon died with its thread"
+        );
+        parent.kill().unwrap(); // SIGKILL, our own child
+        parent.wait().unwrap();
+        wait_until("the daemon's death", Duration::from_secs(2), || {
+            is_gone(daemon)
+        });
+        assert!(
+            !is_gone(worker),
+            "{method}: the non-daemon child must live on"
+        );
+        go.set();
+        wait_until("the orphan's work", Duration::from_secs(20), || {
+            done.get() == 1
+        });
+        drop((parent, lines));
+    }
+    leaks.assert_clean();
+}
+
+/// A pipe whose read end is closed: like an ordinary Rust `main`, the write
+/// fails with `EPIPE` instead of killing the process with SIGPIPE.
+fn write_to_a_closed_pipe(_: ()) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two new descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are new and ours alone.
+    let (r, mut w) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(r);
+    match w.write_all(b"x") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[test]
+fn children_ignore_sigpipe_like_a_rust_main() {
+    let leaks = LeakCheck::start();
+    for method in METHODS {
+        let mut p = Process::new(write_to_a_closed_pipe, ()).start_method(method);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0), "{method:?}");
+    }
+    leaks.assert_clean();
+}
+
+/// Points this process's stderr at `to`.
+fn stderr_to(to: &transfer::SharedFd) {
+    use std::os::fd::{AsFd, AsRawFd};
+    // SAFETY: dup2 onto fd 2; both descriptors are open.
+    assert_eq!(unsafe { libc::dup2(to.as_fd().as_raw_fd(), 2) }, 2);
+}
+
+/// Recurses until the stack runs out (`u64::MAX` levels never fit).
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth as u8; 1024]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + u64::from(frame[7])
+}
+
+fn overflow_the_stack(err: transfer::SharedFd) {
+    stderr_to(&err);
+    std::hint::black_box(recurse(0));
+}
+
+fn panic_loudly(err: transfer::SharedFd) {
+    stderr_to(&err);
+    panic!("boom from the child");
+}
+
+/// A file under `dir` opened for appending, as a handle for a child.
+fn capture_file(
+    dir: &mproc_tests::TempDir,
+    name: &str,
+) -> (std::path::PathBuf, transfer::SharedFd) {
+    let path = dir.path().join(name);
+    let f = std::fs::File::create(&path).unwrap();
+    (path, transfer::SharedFd::new(f))
+}
+
+const BOOTED: [StartMethod; 2] = [StartMethod::Forkserver, StartMethod::Spawn];
+
+#[test]
+fn a_stack_overflow_in_a_child_is_reported_like_main() {
+    let leaks = LeakCheck::start();
+    {
+        let dir = mproc_tests::TempDir::new("so");
+        for method in BOOTED {
+            let (path, err) = capture_file(&dir, &format!("{method:?}"));
+            let mut p = Process::new(overflow_the_stack, err).start_method(method);
+            p.start().unwrap();
+            p.join().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(p.exitcode(), Some(-libc::SIGABRT), "{method:?}: {text}");
+            assert!(
+                text.contains("has overflowed its stack"),
+                "{method:?}: {text:?}"
+            );
+        }
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_child_panic_names_the_process() {
+    let leaks = LeakCheck::start();
+    {
+        let dir = mproc_tests::TempDir::new("pn");
+        for method in BOOTED {
+            let (path, err) = capture_file(&dir, &format!("{method:?}"));
+            let mut p = Process::new(panic_loudly, err)
+                .name("named-child")
+                .start_method(method);
+            p.start().unwrap();
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(1));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                text.contains("thread 'named-child' (")
+                    && text.contains(") panicked at")
+                    && text.contains("boom from the child"),
+                "{method:?}: {text:?}"
+            );
+        }
+    }
+    leaks.assert_clean();
+}
+
+/// Whether descriptor `fd` is open in this process.
+fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+fn report_fd_300(out: RawArray<u32>) {
+    out.set(0, u32::from(fd_is_open(300)) + 1).unwrap();
+}
+
+/// Spawn and forkserver children get stdio and the descriptors of their
+/// handles, nothing else — not even one the parent opened without
+/// close-on-exec.
+#[test]
+fn children_inherit_no_stray_descriptor() {
+    let leaks = LeakCheck::start();
+    {
+        let dir = mproc_tests::TempDir::new("fd");
+        let file = std::fs::File::create(dir.path().join("stray")).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto a free number; the copy has no close-on-exec.
+        assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 300) }, 300);
+        // A forkserver launched now would inherit it too.
+        process::stop_forkserver();
+        for method in BOOTED {
+            let out = RawArray::<u32>::new(1).unwrap();
+            let mut p = Process::new(report_fd_300, out.clone()).start_method(method);
+            p.start().unwrap();
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+            assert_eq!(out.get(0), Some(1), "{method:?}: fd 300 reached the child");
+        }
+        process::stop_forkserver();
+        // SAFETY: closes the copy this test made.
+        unsafe { libc::close(300) };
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_killed_forkserver_is_reaped_and_replaced() {
+    let leaks = LeakCheck::start();
+    {
+        let mut p = Process::new(do_nothing, ()).start_method(StartMethod::Forkserver);
+        p.start().unwrap();
+        p.join().unwrap();
+        let old = process::forkserver_pid().unwrap();
+        // SAFETY: kill touches no memory; `old` is our own child.
+        assert_eq!(unsafe { libc::kill(old as libc::pid_t, libc::SIGKILL) }, 0);
+        wait_until(
+            "the killed server's reaping",
+            Duration::from_secs(5),
+            || {
+                !mproc_tests::children_of(std::process::id())
+                    .iter()
+                    .any(|&(pid, _)| pid == old)
+            },
+        );
+        let mut p = Process::new(do_nothing, ()).start_method(StartMethod::Forkserver);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_ne!(process::forkserver_pid(), Some(old));
+    }
+    leaks.assert_clean();
+}
+
+fn report_cwd_and_env(out: Segment) {
+    let cwd = std::env::current_dir().unwrap();
+    let var = std::env::var("MPROC_TEST_AT_START").unwrap_or_default();
+    let gone = std::env::var_os("MPROC_TEST_REMOVED").is_none();
+    let text = format!("{}|{var}|{gone}", cwd.display());
+    out.write(0, &(text.len() as u32).to_ne_bytes()).unwrap();
+    out.write(4, text.as_bytes()).unwrap();
+}
+
+/// A child starts with its parent's working directory and environment as
+/// they are at `start()`, whichever method starts it (the forkserver was
+/// launched earlier, with the old ones).
+#[test]
+fn children_get_the_cwd_and_environment_of_start() {
+    let leaks = LeakCheck::start();
+    {
+        std::env::set_var("MPROC_TEST_REMOVED", "1");
+        let mut p = Process::new(do_nothing, ()).start_method(StartMethod::Forkserver);
+        p.start().unwrap();
+        p.join().unwrap();
+        let dir = mproc_tests::TempDir::new("cwd");
+        let before = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        std::env::set_var("MPROC_TEST_AT_START", "yes");
+        std::env::remove_var("MPROC_TEST_REMOVED");
+        let expected = format!("{}|yes|true", std::env::current_dir().unwrap().display());
+        for method in METHODS {
+            let out = Segment::anonymous(4096).unwrap();
+            let mut p = Process::new(report_cwd_and_env, out.clone()).start_method(method);
+            p.start().unwrap();
+            p.join().unwrap();
+            assert_eq!(p.exitcode(), Some(0));
+            assert_eq!(read_text(&out), expected, "{method:?}");
+        }
+        std::env::set_current_dir(before).unwrap();
+        std::env::remove_var("MPROC_TEST_AT_START");
+    }
+    leaks.assert_clean();
+}
+
+/// A parent whose daemon child ignores SIGTERM still exits, in bounded
+/// time: SIGTERM, a grace period, then SIGKILL.
+#[test]
+fn a_daemon_that_ignores_sigterm_does_not_hang_its_parents_exit() {
+    let leaks = LeakCheck::start();
+    for method in ["fork", "forkserver", "spawn"] {
+        let (go, done) = (Event::new().unwrap(), Value::new(0u64).unwrap());
+        go.set();
+        let (mut parent, mut lines) =
+            fixture_parent("stubborn-daemon-and-return", method, &go, &done);
+        let daemon: u32 = lines.next_line().unwrap().parse().unwrap();
+        let _worker: u32 = lines.next_line().unwrap().parse().unwrap();
+        assert_eq!(lines.next_line().as_deref(), Some("main returned"));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = parent.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                break None;
+            }
+            std::thread::yield_now();
+        };
+        if status.is_none() {
+            // Clean up before failing: our child, then the daemon, by pid.
+            parent.kill().unwrap();
+            parent.wait().unwrap();
+            // SAFETY: kill touches no memory; the daemon is our grandchild.
+            unsafe { libc::kill(daemon as libc::pid_t, libc::SIGKILL) };
+            panic!("{method}: the parent's exit hung on a daemon that ignores SIGTERM");
+        }
+        assert!(status.unwrap().success(), "{method}: {status:?}");
+        assert_eq!(done.get(), 1);
+        wait_until("the daemon's death", Duration::from_secs(2), || {
+            is_gone(daemon)
+        });
+        drop((parent, lines));
+    }
+    leaks.assert_clean();
+}
+
+fn touch_the_registry(out: RawArray<u32>) {
+    let me = current_process();
+    let parent = parent_process().map(|p| p.pid).unwrap_or(0);
+    let kids = active_children().len() as u32;
+    out.set(0, u32::from(me.pid != 0 && parent != 0) + kids)
+        .unwrap();
+}
+
+/// `fork` while the library's own threads (a pool's watchers, a thread
+/// listing children, forkserver starts) hold its locks: every child runs.
+#[test]
+fn forking_while_library_threads_churn_never_deadlocks_the_child() {
+    let leaks = LeakCheck::start();
+    {
+        let ev = Event::new().unwrap();
+        let mut blocked: Vec<Process> = (0..30)
+            .map(|_| Process::new(blocks, ev.clone()).start_method(StartMethod::Fork))
+            .collect();
+        for p in &mut blocked {
+            p.start().unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn: Vec<_> = (0..2)
+            .map(|i| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if i == 0 {
+                            let _ = active_children();
+                        } else {
+                            let mut p =
+                                Process::new(do_nothing, ()).start_method(StartMethod::Forkserver);
+                            p.start().unwrap();
+                            p.join().unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for i in 0..150 {
+            let out = RawArray::<u32>::new(1).unwrap();
+            let mut p =
+                Process::new(touch_the_registry, out.clone()).start_method(StartMethod::Fork);
+            p.start().unwrap();
+            p.join_timeout(Duration::from_secs(10)).unwrap();
+            if p.is_alive() {
+                p.kill().unwrap();
+                p.join().unwrap();
+                stop.store(true, Ordering::Relaxed);
+                ev.set();
+                panic!("fork {i}: the child deadlocked");
+            }
+            assert_eq!(p.exitcode(), Some(0), "fork {i}");
+            assert_eq!(out.get(0), Some(1), "fork {i}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in churn {
+            t.join().unwrap();
+        }
+        ev.set();
+        for p in &blocked {
+            p.join().unwrap();
+        }
+    }
+    leaks.assert_clean();
+}
+
+/// A grandchild that reports whether its parent is alive, before and after
+/// the parent dies (CPython's `test_parent_process`).
+fn watch_my_parent(args: (Event, Value<u64>, Event, Value<u64>)) {
+    let (started, before, go, after) = args;
+    let alive = |p: Option<process::ProcessInfo>| match p {
+        Some(p) if p.is_alive() => 1,
+        Some(_) => 2,
+        None => 3,
+    };
+    before.set(alive(parent_process()));
+    started.set();
+    go.wait();
+    after.set(alive(parent_process()));
+}
+
+/// Starts `watch_my_parent` and waits to be killed.
+fn start_a_watcher(args: (Event, Value<u64>, Event, Value<u64>, StartMethod)) {
+    let (started, before, go, after, method) = args;
+    let mut g = Process::new(watch_my_parent, (started, before, go, after)).start_method(method);
+    g.start().unwrap();
+    g.detach();
+    // The test sets `go` only once we are dead.
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_grandchild_sees_its_parent_die() {
+    let leaks = LeakCheck::start();
+    for method in METHODS {
+        let (started, before, go, after) = (
+            Event::new().unwrap(),
+            Value::new(0u64).unwrap(),
+            Event::new().unwrap(),
+            Value::new(0u64).unwrap(),
+        );
+        let mut p = Process::new(
+            start_a_watcher,
+            (
+                started.clone(),
+                before.clone(),
+                go.clone(),
+                after.clone(),
+                method,
+            ),
+        )
+        .start_method(method);
+        p.start().unwrap();
+        assert!(started.wait_timeout(Duration::from_secs(20)), "{method:?}");
+        assert_eq!(before.get(), 1, "{method:?}: the parent is alive");
+        p.kill().unwrap();
+        p.join().unwrap();
+        go.set();
+        wait_until("the grandchild's report", Duration::from_secs(20), || {
+            after.get() != 0
+        });
+        assert_eq!(after.get(), 2, "{method:?}: the parent is gone");
+    }
+    leaks.assert_clean();
+}
+
+/// Detached children are reaped in the background as soon as they end: no
+/// zombie waits for a later `start` or for the exit rules.
+#[test]
+fn detached_children_are_reaped_as_they_end() {
+    let leaks = LeakCheck::start();
+    for method in METHODS {
+        let (ev, quick) = (Event::new().unwrap(), Value::new(0u64).unwrap());
+        let mut pids = Vec::new();
+        for i in 0..6 {
+            let mut p = if i % 2 == 0 {
+                Process::new(count_up, quick.clone())
+            } else {
+                Process::new(blocks, ev.clone())
+            }
+            .start_method(method);
+            p.start().unwrap();
+            pids.push(p.pid().unwrap());
+            p.detach();
+        }
+        let ours = |state: Option<char>| {
+            mproc_tests::children_of(std::process::id())
+                .into_iter()
+                .filter(|&(pid, s)| pids.contains(&pid) && state.is_none_or(|x| x == s))
+                .count()
+        };
+        let running = if method == StartMethod::Forkserver {
+            0 // the server's children, not ours
+        } else {
+            3
+        };
+        wait_until("the quick ones' work", Duration::from_secs(20), || {
+            quick.get() == 3
+        });
+        wait_until("the quick ones' reaping", Duration::from_secs(10), || {
+            ours(None) == running && ours(Some('Z')) == 0
+        });
+        ev.set();
+        wait_until("the others' reaping", Duration::from_secs(10), || {
+            ours(None) == 0
+        });
     }
     leaks.assert_clean();
 }

@@ -12,14 +12,28 @@
 //! body and run it. The process then exits; `main` never runs. Offsets from
 //! a symbol of the same binary survive ASLR and re-exec, so any binary works,
 //! test harnesses included, with no `init()` call.
+//!
+//! # Like an ordinary `main`
+//!
+//! Rust's runtime prepares a process before `main`, and a child booted from
+//! the constructor never gets there; the bootstrap does the same instead:
+//! SIGPIPE is ignored (a write to a closed pipe is an `EPIPE` error, not a
+//! death), a stack overflow of the target's thread is reported ("has
+//! overflowed its stack", then abort) rather than a bare SIGSEGV, and a
+//! panic on that thread is printed under the process's name, as `main`'s
+//! are under `main`. Forkserver children inherit all of it from the server,
+//! and start in the working directory and with the environment their parent
+//! had at `start()`.
 
 use std::any::Any;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
-use mproc_shm::transfer::{self, FdTable};
+use mproc_shm::transfer::{self, FdTable, SharedFd};
 use mproc_shm::Segment;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::registry;
@@ -39,8 +53,63 @@ pub(crate) struct Header {
     /// Whether the child leads a process group of its own.
     pub(crate) group: bool,
     pub(crate) parent_pid: u32,
+    /// The parent's packed [`ProcessIdent`](mproc_shm::ProcessIdent).
+    pub(crate) parent_ident: u64,
     pub(crate) parent_name: String,
     pub(crate) report: Report,
+    /// A daemon's copy of its parent's lifeline (see `lifeline`).
+    pub(crate) lifeline: Option<SharedFd>,
+    /// What a forkserver child takes from its parent at `start()`.
+    pub(crate) inherit: Option<Inherit>,
+}
+
+/// The working directory and environment of the parent at `start()`, for a
+/// forkserver child (which would otherwise have the server's, from when the
+/// server was launched).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Inherit {
+    cwd: Option<Vec<u8>>,
+    env: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Inherit {
+    /// This process's, now.
+    pub(crate) fn now() -> Inherit {
+        use std::os::unix::ffi::OsStrExt;
+        Inherit {
+            cwd: std::env::current_dir()
+                .ok()
+                .map(|d| d.as_os_str().as_bytes().to_vec()),
+            env: std::env::vars_os()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    /// Makes them this process's. Only in a forkserver child, which is
+    /// single-threaded here.
+    fn apply(self) -> std::io::Result<()> {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        if let Some(cwd) = &self.cwd {
+            std::env::set_current_dir(OsStr::from_bytes(cwd))?;
+        }
+        let keep: std::collections::HashSet<&[u8]> =
+            self.env.iter().map(|(k, _)| k.as_slice()).collect();
+        for (k, _) in std::env::vars_os() {
+            if !keep.contains(k.as_bytes()) {
+                std::env::remove_var(k);
+            }
+        }
+        for (k, v) in &self.env {
+            // Names the platform cannot hold (empty, or with '=') are
+            // skipped, as the parent could not have set them either.
+            if !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0) {
+                std::env::set_var(OsStr::from_bytes(k), OsStr::from_bytes(v));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A trampoline decodes the body from the message and runs the target,
@@ -125,6 +194,9 @@ pub(crate) fn finish(code: i32) -> ! {
     sys::exit_now(code)
 }
 
+/// Exit code of a child that could not boot (bad message, no descriptors).
+pub(crate) const BOOT_FAILED: i32 = 70;
+
 #[cfg_attr(target_os = "linux", link_section = ".init_array")]
 #[cfg_attr(target_os = "macos", link_section = "__DATA,__mod_init_func")]
 #[used]
@@ -134,15 +206,90 @@ extern "C" fn bootstrap() {
     let Some(role) = std::env::var_os(BOOT_ENV) else {
         return;
     };
+    like_main();
+    #[cfg(feature = "failpoints")]
+    die_at_named_points();
     let code = match spawned_child(role == "forkserver") {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mproc: child bootstrap failed: {e}");
-            70
+            BOOT_FAILED
         }
     };
     finish(code)
 }
+
+/// What Rust's runtime does before `main` (and a child booted before `main`
+/// would otherwise miss): SIGPIPE ignored, a stack-overflow report, and
+/// panics of this thread printed under the process's name.
+fn like_main() {
+    sys::ignore(Signal::SIGPIPE);
+    let _ = sys::report_stack_overflow();
+    let _ = BOOT_THREAD.set(std::thread::current().id());
+    let others = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if BOOT_THREAD.get() == Some(&std::thread::current().id()) {
+            print_panic(info);
+        } else {
+            others(info);
+        }
+    }));
+}
+
+/// The thread that booted the child and runs its target.
+static BOOT_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+
+/// The panic message of Rust's default hook, with the process's name where
+/// `main`'s thread would say `main`.
+fn print_panic(info: &std::panic::PanicHookInfo<'_>) {
+    static NOTED: AtomicBool = AtomicBool::new(false);
+    let name = String::from_utf8_lossy(sys::report_name()).into_owned();
+    let at = info
+        .location()
+        .map_or_else(|| "<unknown>".to_owned(), ToString::to_string);
+    let payload = info.payload();
+    let msg = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("Box<dyn Any>");
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "\nthread '{name}' ({}) panicked at {at}:\n{msg}",
+        std::process::id()
+    );
+    let trace = std::backtrace::Backtrace::capture();
+    match trace.status() {
+        std::backtrace::BacktraceStatus::Captured => {
+            let _ = writeln!(err, "stack backtrace:\n{trace}");
+        }
+        std::backtrace::BacktraceStatus::Disabled if !NOTED.swap(true, Ordering::Relaxed) => {
+            let _ = writeln!(
+                err,
+                "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace"
+            );
+        }
+        _ => {}
+    }
+}
+
+/// With the `failpoints` feature: the kill points named in `MPROC_DIE_AT`
+/// (comma-separated) SIGKILL this process, so that tests can stop a
+/// spawned child or the forkserver mid-protocol.
+#[cfg(feature = "failpoints")]
+fn die_at_named_points() {
+    if let Some(names) = std::env::var_os(DIE_AT_ENV) {
+        std::env::remove_var(DIE_AT_ENV);
+        for name in names.to_string_lossy().split(',').filter(|n| !n.is_empty()) {
+            let _ = mproc_shm::fault::die_at(name);
+        }
+    }
+}
+
+/// The variable [`die_at_named_points`] reads.
+#[cfg(feature = "failpoints")]
+pub const DIE_AT_ENV: &str = "MPROC_DIE_AT";
 
 fn spawned_child(forkserver: bool) -> Result<i32, Box<dyn std::error::Error>> {
     // SAFETY: the parent named exactly the descriptors it handed over, and
@@ -163,35 +310,34 @@ fn spawned_child(forkserver: bool) -> Result<i32, Box<dyn std::error::Error>> {
         .load(Ordering::Acquire) as usize;
     let mut bytes = vec![0u8; len.min(payload.len().saturating_sub(8))];
     payload.read(8, &mut bytes)?;
+    drop(payload);
     let mut table = FdTable::new();
     for fd in fds {
         table.push(fd);
     }
-    run_boot(&bytes, table, sys::parent_pid())
+    run_boot(&bytes, table)
 }
 
 /// Runs a child from its boot bytes: the header, then the target through
-/// its trampoline. `parent` is the process that started this one (the
-/// forkserver, for its children), whose death a daemon follows.
-pub(crate) fn run_boot(
-    bytes: &[u8],
-    table: FdTable,
-    parent: u32,
-) -> Result<i32, Box<dyn std::error::Error>> {
+/// its trampoline.
+pub(crate) fn run_boot(bytes: &[u8], table: FdTable) -> Result<i32, Box<dyn std::error::Error>> {
     let (header, used, table) = transfer::decode_prefix::<Header>(bytes, table)?;
+    if let Some(inherit) = header.inherit {
+        inherit.apply()?;
+    }
     if header.group {
         // Spawned children did this before exec already; forkserver
         // children do it here, before any code of theirs runs.
         sys::new_process_group()?;
     }
-    if header.daemon {
-        sys::lifeline(parent)?;
+    if let Some(lifeline) = header.lifeline {
+        crate::lifeline::watch_owned(lifeline.into_owned())?;
     }
+    sys::set_report_name(&header.name);
     registry::become_child(
         &header.name,
         header.daemon,
-        header.parent_pid,
-        &header.parent_name,
+        registry::parent_info(header.parent_name, header.parent_pid, header.parent_ident),
     );
     let address = address_at(header.trampoline);
     // SAFETY: the offset was taken from a `Trampoline` in the parent, which

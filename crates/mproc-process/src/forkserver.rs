@@ -7,20 +7,43 @@
 //! is reachable only through a socketpair it inherited — no file-system
 //! name — so no other process can ask it to fork. A request is a
 //! [`transfer`] message: the same boot bytes a spawned child decodes, with
-//! the handles' descriptors attached by `SCM_RIGHTS`. The server forks, and
-//! the child runs the target exactly as a spawned child would. The server
-//! answers each request with `Started(pid)` (or `Failed`) and, when a child
-//! ends, sends `Ended(pid, status)`: it is the children's parent, so it
-//! reaps them (`waitpid(-1)` is right there: every child of the server is
-//! one of ours), woken by SIGCHLD through a self-pipe.
+//! the handles' descriptors attached by `SCM_RIGHTS`. For each request the
+//! server
+//!
+//! 1. reads it (kill point `forkserver.request-read`);
+//! 2. forks; the child waits on a *gate* pipe before it does anything;
+//! 3. reads the child's start time and answers `Started(pid + start time)`
+//!    (points `forkserver.forked` before, `forkserver.started-sent` after);
+//! 4. opens the gate: the child runs the target exactly as a spawned child
+//!    would.
+//!
+//! When a child ends, the server (its parent) reaps it — `waitpid(-1)` is
+//! right there: every child of the server is one of ours — woken by SIGCHLD
+//! through a self-pipe, and sends `Ended(pid + start time, status)`.
+//!
+//! The client's reader thread files each `Started` with a fresh exit-status
+//! slot, keyed by pid *and* start time, and each `Ended` into its slot,
+//! removing the key: nothing is ever left behind, and a reused pid is a
+//! different key.
 //!
 //! # Crash story
 //!
-//! The server dies with its client (`PR_SET_PDEATHSIG`, and end-of-stream
-//! on the socket); daemon children die with the server. If the server
-//! itself dies, the client's reader sees end-of-stream, children whose end
-//! was not reported are treated as killed once they are gone, and the next
-//! start launches a new server.
+//! The gate makes a start happen at most once. If the server dies before
+//! the client has `Started`, the child (if it was forked at all) sees the
+//! gate's end of file and exits without running anything, so the client
+//! may safely ask a new server; if it dies after, the client has the child's
+//! identity and watches it until it is gone (its status is lost with the
+//! server and reads as killed, -9).
+//!
+//! The server dies with its client: when the client process is gone, its
+//! end of the socket closes and the server exits — after finishing the
+//! request in hand, so a child whose `Started` was sent always gets through
+//! its gate. (No parent-death signal, which could kill the server between
+//! `Started` and the gate.) Only the client holds its end: spawned children
+//! exec without it, and a forked child of the client closes its copy first
+//! thing. Whenever the reader stops — the server died, or the client stopped
+//! it — the reader SIGKILLs the server (a no-op if it is already gone) and
+//! reaps it: no zombie is left, and the next start launches a new server.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -29,50 +52,96 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 
+use mproc_shm::fault;
 use mproc_shm::transfer::{self, FdTable, Message};
-use parking_lot::{Condvar, Mutex};
+use mproc_shm::ProcessIdent;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::boot;
+use crate::child::{lock, End, SLICE};
+use crate::state::PerProcess;
 use crate::sys::{self, Ended};
 
 #[derive(Serialize, Deserialize)]
 enum Reply {
-    Started(u32),
+    /// A child was forked: its packed identity.
+    Started(u64),
     Failed(String),
-    Ended(u32, bool, i32),
+    /// A child ended: its packed identity, whether a signal ended it, and
+    /// the exit code or signal number.
+    Ended(u64, bool, i32),
 }
 
 #[derive(Default)]
 struct State {
-    replies: VecDeque<Result<u32, String>>,
-    ended: HashMap<u32, Ended>,
+    replies: VecDeque<Result<(ProcessIdent, Arc<End>), String>>,
+    /// Exit-status slots of the children still running, by packed identity.
+    running: HashMap<u64, Arc<End>>,
     alive: bool,
+}
+
+/// What the client's caller and reader share.
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
 }
 
 /// The client's end of a running forkserver.
 pub(crate) struct Server {
     pid: u32,
-    owner: u32,
     sock: UnixStream,
     requests: Mutex<()>,
-    state: Mutex<State>,
-    changed: Condvar,
-    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    reader: Mutex<Option<JoinHandle<()>>>,
 }
 
-static SERVER: Mutex<Option<Arc<Server>>> = Mutex::new(None);
+/// Why a start through the server failed.
+pub(crate) enum StartError {
+    /// The server is gone and never said `Started`: nothing ran, and a new
+    /// server may be asked.
+    ServerGone(io::Error),
+    /// The server could not fork.
+    Failed(io::Error),
+}
+
+static SERVER: PerProcess<Mutex<Option<Arc<Server>>>> = PerProcess::new();
+
+/// The client's socket descriptor of the running server (-1: none), for a
+/// forked child to close. Cleared before the descriptor is closed, so a
+/// child never closes a number that has been reused.
+static SOCK_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// In a child made by `fork`, first thing: close the copy of the parent's
+/// forkserver socket, which would keep the parent's server alive after the
+/// parent is gone.
+pub(crate) fn forked_child() {
+    let fd = SOCK_FD.swap(-1, Ordering::AcqRel);
+    if fd >= 0 {
+        // SAFETY: the number is the parent's server socket, open in this copy
+        // of the parent (it is cleared before the parent closes it); the
+        // parent's state that owns it is never dropped here.
+        sys::close_inherited(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
+    }
+}
+
+fn slot() -> &'static Mutex<Option<Arc<Server>>> {
+    SERVER.get(|| Mutex::new(None))
+}
 
 /// The running forkserver of this process, started (again) if needed.
 pub(crate) fn get() -> io::Result<Arc<Server>> {
-    let mut slot = SERVER.lock();
+    let mut slot = lock(slot());
     if let Some(s) = &*slot {
-        if s.owner == std::process::id() && s.state.lock().alive {
+        if s.is_alive() {
             return Ok(s.clone());
         }
+    }
+    if let Some(dead) = slot.take() {
+        dead.join_reader();
     }
     let server = Server::start()?;
     *slot = Some(server.clone());
@@ -81,113 +150,150 @@ pub(crate) fn get() -> io::Result<Arc<Server>> {
 
 /// The pid of this process's forkserver, if one runs.
 pub fn forkserver_pid() -> Option<u32> {
-    let slot = SERVER.lock();
-    slot.as_ref()
-        .filter(|s| s.owner == std::process::id())
-        .map(|s| s.pid)
+    let slot = lock(SERVER.existing()?);
+    slot.as_ref().filter(|s| s.is_alive()).map(|s| s.pid)
 }
 
 /// Stops this process's forkserver, if one runs, and reaps it; the next
 /// [`Forkserver`](crate::StartMethod::Forkserver) start launches a new one.
-/// Runs at exit too. Children already started keep running.
+/// Runs at exit too. Children already started keep running, but their exit
+/// status is lost with the server: they read as killed (-9) when they end.
 pub fn stop_forkserver() {
-    let server = {
-        let mut slot = SERVER.lock();
-        if slot.as_ref().is_some_and(|s| s.owner != std::process::id()) {
-            // A forked child's copy of its parent's server: not ours to stop,
-            // and forgetting it leaves the parent's state untouched.
-            std::mem::forget(slot.take());
-        }
-        slot.take()
+    let Some(slot) = SERVER.existing() else {
+        return;
     };
+    let server = lock(slot).take();
     if let Some(s) = server {
+        s.forget_fd();
+        // The reader (and the server) see the end of the connection.
         let _ = s.sock.shutdown(std::net::Shutdown::Both);
-        if let Some(reader) = s.reader.lock().take() {
-            let _ = reader.join();
-        }
-        let _ = sys::reap(s.pid, true);
+        s.join_reader();
     }
 }
 
 impl Server {
     fn start() -> io::Result<Arc<Server>> {
         let (ours, theirs) = UnixStream::pair()?;
-        let reader_sock = ours.try_clone()?;
-        let me = std::process::id();
-        let exe = std::env::current_exe()?;
-        let (pid_tx, pid_rx) = std::sync::mpsc::channel::<io::Result<u32>>();
-        let (server_tx, server_rx) = std::sync::mpsc::channel::<std::sync::Weak<Server>>();
-        // The server is started from its reader thread, which lives as long
-        // as the server does: Linux sends the parent-death signal when the
-        // *thread* that forked ends, so a server started from a short-lived
-        // thread would die with it.
-        let handle = std::thread::Builder::new()
-            .name("mproc-forkserver".into())
-            .spawn(move || {
-                let spawned = launch(exe, theirs, me);
-                let ok = spawned.is_ok();
-                let _ = pid_tx.send(spawned);
-                if let (true, Ok(weak)) = (ok, server_rx.recv()) {
-                    read_replies(&reader_sock, &weak);
-                }
-            })?;
-        let pid = match pid_rx.recv() {
-            Ok(Ok(pid)) => pid,
-            Ok(Err(e)) => {
-                let _ = handle.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = handle.join();
-                return Err(io::Error::other("the forkserver's launcher thread died"));
-            }
-        };
+        let pid = launch(std::env::current_exe()?, theirs)?;
         let server = Arc::new(Server {
             pid,
-            owner: me,
             sock: ours,
             requests: Mutex::new(()),
-            state: Mutex::new(State {
-                alive: true,
-                ..State::default()
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    alive: true,
+                    ..State::default()
+                }),
+                changed: Condvar::new(),
             }),
-            changed: Condvar::new(),
-            reader: Mutex::new(Some(handle)),
+            reader: Mutex::new(None),
         });
-        let _ = server_tx.send(Arc::downgrade(&server));
+        SOCK_FD.store(server.sock.as_raw_fd(), Ordering::Release);
+        let reader = server.clone();
+        let handle = std::thread::Builder::new()
+            .name("mproc-forkserver".into())
+            .spawn(move || read_replies(&reader));
+        match handle {
+            Ok(h) => *lock(&server.reader) = Some(h),
+            Err(e) => {
+                server.forget_fd();
+                let _ = sys::signal(pid, Signal::SIGKILL, false);
+                let _ = sys::reap(pid);
+                return Err(e);
+            }
+        }
         Ok(server)
+    }
+
+    /// Clears [`SOCK_FD`] if it names this server's socket.
+    fn forget_fd(&self) {
+        let fd = self.sock.as_raw_fd();
+        let _ = SOCK_FD.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Whether the server is still known to run.
     pub(crate) fn is_alive(&self) -> bool {
-        self.state.lock().alive
+        lock(&self.shared.state).alive
     }
 
+    /// Waits for the reader thread, which ends once the server is gone and
+    /// reaped.
+    fn join_reader(&self) {
+        let reader = lock(&self.reader).take();
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+    }
+
+    /// Asks the server to start a child from `msg`: its identity and
+    /// exit-status slot.
+    pub(crate) fn fork(&self, msg: &Message) -> Result<(ProcessIdent, Arc<End>), StartError> {
+        let _one_at_a_time = lock(&self.requests);
+        if !self.is_alive() {
+            return Err(StartError::ServerGone(io::Error::other(
+                "the forkserver is gone",
+            )));
+        }
+        transfer::send(&self.sock, msg).map_err(StartError::ServerGone)?;
+        fault::point("forkserver.request-sent");
+        let mut st = lock(&self.shared.state);
+        loop {
+            if let Some(r) = st.replies.pop_front() {
+                return r.map_err(|why| {
+                    if st.alive {
+                        StartError::Failed(io::Error::other(why))
+                    } else {
+                        StartError::ServerGone(io::Error::other(why))
+                    }
+                });
+            }
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, SLICE)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Shared {
     /// Files one reply; `false` once the server is gone.
     fn record(&self, reply: io::Result<Reply>) -> bool {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         let alive = match reply {
-            Ok(Reply::Started(pid)) => {
-                st.replies.push_back(Ok(pid));
+            Ok(Reply::Started(bits)) => {
+                match ProcessIdent::from_bits(bits) {
+                    Some(ident) => {
+                        let end = End::new();
+                        st.running.insert(bits, end.clone());
+                        st.replies.push_back(Ok((ident, end)));
+                    }
+                    None => st
+                        .replies
+                        .push_back(Err("the forkserver sent no pid".into())),
+                }
                 true
             }
             Ok(Reply::Failed(why)) => {
                 st.replies.push_back(Err(why));
                 true
             }
-            Ok(Reply::Ended(pid, signaled, n)) => {
-                st.ended.insert(
-                    pid,
-                    if signaled {
+            Ok(Reply::Ended(bits, signaled, n)) => {
+                if let Some(end) = st.running.remove(&bits) {
+                    end.fill(if signaled {
                         Ended::Signaled(n)
                     } else {
                         Ended::Exited(n)
-                    },
-                );
+                    });
+                }
                 true
             }
             Err(_) => {
                 st.alive = false;
+                for (_, end) in st.running.drain() {
+                    end.orphan();
+                }
                 st.replies.push_back(Err("the forkserver died".into()));
                 false
             }
@@ -195,159 +301,151 @@ impl Server {
         self.changed.notify_all();
         alive
     }
-
-    /// Asks the server to start a child from `msg`; returns its pid.
-    pub(crate) fn fork(&self, msg: &Message) -> io::Result<u32> {
-        let _one_at_a_time = self.requests.lock();
-        transfer::send(&self.sock, msg)?;
-        let mut st = self.state.lock();
-        loop {
-            if let Some(r) = st.replies.pop_front() {
-                return r.map_err(io::Error::other);
-            }
-            self.changed.wait(&mut st);
-        }
-    }
-
-    /// Waits until the server has reported child `pid`'s end (or has died,
-    /// or `deadline` passed), without taking the report. `false` when the
-    /// server is dead: the caller must watch the child itself.
-    pub(crate) fn await_end(&self, pid: u32, deadline: Option<Instant>) -> bool {
-        let mut st = self.state.lock();
-        while st.alive && !st.ended.contains_key(&pid) {
-            match deadline {
-                None => self.changed.wait(&mut st),
-                Some(d) => {
-                    if self.changed.wait_until(&mut st, d).timed_out() {
-                        break;
-                    }
-                }
-            }
-        }
-        st.alive
-    }
-
-    /// How child `pid` ended, if the server has reported it (the report is
-    /// taken). [`await_end`](Server::await_end) does the waiting.
-    pub(crate) fn take_end(&self, pid: u32) -> Option<Ended> {
-        let mut st = self.state.lock();
-        if let Some(e) = st.ended.remove(&pid) {
-            return Some(e);
-        }
-        if st.alive {
-            return None;
-        }
-        // The server died before reporting: once the child is gone too,
-        // call it killed.
-        drop(st);
-        (!sys::exists(pid)).then_some(Ended::Signaled(libc::SIGKILL))
-    }
 }
 
-/// Starts the server process with its end of the socket.
-fn launch(exe: std::path::PathBuf, theirs: UnixStream, me: u32) -> io::Result<u32> {
+/// Starts the server process with its end of the socket and nothing else
+/// (every other descriptor is closed at exec).
+fn launch(exe: std::path::PathBuf, theirs: UnixStream) -> io::Result<u32> {
     let mut fds = FdTable::new();
     fds.push(OwnedFd::from(theirs));
     let mut cmd = Command::new(exe);
     cmd.env(boot::BOOT_ENV, "forkserver");
-    // SAFETY: between fork and exec: prctl and getppid only.
+    let limit = sys::fd_limit();
+    // SAFETY: between fork and exec: close_range or fcntl only
+    // (async-signal-safe). Registered before `spawn_inheriting`'s hook, which
+    // then clears close-on-exec on the socket alone.
     unsafe {
-        cmd.pre_exec(move || sys::die_with_parent(me));
+        cmd.pre_exec(move || {
+            sys::cloexec_from_3(limit);
+            Ok(())
+        });
     }
     transfer::spawn_inheriting(&mut cmd, &fds).map(|c| c.id())
 }
 
-/// The reader thread: files replies until the server goes away. It holds
-/// the server weakly, so the server's last handle closes the socket.
-fn read_replies(sock: &UnixStream, server: &std::sync::Weak<Server>) {
+/// The reader thread: files replies until the server goes away, then kills
+/// (a no-op if it is gone) and reaps it.
+fn read_replies(server: &Server) {
     loop {
-        let reply = transfer::recv(sock)
+        let reply = transfer::recv(&server.sock)
             .and_then(|m| transfer::decode::<Reply>(m).map_err(io::Error::from));
-        let Some(server) = server.upgrade() else {
-            return;
-        };
-        if !server.record(reply) {
+        if reply.is_err() {
+            server.forget_fd();
+            // The server is unreaped, so `pid` is still it.
+            let _ = sys::signal(server.pid, Signal::SIGKILL, false);
+            let _ = sys::reap(server.pid);
+        }
+        if !server.shared.record(reply) {
             return;
         }
     }
 }
 
-static CHLD_PIPE: AtomicI32 = AtomicI32::new(-1);
+/// The write end of the server's self-pipe (set once; reading a set
+/// `OnceLock` is one atomic load, fine in a signal handler).
+static CHLD_PIPE: OnceLock<OwnedFd> = OnceLock::new();
 
 extern "C" fn on_sigchld(_: libc::c_int) {
-    let fd = CHLD_PIPE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write is async-signal-safe; a full pipe simply drops it.
-        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+    if let Some(fd) = CHLD_PIPE.get() {
+        // A full pipe simply drops the byte; one is enough.
+        let _ = sys::write_byte(fd.as_fd());
     }
 }
 
 /// The server's main loop; runs in the re-executed helper and never returns.
-pub(crate) fn serve(mut fds: FdTable) -> ! {
-    let Some(sock) = fds.iter().next().and_then(|f| f.try_clone_to_owned().ok()) else {
-        sys::exit_now(70)
+pub(crate) fn serve(fds: FdTable) -> ! {
+    let Some(sock) = fds.into_vec().into_iter().next() else {
+        sys::exit_now(boot::BOOT_FAILED)
     };
-    drop(std::mem::take(&mut fds));
     let sock = UnixStream::from(sock);
-    let me = std::process::id();
-    let (wake_r, wake_w) = match sys::pipe() {
-        Ok(p) => p,
-        Err(_) => sys::exit_now(70),
+    let Ok((wake_r, wake_w)) = sys::pipe() else {
+        sys::exit_now(boot::BOOT_FAILED)
     };
-    CHLD_PIPE.store(wake_w.as_raw_fd(), Ordering::Relaxed);
-    sys::on_signal(libc::SIGCHLD, on_sigchld);
+    if sys::set_nonblocking(wake_r.as_fd()).is_err()
+        || sys::set_nonblocking(wake_w.as_fd()).is_err()
+        || CHLD_PIPE.set(wake_w).is_err()
+    {
+        sys::exit_now(boot::BOOT_FAILED)
+    }
+    // SAFETY: the handler only writes one byte to a pipe.
+    unsafe { sys::on_signal(Signal::SIGCHLD, on_sigchld) };
+    // The identities of the children not yet reaped, by pid.
+    let mut started: HashMap<u32, u64> = HashMap::new();
     loop {
-        match sys::poll2(sock.as_fd(), wake_r.as_fd()) {
-            Ok((request, exited)) => {
-                if exited {
-                    sys::drain(wake_r.as_fd());
-                    while let Some((pid, ended)) = sys::reap_any() {
-                        let (sig, n) = match ended {
-                            Ended::Exited(c) => (false, c),
-                            Ended::Signaled(s) => (true, s),
-                        };
-                        if send(&sock, &Reply::Ended(pid, sig, n)).is_err() {
-                            sys::exit_now(0);
-                        }
-                    }
-                }
-                if request {
-                    let msg = match transfer::recv(&sock) {
-                        Ok(m) => m,
-                        // The client is gone: so are we.
-                        Err(_) => sys::exit_now(0),
-                    };
-                    // SAFETY: the server is single-threaded.
-                    match unsafe { sys::fork() } {
-                        Ok(0) => {
-                            sys::on_signal_default(libc::SIGCHLD);
-                            drop(sock);
-                            drop(wake_r);
-                            drop(wake_w);
-                            let code =
-                                boot::run_boot(&msg.bytes, msg.fds, me).unwrap_or_else(|e| {
-                                    eprintln!("mproc: forkserver child failed to boot: {e}");
-                                    70
-                                });
-                            boot::finish(code)
-                        }
-                        Ok(pid) => {
-                            drop(msg);
-                            if send(&sock, &Reply::Started(pid)).is_err() {
-                                sys::exit_now(0);
-                            }
-                        }
-                        Err(e) => {
-                            if send(&sock, &Reply::Failed(e.to_string())).is_err() {
-                                sys::exit_now(0);
-                            }
-                        }
-                    }
+        let Ok((request, exited)) = sys::poll2(sock.as_fd(), wake_r.as_fd()) else {
+            sys::exit_now(boot::BOOT_FAILED)
+        };
+        if exited {
+            sys::drain(wake_r.as_fd());
+            while let Some((pid, ended)) = sys::reap_any() {
+                let bits = started.remove(&pid).unwrap_or(u64::from(pid));
+                let (sig, n) = match ended {
+                    Ended::Exited(c) => (false, c),
+                    Ended::Signaled(s) => (true, s),
+                };
+                if send(&sock, &Reply::Ended(bits, sig, n)).is_err() {
+                    sys::exit_now(0);
                 }
             }
-            Err(_) => sys::exit_now(70),
+        }
+        if request {
+            // The client is gone: so are we.
+            let Ok(msg) = transfer::recv(&sock) else {
+                sys::exit_now(0)
+            };
+            fault::point("forkserver.request-read");
+            let gate = sys::pipe();
+            // SAFETY: the server is single-threaded.
+            let forked = gate.and_then(|gate| Ok((unsafe { sys::fork() }?, gate)));
+            let reply = match forked {
+                Ok((None, (gate_r, gate_w))) => {
+                    sys::default_action(Signal::SIGCHLD);
+                    drop((sock, wake_r, gate_w));
+                    // The self-pipe's write end is the server's; this child
+                    // never drops the server's statics, so close its copy
+                    // (the handler that wrote to it is gone).
+                    if let Some(w) = CHLD_PIPE.get() {
+                        sys::close_inherited(w.as_fd());
+                    }
+                    gated_child(gate_r, msg)
+                }
+                Ok((Some(pid), (gate_r, gate_w))) => {
+                    drop((gate_r, msg));
+                    // The child waits at the gate, so it is alive and its
+                    // start time is its own.
+                    let bits = ProcessIdent::of(pid).map_or(u64::from(pid), |i| i.to_bits());
+                    started.insert(pid, bits);
+                    fault::point("forkserver.forked");
+                    if send(&sock, &Reply::Started(bits)).is_err() {
+                        sys::exit_now(0);
+                    }
+                    fault::point("forkserver.started-sent");
+                    // The client knows the child: let it run.
+                    let _ = sys::write_byte(gate_w.as_fd());
+                    continue;
+                }
+                Err(e) => Reply::Failed(e.to_string()),
+            };
+            if send(&sock, &reply).is_err() {
+                sys::exit_now(0);
+            }
         }
     }
+}
+
+/// A forked child of the server: waits at the gate, then boots from the
+/// request. End of file at the gate means the server died before the
+/// client knew of this child: it runs nothing.
+fn gated_child(gate: OwnedFd, msg: Message) -> ! {
+    if !matches!(sys::read_byte(gate.as_fd()), Ok(true)) {
+        sys::exit_now(boot::BOOT_FAILED);
+    }
+    drop(gate);
+    let code = boot::run_boot(&msg.bytes, msg.fds).unwrap_or_else(|e| {
+        eprintln!("mproc: forkserver child failed to boot: {e}");
+        boot::BOOT_FAILED
+    });
+    boot::finish(code)
 }
 
 fn send(sock: &UnixStream, reply: &Reply) -> io::Result<()> {

@@ -2,13 +2,14 @@
 //!
 //! - [`Process`] — Python's `multiprocessing.Process`: `start`, `join`,
 //!   `join_timeout`, `is_alive`, `terminate`, `kill`, `pid`, `exitcode`
-//!   (negative for a signal), `panic_message`, daemons.
+//!   (negative for a signal), `panic_message`, daemons, `detach`.
 //! - [`StartMethod`] — [`Spawn`](StartMethod::Spawn) (re-execute this
 //!   binary), [`Forkserver`](StartMethod::Forkserver) (a helper forks on
 //!   request) or [`Fork`](StartMethod::Fork); [`set_start_method`].
 //! - [`Target`] — a serde struct with `run(self)`: the Rust form of a
 //!   `Process` subclass.
-//! - [`current_process`], [`parent_process`], [`active_children`],
+//! - [`current_process`], [`parent_process`] (with
+//!   [`is_alive`](ProcessInfo::is_alive)), [`active_children`],
 //!   [`cpu_count`], [`exit`].
 //!
 //! Targets are non-capturing `fn` items; they cross to a spawned child as
@@ -16,14 +17,24 @@
 //! serde + postcard. Arguments may carry mproc handles (segments, locks…):
 //! they arrive working under every start method. A constructor that runs
 //! before `main` boots spawned children, so this works in any binary —
-//! `cargo test` and nextest harnesses included — without an `init()` call.
+//! `cargo test` and nextest harnesses included — without an `init()` call;
+//! and it prepares them as Rust's runtime prepares `main` (SIGPIPE ignored,
+//! stack overflows reported, panics printed under the process's name).
+//!
+//! Spawn and forkserver children receive stdin, stdout, stderr and the
+//! descriptors of the handles passed to them, nothing else (every other
+//! descriptor is closed at exec); forkserver children also start in the
+//! working directory and with the environment of their parent at `start()`.
+//! Fork children inherit what `fork` gives.
 //!
 //! Every child is reaped (never with `waitpid(-1)`): by `join`, by a dropped
-//! handle once it has ended, by [`active_children`], by the next `start`,
-//! and at exit, when non-daemon children are joined and daemon children
-//! terminated (CPython's rules). Daemon children also die with their parent
-//! on Linux (`PR_SET_PDEATHSIG`; note that Linux sends it when the *thread*
-//! that started the child ends).
+//! handle once it has ended, by [`active_children`], by the next `start`, in
+//! the background once [detached](Process::detach), and at exit, when
+//! non-daemon children are joined and daemon children terminated (CPython's
+//! rules; a daemon that ignores SIGTERM is killed after
+//! [`DAEMON_EXIT_GRACE`]). Exit statuses are kept per child, never by a
+//! bare pid. Daemon children also die with their parent *process*, however
+//! it ends and whichever thread started them (a lifeline pipe they watch).
 //!
 //! # Examples
 //!
@@ -45,22 +56,33 @@
 //! # Platform support
 //!
 //! Linux and macOS. The default start method is the forkserver on Linux and
-//! spawn on macOS (Python 3.14's choice). `join_timeout` waits on a pidfd on
-//! Linux and polls elsewhere.
+//! spawn on macOS (Python 3.14's choice). On Linux a child is watched by its
+//! pidfd (Linux 5.3+), elsewhere by short naps; spawned children's extra
+//! descriptors are closed with `close_range` (Linux 5.11+), elsewhere one by
+//! one up to the descriptor limit (capped at 65,536). macOS has no `pipe2`,
+//! so its pipes become close-on-exec a call after they are made.
 
 #![warn(missing_docs)]
 
 mod sys;
 
+mod state;
+
 mod boot;
+mod child;
 mod forkserver;
+mod lifeline;
 mod process;
 mod registry;
 mod report;
 
 pub use boot::FnOffset;
+#[cfg(feature = "failpoints")]
+pub use boot::DIE_AT_ENV;
 pub use forkserver::{forkserver_pid, stop_forkserver};
 pub use process::{
     exit, get_start_method, set_start_method, Outcome, Process, ProcessError, StartMethod, Target,
 };
-pub use registry::{active_children, cpu_count, current_process, parent_process, ProcessInfo};
+pub use registry::{
+    active_children, cpu_count, current_process, parent_process, ProcessInfo, DAEMON_EXIT_GRACE,
+};

@@ -5,20 +5,21 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mproc_shm::transfer::{self, FdTable, TransferError};
-use mproc_shm::Segment;
-use parking_lot::Mutex;
+use mproc_shm::{fault, ProcessIdent, Segment};
+use nix::sys::signal::Signal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::boot::{self, Header, Trampoline};
-use crate::registry::{self, Child, ProcessInfo};
+use crate::boot::{self, Header, Inherit, Trampoline};
+use crate::child::{lock, Child, End, Watch};
+use crate::registry::{self, ProcessInfo};
 use crate::report::{Report, ReportSlot};
-use crate::sys;
+use crate::{lifeline, sys};
 
 /// How a child process is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +37,37 @@ pub enum StartMethod {
     Forkserver,
 }
 
-static DEFAULT_METHOD: OnceLock<StartMethod> = OnceLock::new();
+/// The process-wide default: 0 until chosen, else a method's code. An
+/// atomic rather than a `OnceLock`, so that a forked child never waits on an
+/// initialization another thread of its parent had begun.
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
+
+impl StartMethod {
+    fn code(self) -> u8 {
+        match self {
+            StartMethod::Spawn => 1,
+            StartMethod::Fork => 2,
+            StartMethod::Forkserver => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<StartMethod> {
+        match code {
+            1 => Some(StartMethod::Spawn),
+            2 => Some(StartMethod::Fork),
+            3 => Some(StartMethod::Forkserver),
+            _ => None,
+        }
+    }
+
+    fn platform_default() -> StartMethod {
+        if cfg!(target_os = "linux") {
+            StartMethod::Forkserver
+        } else {
+            StartMethod::Spawn
+        }
+    }
+}
 
 /// Fork in a multi-threaded parent is allowed (test harnesses are
 /// multi-threaded), with a one-time warning through `tracing` when that
@@ -66,15 +97,9 @@ fn warn_if_threaded() {
 /// Returns the method already in force when one was set before (or when a
 /// process was already started with the default).
 pub fn set_start_method(method: StartMethod) -> Result<(), StartMethod> {
-    let mut set = false;
-    let now = *DEFAULT_METHOD.get_or_init(|| {
-        set = true;
-        method
-    });
-    if set {
-        Ok(())
-    } else {
-        Err(now)
+    match DEFAULT_METHOD.compare_exchange(0, method.code(), Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(()),
+        Err(now) => Err(StartMethod::from_code(now).unwrap_or(method)),
     }
 }
 
@@ -82,13 +107,9 @@ pub fn set_start_method(method: StartMethod) -> Result<(), StartMethod> {
 /// [`StartMethod::Spawn`] on macOS (as Python 3.14), unless
 /// [`set_start_method`] chose another.
 pub fn get_start_method() -> StartMethod {
-    *DEFAULT_METHOD.get_or_init(|| {
-        if cfg!(target_os = "linux") {
-            StartMethod::Forkserver
-        } else {
-            StartMethod::Spawn
-        }
-    })
+    let _ = set_start_method(StartMethod::platform_default());
+    StartMethod::from_code(DEFAULT_METHOD.load(Ordering::Acquire))
+        .unwrap_or_else(StartMethod::platform_default)
 }
 
 /// What a target's return value means for the exit code.
@@ -235,8 +256,11 @@ impl<T: Target> Launch for StructTarget<T> {
 pub enum ProcessError {
     /// `join` (or a similar call) before `start`.
     NotStarted,
-    /// `start` twice, or `set_daemon` after `start`.
+    /// `start` on a process that was already started (CPython: "cannot
+    /// start a process twice").
     AlreadyStarted,
+    /// `set_daemon` after `start` (CPython: "process has already started").
+    DaemonAfterStart,
     /// A daemon process may not start children.
     DaemonCannotStart,
     /// The target or its arguments could not be encoded for the child.
@@ -249,7 +273,10 @@ impl fmt::Display for ProcessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProcessError::NotStarted => f.write_str("the process has not been started"),
-            ProcessError::AlreadyStarted => f.write_str("the process has already been started"),
+            ProcessError::AlreadyStarted => f.write_str("a process can only be started once"),
+            ProcessError::DaemonAfterStart => {
+                f.write_str("the daemon flag cannot change once the process has started")
+            }
             ProcessError::DaemonCannotStart => {
                 f.write_str("a daemon process is not allowed to start children")
             }
@@ -339,9 +366,11 @@ impl Process {
         self
     }
 
-    /// Makes the process a daemon: terminated when its parent exits normally,
-    /// killed when its parent dies (Linux: `PR_SET_PDEATHSIG`), and not
-    /// allowed to start children.
+    /// Makes the process a daemon: terminated when its parent exits normally
+    /// (SIGTERM, then SIGKILL after
+    /// [`DAEMON_EXIT_GRACE`](crate::DAEMON_EXIT_GRACE)), killed when its
+    /// parent process dies — whichever thread started it — and not allowed to
+    /// start children.
     pub fn daemon(mut self, daemon: bool) -> Process {
         self.daemon = daemon;
         self
@@ -366,10 +395,10 @@ impl Process {
     ///
     /// # Errors
     ///
-    /// [`ProcessError::AlreadyStarted`] after `start`.
+    /// [`ProcessError::DaemonAfterStart`] after `start`.
     pub fn set_daemon(&mut self, daemon: bool) -> Result<(), ProcessError> {
         if self.child.is_some() {
-            return Err(ProcessError::AlreadyStarted);
+            return Err(ProcessError::DaemonAfterStart);
         }
         self.daemon = daemon;
         Ok(())
@@ -406,48 +435,37 @@ impl Process {
         if parent.daemon {
             return Err(ProcessError::DaemonCannotStart);
         }
-        let launch = self
-            .target
-            .lock()
+        let launch = lock(&self.target)
             .take()
             .ok_or(ProcessError::AlreadyStarted)?;
         registry::cleanup();
+        lifeline::ensure()?;
         let report = ReportSlot::new()?;
         let method = self.method.unwrap_or_else(get_start_method);
-        let mut via = None;
-        let pid = match method {
+        let (pid, ident, end, watch) = match method {
             StartMethod::Fork => {
                 warn_if_threaded();
-                self.fork(launch, report.report(), &parent)?
+                let pid = self.fork(launch, report.report(), &parent)?;
+                (pid, None, End::new(), Watch::own_child(pid))
             }
-            StartMethod::Spawn => self.spawn(launch, report.report(), &parent)?,
+            StartMethod::Spawn => {
+                let pid = self.spawn(launch, report.report(), &parent)?;
+                (pid, None, End::new(), Watch::own_child(pid))
+            }
             StartMethod::Forkserver => {
-                let server = crate::forkserver::get()?;
-                let msg = launch
-                    .encode(self.header(report.report(), &parent))
-                    .map_err(ProcessError::Encode)?;
-                let (server, pid) = match server.fork(&msg) {
-                    Ok(pid) => (server, pid),
-                    // It died before this request: start a new one, once.
-                    Err(_) if !server.is_alive() => {
-                        let server = crate::forkserver::get()?;
-                        let pid = server.fork(&msg)?;
-                        (server, pid)
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                via = Some(server);
-                pid
+                let (ident, end) = self.via_forkserver(launch, report.report(), &parent)?;
+                (ident.pid(), Some(ident), end, Watch::Server)
             }
         };
         let child = Arc::new(Child {
             pid,
+            ident,
             name: self.name.clone(),
             daemon: self.daemon,
             group: self.group,
             report,
-            ended: Mutex::new(None),
-            via,
+            end,
+            watch,
         });
         registry::add(child.clone());
         self.child = Some(child);
@@ -460,35 +478,48 @@ impl Process {
         report: &Report,
         parent: &ProcessInfo,
     ) -> Result<u32, ProcessError> {
+        let parent = registry::parent_info(
+            parent.name.clone(),
+            parent.pid,
+            ProcessIdent::current().to_bits(),
+        );
         // SAFETY: the child runs the target as CPython's fork method does;
         // the rules for multi-threaded parents are documented on
-        // StartMethod::Fork.
+        // StartMethod::Fork. The child touches none of the parent's library
+        // locks: its state is per process (see `state`).
         match unsafe { sys::fork()? } {
-            0 => {
+            None => {
+                crate::forkserver::forked_child();
+                if lifeline::forked_child(self.daemon).is_err() {
+                    sys::exit_now(boot::BOOT_FAILED);
+                }
                 if self.group {
                     let _ = sys::new_process_group();
                 }
-                if self.daemon && sys::lifeline(parent.pid).is_err() {
-                    sys::exit_now(1);
-                }
-                registry::become_child(&self.name, self.daemon, parent.pid, &parent.name);
+                registry::become_child(&self.name, self.daemon, parent);
                 let code = boot::run_guarded(report, || launch.run_here());
                 boot::finish(code)
             }
-            pid => Ok(pid),
+            Some(pid) => {
+                fault::point("process.forked");
+                Ok(pid)
+            }
         }
     }
 
-    fn header(&self, report: &Report, parent: &ProcessInfo) -> Header {
-        Header {
+    fn header(&self, report: &Report, parent: &ProcessInfo, inherit: bool) -> io::Result<Header> {
+        Ok(Header {
             trampoline: 0,
             name: self.name.clone(),
             daemon: self.daemon,
             group: self.group,
             parent_pid: parent.pid,
+            parent_ident: ProcessIdent::current().to_bits(),
             parent_name: parent.name.clone(),
             report: report.clone(),
-        }
+            lifeline: self.daemon.then(lifeline::for_daemon).transpose()?,
+            inherit: inherit.then(Inherit::now),
+        })
     }
 
     fn spawn(
@@ -498,9 +529,8 @@ impl Process {
         parent: &ProcessInfo,
     ) -> Result<u32, ProcessError> {
         let msg = launch
-            .encode(self.header(report, parent))
+            .encode(self.header(report, parent, false)?)
             .map_err(ProcessError::Encode)?;
-        let parent_pid = parent.pid;
         // The boot bytes travel in a segment of their own, the last
         // descriptor of the table, so their size has no limit.
         let payload = Segment::anonymous(8 + msg.bytes.len())?;
@@ -513,22 +543,50 @@ impl Process {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.env(boot::BOOT_ENV, "1");
-        let (group, daemon) = (self.group, self.daemon);
+        let group = self.group;
+        let limit = sys::fd_limit();
         // SAFETY: the hook runs between fork and exec and only makes
-        // async-signal-safe calls (setpgid, prctl, getppid, _exit).
+        // async-signal-safe calls (close_range or fcntl, setpgid). It is
+        // registered before `spawn_inheriting`'s hook, which then clears
+        // close-on-exec on exactly the passed descriptors: the child gets
+        // stdio and those, nothing else.
         unsafe {
             cmd.pre_exec(move || {
+                sys::cloexec_from_3(limit);
                 if group {
                     sys::new_process_group()?;
-                }
-                if daemon {
-                    sys::die_with_parent(parent_pid)?;
                 }
                 Ok(())
             });
         }
         let child = transfer::spawn_inheriting(&mut cmd, &fds)?;
+        fault::point("process.spawned");
         Ok(child.id())
+    }
+
+    /// Starts the child through the forkserver; asks a new server once if
+    /// this one is gone (the gate guarantees nothing ran).
+    fn via_forkserver(
+        &self,
+        launch: Box<dyn Launch>,
+        report: &Report,
+        parent: &ProcessInfo,
+    ) -> Result<(ProcessIdent, Arc<End>), ProcessError> {
+        let msg = launch
+            .encode(self.header(report, parent, true)?)
+            .map_err(ProcessError::Encode)?;
+        let mut retried = false;
+        loop {
+            let server = crate::forkserver::get()?;
+            match server.fork(&msg) {
+                Ok(started) => return Ok(started),
+                Err(crate::forkserver::StartError::ServerGone(_)) if !retried => retried = true,
+                Err(
+                    crate::forkserver::StartError::ServerGone(e)
+                    | crate::forkserver::StartError::Failed(e),
+                ) => return Err(e.into()),
+            }
+        }
     }
 
     fn started(&self) -> Result<&Arc<Child>, ProcessError> {
@@ -536,11 +594,11 @@ impl Process {
     }
 
     /// Polls the child; once it is reaped the registry forgets it.
-    fn poll(&self, block: bool) -> Option<sys::Ended> {
+    fn poll(&self, block: bool, deadline: Option<Instant>) -> Option<sys::Ended> {
         let c = self.child.as_ref()?;
-        let ended = c.poll(block);
+        let ended = c.wait(block, deadline);
         if ended.is_some() {
-            registry::forget(c.pid);
+            registry::forget(c);
         }
         ended
     }
@@ -553,7 +611,7 @@ impl Process {
     /// [`ProcessError::NotStarted`] before `start`.
     pub fn join(&self) -> Result<(), ProcessError> {
         self.started()?;
-        self.poll(true);
+        self.poll(true, None);
         Ok(())
     }
 
@@ -564,34 +622,35 @@ impl Process {
     ///
     /// [`ProcessError::NotStarted`] before `start`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), ProcessError> {
-        let child = self.started()?;
-        child.poll_until(true, Instant::now().checked_add(timeout));
-        self.poll(false);
+        self.started()?;
+        // No deadline when the timeout is too far to represent.
+        self.poll(true, Instant::now().checked_add(timeout));
         Ok(())
     }
 
     /// Whether the child has been started and has not ended (reaping it if
     /// it has).
     pub fn is_alive(&self) -> bool {
-        self.child.is_some() && self.poll(false).is_none()
+        self.child.is_some() && self.poll(false, None).is_none()
     }
 
     /// The exit code: `None` before the end; 0 after a normal return; 1
     /// after a panic or an `Err`; `n` after [`exit`]`(n)`; `-N` after
     /// signal N.
     pub fn exitcode(&self) -> Option<i32> {
-        self.poll(false).map(|e| e.code())
+        self.poll(false, None).map(|e| e.code())
     }
 
     /// The message of the panic that ended the child, if one did.
     pub fn panic_message(&self) -> Option<String> {
-        self.poll(false)?;
+        self.poll(false, None)?;
         self.child.as_ref()?.report.read()
     }
 
-    fn send(&self, sig: i32) -> Result<(), ProcessError> {
+    fn send(&self, sig: Signal) -> Result<(), ProcessError> {
         let child = self.started()?;
-        if self.poll(false).is_some() {
+        // Not once it has ended: its pid may belong to another process by now.
+        if self.poll(false, None).is_some() {
             return Ok(());
         }
         match sys::signal(child.pid, sig, child.group) {
@@ -607,7 +666,7 @@ impl Process {
     ///
     /// [`ProcessError::NotStarted`]; the OS error from `kill`.
     pub fn terminate(&self) -> Result<(), ProcessError> {
-        self.send(libc::SIGTERM)
+        self.send(Signal::SIGTERM)
     }
 
     /// Sends SIGKILL (to the whole group with
@@ -617,15 +676,48 @@ impl Process {
     ///
     /// [`ProcessError::NotStarted`]; the OS error from `kill`.
     pub fn kill(&self) -> Result<(), ProcessError> {
-        self.send(libc::SIGKILL)
+        self.send(Signal::SIGKILL)
+    }
+}
+
+impl Process {
+    /// Lets the child run on without a handle: it is reaped in the
+    /// background as soon as it ends (a server that starts a process per
+    /// connection needs no thread of its own to reap them). The exit rules
+    /// still apply to it at exit. Nothing happens to a process that was
+    /// never started.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use mproc_process::Process;
+    ///
+    /// fn serve(n: u32) { println!("serving {n}"); }
+    ///
+    /// for n in 0..3 {
+    ///     let mut p = Process::new(serve, n);
+    ///     p.start()?;
+    ///     p.detach(); // reaped when it ends; no zombie piles up
+    /// }
+    /// # Ok::<(), mproc_process::ProcessError>(())
+    /// ```
+    pub fn detach(mut self) {
+        if let Some(child) = self.child.take() {
+            if child.ended().is_some() {
+                registry::forget(&child);
+            } else {
+                registry::detach(child);
+            }
+        }
     }
 }
 
 impl Drop for Process {
     /// Reaps the child if it has ended; a running child stays recorded and
-    /// is reaped later (by `active_children`, the next `start`, or at exit).
+    /// is reaped later (by `active_children`, the next `start`, or at exit;
+    /// [`detach`](Process::detach) reaps it as soon as it ends).
     fn drop(&mut self) {
-        self.poll(false);
+        self.poll(false, None);
     }
 }
 

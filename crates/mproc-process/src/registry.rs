@@ -2,19 +2,38 @@
 //!
 //! Every started child is recorded here until it is reaped. A child is
 //! reaped by `join`, by `is_alive` or a dropped handle once it has ended,
-//! by [`active_children`], by the next `start`, and at exit by the exit
-//! rules: non-daemon children are joined, daemon children are terminated
-//! and reaped (CPython's rules). Reaping is always by our own pid, never
-//! `waitpid(-1)`.
+//! by [`active_children`], by the next `start`, in the background once
+//! [detached](crate::Process::detach), and at exit by the exit rules:
+//! non-daemon children are joined; daemon children get SIGTERM, then SIGKILL
+//! after [`DAEMON_EXIT_GRACE`] if they are still there, and are reaped
+//! (CPython's rules, with a bound). Reaping is always of our own children
+//! (by pidfd or pid), never `waitpid(-1)`.
+//!
+//! The registry lives in a [`PerProcess`]: a forked child starts with an
+//! empty one of its own and never touches its parent's locks.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use mproc_shm::ProcessIdent;
+use nix::sys::signal::Signal;
 
-use crate::sys::{self, Ended};
+use crate::child::{lock, Child};
+use crate::state::PerProcess;
+use crate::sys;
 
-/// What is known about a process: its name, pid, and whether it is a daemon.
+/// How long the exit rules give a daemon child between SIGTERM and SIGKILL.
+///
+/// CPython terminates daemon children at exit and then joins them without a
+/// bound, so a daemon that ignores SIGTERM hangs its parent's exit. Here a
+/// parent's exit waits at most this long for its daemons (plus the time
+/// SIGKILL takes).
+pub const DAEMON_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// What is known about a process: its name, pid, whether it is a daemon,
+/// and — to tell it apart from a later process with the same pid — its
+/// start time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {
     /// The name given at creation (default `Process-N`), or `MainProcess`.
@@ -23,85 +42,58 @@ pub struct ProcessInfo {
     pub pid: u32,
     /// Whether the process is a daemon.
     pub daemon: bool,
+    /// Pid and start time; `None` when the process had already ended when
+    /// this was taken.
+    ident: Option<ProcessIdent>,
 }
 
+impl ProcessInfo {
+    /// Whether the process is still running (not ended, not a zombie). A
+    /// later process that reuses the pid is not this one: the start time
+    /// tells them apart. From a child, `parent_process().is_alive()` tells
+    /// whether the parent is still there (CPython's scenario of a grandchild
+    /// that watches its parent die).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mproc_process::current_process().is_alive());
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        self.ident.is_some_and(|i| !i.has_ended())
+    }
+}
+
+/// Who this process is, when mproc started it.
 struct Me {
     name: String,
     daemon: bool,
-    parent: Option<ProcessInfo>,
-    /// Forked children inherit the parent's registry; they clear it, and
-    /// this pid tells stale state from ours.
-    pid: u32,
+    parent: ProcessInfo,
 }
 
-static ME: Mutex<Option<Me>> = Mutex::new(None);
-
-/// One started child, shared by its handle and the registry.
-pub(crate) struct Child {
-    pub(crate) pid: u32,
-    pub(crate) name: String,
-    pub(crate) daemon: bool,
-    pub(crate) group: bool,
-    pub(crate) report: crate::report::ReportSlot,
-    pub(crate) ended: Mutex<Option<Ended>>,
-    /// The forkserver that is this child's parent, if one is.
-    pub(crate) via: Option<Arc<crate::forkserver::Server>>,
-}
-
-impl Child {
-    /// Reaps the child if it has ended (or, with `block`, when it ends).
-    pub(crate) fn poll(&self, block: bool) -> Option<Ended> {
-        self.poll_until(block, None)
-    }
-
-    /// Reaps the child if it ends before `deadline` (with `block`).
-    ///
-    /// The lock on `ended` is held only to reap, never while waiting, so a
-    /// thread blocked in `join` does not stop another from signalling the
-    /// child (a pool's watcher joins while the pool may kill).
-    pub(crate) fn poll_until(
-        &self,
-        block: bool,
-        deadline: Option<std::time::Instant>,
-    ) -> Option<Ended> {
-        let mut nap = std::time::Duration::from_micros(50);
-        loop {
-            {
-                let mut ended = self.ended.lock();
-                if ended.is_none() {
-                    *ended = match &self.via {
-                        Some(server) => server.take_end(self.pid),
-                        None => sys::reap(self.pid, false).ok().flatten(),
-                    };
-                }
-                if ended.is_some() || !block {
-                    return *ended;
-                }
-            }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return None;
-            }
-            match &self.via {
-                // A dead server's children are watched by their pid.
-                Some(server) if server.await_end(self.pid, deadline) => {}
-                Some(_) => std::thread::sleep(nap),
-                None => sys::await_exit(self.pid, deadline, nap),
-            }
-            nap = (nap * 2).min(std::time::Duration::from_millis(5));
-        }
-    }
-}
-
-struct Children {
-    owner: u32,
+/// Detached children, and whether the reaper thread runs.
+#[derive(Default)]
+struct Reaper {
     list: Vec<Arc<Child>>,
+    running: bool,
 }
 
-static CHILDREN: Mutex<Children> = Mutex::new(Children {
-    owner: 0,
-    list: Vec::new(),
-});
+struct Registry {
+    me: Mutex<Option<Me>>,
+    children: Mutex<Vec<Arc<Child>>>,
+    reaper: Mutex<Reaper>,
+}
+
+static REGISTRY: PerProcess<Registry> = PerProcess::new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn registry() -> &'static Registry {
+    REGISTRY.get(|| Registry {
+        me: Mutex::new(None),
+        children: Mutex::new(Vec::new()),
+        reaper: Mutex::new(Reaper::default()),
+    })
+}
 
 /// The next default name, `Process-N`.
 pub(crate) fn next_name() -> String {
@@ -110,78 +102,69 @@ pub(crate) fn next_name() -> String {
 
 /// Records a started child and makes sure the exit rules run at exit.
 pub(crate) fn add(child: Arc<Child>) {
-    static AT_EXIT: Once = Once::new();
-    AT_EXIT.call_once(|| sys::at_exit(run_exit_rules));
-    let mut c = CHILDREN.lock();
-    let me = std::process::id();
-    if c.owner != me {
-        c.owner = me;
-        c.list.clear();
+    static AT_EXIT: AtomicBool = AtomicBool::new(false);
+    if !AT_EXIT.swap(true, Ordering::AcqRel) {
+        sys::at_exit(run_exit_rules);
     }
-    c.list.push(child);
+    lock(&registry().children).push(child);
 }
 
 /// Forgets a child that has been reaped.
-pub(crate) fn forget(pid: u32) {
-    let mut c = CHILDREN.lock();
-    c.list.retain(|child| child.pid != pid);
+pub(crate) fn forget(child: &Arc<Child>) {
+    lock(&registry().children).retain(|c| !Arc::ptr_eq(c, child));
 }
 
 /// Forgets children that have been reaped; reaps those that ended.
 pub(crate) fn cleanup() {
-    let mut c = CHILDREN.lock();
-    if c.owner != std::process::id() {
-        return;
-    }
-    c.list.retain(|child| child.poll(false).is_none());
+    lock(&registry().children).retain(|child| child.ended().is_none());
 }
 
 extern "C" fn run_exit_rules() {
     exit_rules();
 }
 
-/// CPython's exit rules: terminate and reap daemon children, join the others.
+/// The exit rules: daemon children get SIGTERM, then SIGKILL after
+/// [`DAEMON_EXIT_GRACE`], and are reaped; the others are joined; the
+/// forkserver is stopped.
 pub(crate) fn exit_rules() {
-    let list = {
-        let mut c = CHILDREN.lock();
-        if c.owner != std::process::id() {
-            return;
-        }
-        std::mem::take(&mut c.list)
-    };
-    for child in list.iter().filter(|c| c.daemon) {
-        if child.poll(false).is_none() {
-            let _ = sys::signal(child.pid, libc::SIGTERM, child.group);
+    let list = std::mem::take(&mut *lock(&registry().children));
+    let daemons: Vec<&Arc<Child>> = list
+        .iter()
+        .filter(|c| c.daemon && c.ended().is_none())
+        .collect();
+    for d in &daemons {
+        let _ = sys::signal(d.pid, Signal::SIGTERM, d.group);
+    }
+    let deadline = Instant::now() + DAEMON_EXIT_GRACE;
+    for d in &daemons {
+        if d.wait(true, Some(deadline)).is_none() {
+            let _ = sys::signal(d.pid, Signal::SIGKILL, d.group);
         }
     }
     for child in &list {
-        child.poll(true);
+        child.wait(true, None);
     }
     crate::forkserver::stop_forkserver();
 }
 
-/// Called in a new child: who it is and who its parent was; forgets the
-/// parent's children (a forked copy).
-pub(crate) fn become_child(name: &str, daemon: bool, parent_pid: u32, parent_name: &str) {
-    // A forked child's copies of the parent's records are forgotten, not
-    // dropped: dropping would write to (and so copy) the pages they share
-    // with the parent, for nothing.
-    {
-        let mut c = CHILDREN.lock();
-        c.owner = std::process::id();
-        std::mem::forget(std::mem::take(&mut c.list));
-    }
-    let old = ME.lock().replace(Me {
+/// Called in a new child before its target runs: who it is and who its
+/// parent is. (A forked child's registry is already a fresh one.)
+pub(crate) fn become_child(name: &str, daemon: bool, parent: ProcessInfo) {
+    *lock(&registry().me) = Some(Me {
         name: name.to_owned(),
         daemon,
-        parent: Some(ProcessInfo {
-            name: parent_name.to_owned(),
-            pid: parent_pid,
-            daemon: false,
-        }),
-        pid: std::process::id(),
+        parent,
     });
-    std::mem::forget(old);
+}
+
+/// Information about a parent: `ident` is its packed identity.
+pub(crate) fn parent_info(name: String, pid: u32, ident: u64) -> ProcessInfo {
+    ProcessInfo {
+        name,
+        pid,
+        daemon: false,
+        ident: ProcessIdent::from_bits(ident),
+    }
 }
 
 /// This process: its name (`MainProcess` unless mproc started it), pid and
@@ -195,41 +178,41 @@ pub(crate) fn become_child(name: &str, daemon: bool, parent_pid: u32, parent_nam
 /// assert_eq!(me.pid, std::process::id());
 /// ```
 pub fn current_process() -> ProcessInfo {
+    let ident = Some(ProcessIdent::current());
     let pid = std::process::id();
-    match &*ME.lock() {
-        Some(me) if me.pid == pid => ProcessInfo {
+    match &*lock(&registry().me) {
+        Some(me) => ProcessInfo {
             name: me.name.clone(),
             pid,
             daemon: me.daemon,
+            ident,
         },
-        _ => ProcessInfo {
+        None => ProcessInfo {
             name: "MainProcess".to_owned(),
             pid,
             daemon: false,
+            ident,
         },
     }
 }
 
 /// The process that started this one with mproc, or `None` in a main
-/// process.
+/// process. [`ProcessInfo::is_alive`] tells whether it still runs.
 pub fn parent_process() -> Option<ProcessInfo> {
-    match &*ME.lock() {
-        Some(me) if me.pid == std::process::id() => me.parent.clone(),
-        _ => None,
-    }
+    lock(&registry().me).as_ref().map(|me| me.parent.clone())
 }
 
 /// The children started by this process that are still running. Finished
 /// ones are reaped on the way, as in CPython.
 pub fn active_children() -> Vec<ProcessInfo> {
     cleanup();
-    let c = CHILDREN.lock();
-    c.list
-        .iter()
+    let list: Vec<Arc<Child>> = lock(&registry().children).clone();
+    list.iter()
         .map(|child| ProcessInfo {
             name: child.name.clone(),
             pid: child.pid,
             daemon: child.daemon,
+            ident: child.ident(),
         })
         .collect()
 }
@@ -238,4 +221,50 @@ pub fn active_children() -> Vec<ProcessInfo> {
 /// least 1.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Hands a child whose handle is gone to the reaper: a thread, running
+/// while there are detached children, that reaps each as it ends.
+pub(crate) fn detach(child: Arc<Child>) {
+    let reg = registry();
+    let mut r = lock(&reg.reaper);
+    r.list.push(child);
+    if r.running {
+        return;
+    }
+    let started = std::thread::Builder::new()
+        .name("mproc-reaper".into())
+        .stack_size(64 << 10)
+        .spawn(move || reap_detached(reg));
+    // Without a thread the children are still reaped: by the next start,
+    // `active_children`, and the exit rules.
+    r.running = started.is_ok();
+}
+
+/// The reaper thread: waits for any detached child to end (on their pidfds
+/// where there are some, else in slices), reaps and forgets it; ends when
+/// none is left.
+fn reap_detached(reg: &'static Registry) {
+    loop {
+        let waiting: Vec<Arc<Child>> = {
+            let mut r = lock(&reg.reaper);
+            r.list.retain(|c| {
+                let done = c.ended().is_some();
+                if done {
+                    lock(&reg.children).retain(|x| !Arc::ptr_eq(x, c));
+                }
+                !done
+            });
+            if r.list.is_empty() {
+                r.running = false;
+                return;
+            }
+            r.list.clone()
+        };
+        // Our own children's pidfds (Linux); elsewhere, and for forkserver
+        // children, the slice's timeout.
+        let fds: Vec<std::os::fd::BorrowedFd<'_>> =
+            waiting.iter().filter_map(|c| c.watch.pidfd()).collect();
+        let _ = sys::wait_any_readable(&fds, crate::child::SLICE);
+    }
 }

@@ -10,16 +10,19 @@
 //! of its own, as before the arena existed: slower, never wrong.
 //!
 //! The arena lives as long as the process (one descriptor, like the
-//! forkserver's socket). It belongs to the process that made it: a forked child sees its
-//! parent's arena in its copy of memory and makes its own on first use, so
-//! the two never hand out the same slot.
+//! lifeline). It belongs to the process that made it (a [`PerProcess`]): a
+//! forked child sees its parent's arena in its copy of memory and makes its
+//! own on first use, so the two never hand out the same slot.
 
 use std::io;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use mproc_shm::Segment;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+
+use crate::child::lock;
+use crate::state::PerProcess;
 
 /// Slots per arena.
 const SLOTS: usize = 128;
@@ -42,21 +45,19 @@ pub(crate) struct ReportSlot {
 }
 
 struct Arena {
-    owner: u32,
     seg: Segment,
     free: Vec<u32>,
 }
 
-static ARENA: Mutex<Option<Arena>> = Mutex::new(None);
+static ARENA: PerProcess<Mutex<Option<Arena>>> = PerProcess::new();
 
 impl ReportSlot {
     /// An empty report for a child about to start.
     pub(crate) fn new() -> io::Result<ReportSlot> {
         let me = std::process::id();
-        let mut arena = ARENA.lock();
-        if arena.as_ref().is_none_or(|a| a.owner != me) {
+        let mut arena = lock(ARENA.get(|| Mutex::new(None)));
+        if arena.is_none() {
             *arena = Some(Arena {
-                owner: me,
                 seg: Segment::anonymous(SLOTS * SLOT_LEN)?,
                 free: (0..SLOTS as u32).rev().collect(),
             });
@@ -107,11 +108,13 @@ impl ReportSlot {
 impl Drop for ReportSlot {
     fn drop(&mut self) {
         // A slot inherited through fork belongs to the parent's arena.
-        let Some((owner, i)) = self.slot.filter(|s| s.0 == std::process::id()) else {
+        let Some((_, i)) = self.slot.filter(|s| s.0 == std::process::id()) else {
             return;
         };
-        if let Some(a) = ARENA.lock().as_mut().filter(|a| a.owner == owner) {
-            a.free.push(i);
+        if let Some(arena) = ARENA.existing() {
+            if let Some(a) = lock(arena).as_mut() {
+                a.free.push(i);
+            }
         }
     }
 }

@@ -1,0 +1,210 @@
+//! A started child as its parent sees it, and how its end is learned.
+//!
+//! # Exit-status bookkeeping
+//!
+//! Every child has one [`End`] slot; its exit status is written there
+//! exactly once and read by everyone who asks afterwards (`join`, `is_alive`,
+//! `exitcode`, the registry's cleanup, the exit rules, a pool's watcher). No
+//! report ever sits in a side table that one caller could take while another
+//! is about to wait for it. How the status gets into the slot depends on
+//! who the child's parent is:
+//!
+//! - **Our own child (fork, spawn).** Whoever holds the slot's lock and finds
+//!   it empty reaps the child: on Linux by its pidfd (`waitid(P_PIDFD)`,
+//!   which names exactly that process, whatever reuses its pid later), else
+//!   by pid — safe because the pid is reaped only under the lock and only
+//!   while the slot is empty, so it is still our unreaped child. Waiters
+//!   sleep outside the lock, on the pidfd (readable once the child has
+//!   ended, and for ever after) or in short naps.
+//! - **A forkserver's child.** The server is the parent and reaps it; its
+//!   report (keyed by pid and start time) is filed into the slot by the
+//!   client's reader thread, which wakes the waiters. If the server dies
+//!   first, the slot is marked orphaned and waiters watch the child by its
+//!   [`ProcessIdent`] until it is gone; its status died with the server and
+//!   reads as killed (-9).
+//!
+//! Every wait sleeps in slices of at most [`SLICE`], then looks again.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use mproc_shm::ProcessIdent;
+
+use crate::report::ReportSlot;
+use crate::sys::{self, Ended};
+
+/// The longest a wait sleeps before it looks again.
+pub(crate) const SLICE: Duration = Duration::from_millis(100);
+
+/// How a child whose status was lost ended, as far as anyone can tell.
+const LOST: Ended = Ended::Signaled(libc::SIGKILL);
+
+/// Locks a std mutex; a panic elsewhere cannot leave these values broken.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A child's exit status, once known.
+#[derive(Debug, Default)]
+pub(crate) struct End {
+    state: Mutex<EndState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct EndState {
+    status: Option<Ended>,
+    /// The forkserver died before reporting this child.
+    orphaned: bool,
+}
+
+impl End {
+    pub(crate) fn new() -> Arc<End> {
+        Arc::new(End::default())
+    }
+
+    /// Files the status (the first one wins) and wakes the waiters.
+    pub(crate) fn fill(&self, status: Ended) {
+        let mut st = lock(&self.state);
+        st.status.get_or_insert(status);
+        self.changed.notify_all();
+    }
+
+    /// The report will never come: the forkserver died.
+    pub(crate) fn orphan(&self) {
+        lock(&self.state).orphaned = true;
+        self.changed.notify_all();
+    }
+}
+
+/// How the parent learns that the child ended.
+#[derive(Debug)]
+pub(crate) enum Watch {
+    /// Our own child, by a pidfd.
+    #[cfg(target_os = "linux")]
+    Pidfd(std::os::fd::OwnedFd),
+    /// Our own child, by pid (no pidfds here).
+    Pid,
+    /// A forkserver's child: the server's reports fill the slot.
+    Server,
+}
+
+impl Watch {
+    /// The best watch for our own child `pid`, just started.
+    pub(crate) fn own_child(pid: u32) -> Watch {
+        #[cfg(target_os = "linux")]
+        if let Ok(fd) = sys::pidfd_open(pid) {
+            return Watch::Pidfd(fd);
+        }
+        let _ = pid;
+        Watch::Pid
+    }
+
+    /// The pidfd, where there is one.
+    pub(crate) fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Watch::Pidfd(fd) => Some(std::os::fd::AsFd::as_fd(fd)),
+            _ => None,
+        }
+    }
+}
+
+/// One started child, shared by its handle and the registry.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pub(crate) pid: u32,
+    /// Pid and start time, when known at start (forkserver children).
+    pub(crate) ident: Option<ProcessIdent>,
+    pub(crate) name: String,
+    pub(crate) daemon: bool,
+    pub(crate) group: bool,
+    pub(crate) report: ReportSlot,
+    pub(crate) end: Arc<End>,
+    pub(crate) watch: Watch,
+}
+
+impl Child {
+    /// The child's identity now: known at start, or read while it is still
+    /// our unreaped child (so its pid cannot have been reused). `None` once
+    /// it has ended.
+    pub(crate) fn ident(&self) -> Option<ProcessIdent> {
+        if self.ended().is_some() {
+            return None;
+        }
+        self.ident.or_else(|| ProcessIdent::of(self.pid))
+    }
+
+    /// The status, if the child has ended (reaping it if it just did).
+    pub(crate) fn ended(&self) -> Option<Ended> {
+        self.wait(false, None)
+    }
+
+    /// Waits until the child has ended (`block`) or `deadline` passes;
+    /// without `block`, looks once. The status, once known.
+    pub(crate) fn wait(&self, block: bool, deadline: Option<Instant>) -> Option<Ended> {
+        let mut nap = Duration::from_micros(50);
+        let mut st = lock(&self.end.state);
+        loop {
+            if let Some(status) = st.status {
+                return Some(status);
+            }
+            if let Some(status) = self.look(&st) {
+                st.status = Some(status);
+                self.end.changed.notify_all();
+                return Some(status);
+            }
+            if !block {
+                return None;
+            }
+            let slice = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(SLICE),
+                    _ => return None,
+                },
+                None => SLICE,
+            };
+            match &self.watch {
+                #[cfg(target_os = "linux")]
+                Watch::Pidfd(fd) => {
+                    // Outside the lock: another thread may reap, signal or
+                    // ask meanwhile.
+                    drop(st);
+                    let _ = sys::wait_readable(std::os::fd::AsFd::as_fd(fd), Some(slice));
+                    st = lock(&self.end.state);
+                }
+                Watch::Server if !st.orphaned => {
+                    st = self
+                        .end
+                        .changed
+                        .wait_timeout(st, slice)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                Watch::Pid | Watch::Server => {
+                    drop(st);
+                    std::thread::sleep(nap.min(slice));
+                    nap = (nap * 2).min(Duration::from_millis(5));
+                    st = lock(&self.end.state);
+                }
+            }
+        }
+    }
+
+    /// Reaps or probes once, under the slot's lock; the status if the child
+    /// has ended.
+    fn look(&self, st: &EndState) -> Option<Ended> {
+        let reaped = match &self.watch {
+            #[cfg(target_os = "linux")]
+            Watch::Pidfd(fd) => sys::try_reap_pidfd(std::os::fd::AsFd::as_fd(fd)),
+            Watch::Pid => sys::try_reap(self.pid),
+            Watch::Server => {
+                let gone = st.orphaned && self.ident.is_none_or(|i| i.has_ended());
+                return gone.then_some(LOST);
+            }
+        };
+        // ECHILD: someone reaped it behind our back (`waitpid(-1)` elsewhere
+        // in the program); its status is lost.
+        reaped.unwrap_or(Some(LOST))
+    }
+}

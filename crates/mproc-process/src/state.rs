@@ -1,0 +1,107 @@
+//! Process-local state that a forked child never shares with its parent.
+//!
+//! A child made by `fork` starts with a copy of its parent's memory, locks
+//! included. A lock that another thread of the parent held at the moment of
+//! the fork (a pool's watcher forgetting a reaped worker, a thread listing
+//! children, the forkserver's reader) stays held for ever in the child, whose
+//! copy of that thread does not exist. So the library's process-local state
+//! — the registry of children, the report arena, the lifeline, the
+//! forkserver slot — lives behind a [`PerProcess`]: a pointer to a value
+//! tagged with the pid of the process that made it. A process that finds a
+//! value made by another pid (its parent's copy) makes a fresh one and never
+//! touches the old one, its locks included: it is leaked, never dropped, so
+//! nothing of the parent's is closed or freed twice.
+//!
+//! The fresh values use `std::sync` locks rather than `parking_lot`'s:
+//! parking_lot parks contended threads in one global table whose own locks a
+//! fork can also catch held; a std lock keeps its state in its own word.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// A value of type `T` per process (see the [module docs](self)).
+pub(crate) struct PerProcess<T> {
+    ptr: AtomicPtr<Owned<T>>,
+}
+
+struct Owned<T> {
+    pid: u32,
+    value: T,
+}
+
+impl<T> PerProcess<T> {
+    /// No value yet.
+    pub(crate) const fn new() -> PerProcess<T> {
+        PerProcess {
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+}
+
+impl<T: Send + Sync> PerProcess<T> {
+    /// This process's value, made by `init` on first use.
+    pub(crate) fn get(&'static self, init: impl Fn() -> T) -> &'static T {
+        match self.try_get(|| Ok::<T, std::convert::Infallible>(init())) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// This process's value, made by `init` on first use; `init`'s error
+    /// when it fails (the next call tries again).
+    pub(crate) fn try_get<E>(
+        &'static self,
+        init: impl Fn() -> Result<T, E>,
+    ) -> Result<&'static T, E> {
+        let me = std::process::id();
+        loop {
+            let cur = self.ptr.load(Ordering::Acquire);
+            if let Some(owned) = Self::deref(cur).filter(|o| o.pid == me) {
+                return Ok(&owned.value);
+            }
+            let fresh = Box::into_raw(Box::new(Owned {
+                pid: me,
+                value: init()?,
+            }));
+            match self
+                .ptr
+                .compare_exchange(cur, fresh, Ordering::AcqRel, Ordering::Acquire)
+            {
+                // The old value (another process's copy) is leaked.
+                Ok(_) => {
+                    if let Some(owned) = Self::deref(fresh) {
+                        return Ok(&owned.value);
+                    }
+                }
+                Err(_) => {
+                    // SAFETY: `fresh` came from Box::into_raw above and was
+                    // never published: this thread owns it alone.
+                    drop(unsafe { Box::from_raw(fresh) });
+                }
+            }
+        }
+    }
+
+    /// This process's value, if it has made one.
+    pub(crate) fn existing(&'static self) -> Option<&'static T> {
+        let me = std::process::id();
+        Self::deref(self.ptr.load(Ordering::Acquire))
+            .filter(|o| o.pid == me)
+            .map(|o| &o.value)
+    }
+
+    /// The value a parent made, as a forked child inherited it (before the
+    /// child makes its own); `None` if there is none or it is this process's.
+    pub(crate) fn inherited(&'static self) -> Option<&'static T> {
+        let me = std::process::id();
+        Self::deref(self.ptr.load(Ordering::Acquire))
+            .filter(|o| o.pid != me)
+            .map(|o| &o.value)
+    }
+
+    fn deref(ptr: *mut Owned<T>) -> Option<&'static Owned<T>> {
+        // SAFETY: a non-null pointer in `ptr` came from Box::into_raw and was
+        // published with release ordering; published values are never freed
+        // (a replaced one is leaked), so the reference is valid for ever.
+        unsafe { ptr.as_ref() }
+    }
+}
