@@ -3,7 +3,8 @@
 //! A child that has ended but has not been waited for is a *zombie*: it
 //! holds its pid and exit status until its parent reaps it. mproc reaps every
 //! child — in `join`, when a finished handle drops, in `active_children`, at
-//! the next `start`, and at exit — so zombies never pile up.
+//! the next `start`, in the background once `detach`ed, and at exit — so
+//! zombies never pile up.
 //!
 //! A child whose parent dies is an *orphan*, adopted by init (or the nearest
 //! subreaper). If the parent is killed, its non-daemon children live on as
