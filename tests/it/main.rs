@@ -3,6 +3,8 @@
 
 mod facade;
 #[cfg(feature = "failpoints")]
+mod killpoint_process;
+#[cfg(feature = "failpoints")]
 mod killpoint_queue;
 #[cfg(feature = "failpoints")]
 mod killpoint_sync;

@@ -1,0 +1,165 @@
+//! Kill points of the process layer (`failpoints` feature): the forkserver
+//! killed in the middle of a request, a parent killed while it starts a
+//! child. Nobody hangs, nothing runs twice or half, nothing is left behind.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mproc::process::{self, ProcessError, DIE_AT_ENV};
+use mproc::shm::transfer;
+use mproc::sync::Event;
+use mproc::{Process, StartMethod, Value};
+use mproc_tests::{hex, LeakCheck, Lines};
+
+fn count_up(v: Value<u64>) {
+    v.update(|x| *x += 1);
+}
+
+/// Runs `f` on a thread; fails the test if it has not returned by `limit`.
+fn returns_within<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
+/// The forkserver SIGKILLs itself at each step of a request. Before
+/// `Started` reaches the client the child never runs (the gate stays shut)
+/// and `start` fails cleanly after one retry; after it, the child is known,
+/// never runs either, and its join returns.
+#[test]
+fn killpoint_forkserver_killed_mid_request() {
+    let leaks = LeakCheck::start();
+    for point in [
+        "forkserver.request-read",
+        "forkserver.forked",
+        "forkserver.started-sent",
+    ] {
+        process::stop_forkserver();
+        std::env::set_var(DIE_AT_ENV, point);
+        let ran = Value::new(0u64).unwrap();
+        let r = ran.clone();
+        let p = returns_within(point, Duration::from_secs(20), move || {
+            let mut p = Process::new(count_up, r).start_method(StartMethod::Forkserver);
+            let started = p.start();
+            (p, started)
+        });
+        std::env::remove_var(DIE_AT_ENV);
+        match p {
+            (p, Ok(())) => {
+                assert_eq!(point, "forkserver.started-sent", "started despite {point}");
+                let p = returns_within("join", Duration::from_secs(20), move || {
+                    p.join().unwrap();
+                    p
+                });
+                assert_eq!(p.exitcode(), Some(-libc::SIGKILL), "{point}");
+            }
+            (_, Err(e)) => {
+                assert_ne!(point, "forkserver.started-sent", "{e}");
+                assert!(matches!(e, ProcessError::Io(_)), "{point}: {e}");
+            }
+        }
+        assert_eq!(ran.get(), 0, "{point}: the target ran");
+        // A fresh server takes over.
+        let mut p = Process::new(count_up, ran.clone()).start_method(StartMethod::Forkserver);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!((p.exitcode(), ran.get()), (Some(0), 1), "{point}");
+    }
+    leaks.assert_clean();
+}
+
+const PARENT: &str = env!("CARGO_BIN_EXE_process-parent");
+
+/// The processes (pid, state) whose process group is `group`.
+fn group_members(group: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split(' ').collect();
+        let state = f.first().and_then(|s| s.chars().next()).unwrap_or('?');
+        if f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(group) && state != 'Z' {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// A parent SIGKILLed at each step of starting a child, with each start
+/// method: its daemon child dies with it (or never runs), its non-daemon
+/// child finishes its work (or never runs), and every process it made —
+/// the forkserver included — is gone in the end.
+#[test]
+fn killpoint_parent_killed_while_starting_a_child() {
+    let leaks = LeakCheck::start();
+    for (method, point) in [
+        ("fork", "process.forked"),
+        ("spawn", "process.spawned"),
+        ("forkserver", "forkserver.request-sent"),
+    ] {
+        for daemon in [false, true] {
+            let (go, done) = (Event::new().unwrap(), Value::new(0u64).unwrap());
+            let msg = transfer::encode(&(go.clone(), done.clone())).unwrap();
+            let mut c = Command::new(PARENT);
+            c.args([
+                "die-while-starting",
+                method,
+                &hex(&msg.bytes),
+                point,
+                if daemon { "1" } else { "0" },
+            ])
+            .stdout(Stdio::piped());
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            let mut parent = transfer::spawn_inheriting(&mut c, &msg.fds).unwrap();
+            let group = parent.id();
+            let mut lines = Lines::of(&mut parent);
+            let status = returns_within("the parent's death", Duration::from_secs(20), move || {
+                parent.wait().unwrap()
+            });
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(libc::SIGKILL), "{method} at {point}");
+            go.set();
+            let start = Instant::now();
+            while !group_members(group).is_empty() && start.elapsed() < Duration::from_secs(10) {
+                std::thread::yield_now();
+            }
+            let left = group_members(group);
+            for &(pid, _) in &left {
+                // SAFETY: kill touches no memory; these are our descendants.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+            assert!(
+                left.is_empty(),
+                "{method} at {point}, daemon {daemon}: left {left:?}"
+            );
+            // A daemon never does its work: it died with its parent (`go`
+            // is set only after that), or never ran. A non-daemon does it
+            // exactly once — except through the forkserver, where it runs
+            // only if the server's `Started` went out before the parent died
+            // (else the gate keeps it from running at all).
+            if daemon {
+                assert_eq!(done.get(), 0, "{method} at {point}: the daemon worked");
+            } else if method == "forkserver" {
+                assert!(done.get() <= 1, "{method} at {point}: ran twice");
+            } else {
+                assert_eq!(done.get(), 1, "{method} at {point}: the orphan's work");
+            }
+            assert_eq!(lines.next_line(), None);
+        }
+    }
+    leaks.assert_clean();
+}
