@@ -81,6 +81,8 @@ fn every_public_path_resolves() {
         process::cpu_count,
     );
     let _ = (process::set_start_method, process::get_start_method);
+    let _ = (mproc::Process::detach, process::ProcessInfo::is_alive);
+    let _ = (process::DAEMON_EXIT_GRACE, process::forkserver_pid);
     let _: fn(i32) -> ! = process::exit;
     fn outcome<O: process::Outcome>() {}
     outcome::<()>();

@@ -502,7 +502,8 @@ fn ctrl_c_ends_the_parent_and_its_workers() {
 }
 
 // ---------------------------------------------------------------------------
-// Issue 11: drops and joins that return.
+// Issue 11: drops and joins that return, a result thread that never wedges,
+// initializer arguments that carry handles.
 
 /// Runs `f` on a thread and fails the test if it has not returned within
 /// `limit` (the thread is left behind; the test fails anyway).
@@ -568,4 +569,139 @@ fn a_pool_with_maxtasksperchild_joins() {
         }
     });
     leaks.assert_clean();
+}
+
+/// A result callback submits a task to the same pool, whose only worker
+/// retires after each task: the callback must not wait for the replacement
+/// (only the result thread could start it).
+#[test]
+fn a_callback_may_submit_tasks_with_maxtasksperchild() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Arc::new(
+            Pool::builder()
+                .processes(1)
+                .maxtasksperchild(1)
+                .build()
+                .unwrap(),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = pool.clone();
+        let first = pool
+            .apply_async_with(
+                square,
+                3,
+                move |_| {
+                    let _ = tx.send(inner.apply_async(square, 4));
+                },
+                |e| panic!("no error expected: {e}"),
+            )
+            .unwrap();
+        assert_eq!(first.get_timeout(Duration::from_secs(20)), Ok(9));
+        let second = rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+        assert_eq!(second.get_timeout(Duration::from_secs(20)), Ok(16));
+        // Later submissions still work.
+        let later = pool.apply_async(square, 5).unwrap();
+        assert_eq!(later.get_timeout(Duration::from_secs(20)), Ok(25));
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+fn a_mebibyte(_: u64) -> Vec<u8> {
+    vec![7; 1 << 20]
+}
+
+fn length(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// A callback submits a job larger than the worker's job pipe while the
+/// worker is busy filling the result queue: the result thread must keep
+/// draining results (it never sends on a worker's pipe).
+#[test]
+fn a_callback_submitting_a_large_job_does_not_wedge_the_result_thread() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Arc::new(Pool::new(1).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = pool.clone();
+        let first = pool
+            .apply_async_with(
+                a_mebibyte,
+                0,
+                move |_| {
+                    let _ = tx.send(inner.apply_async(length, vec![1u8; 4 << 20]));
+                },
+                |e| panic!("no error expected: {e}"),
+            )
+            .unwrap();
+        let rest: Vec<_> = (1..12)
+            .map(|i| pool.apply_async(a_mebibyte, i).unwrap())
+            .collect();
+        assert_eq!(
+            first.get_timeout(Duration::from_secs(20)).map(|v| v.len()),
+            Ok(1 << 20)
+        );
+        for r in rest {
+            assert_eq!(
+                r.get_timeout(Duration::from_secs(20)).map(|v| v.len()),
+                Ok(1 << 20)
+            );
+        }
+        let big = rx.recv_timeout(Duration::from_secs(20)).unwrap().unwrap();
+        assert_eq!(big.get_timeout(Duration::from_secs(20)), Ok(4 << 20));
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+/// CPython's usual `initargs`: a shared value (and a queue) handed to
+/// every worker by the initializer.
+fn count_workers(args: (mproc::Value<u64>, Queue<u32>)) {
+    let (counter, q) = args;
+    counter.update(|c| *c += 1);
+    q.put(std::process::id()).unwrap();
+}
+
+#[test]
+fn initializer_arguments_may_carry_handles() {
+    let leaks = LeakCheck::start();
+    for method in [
+        StartMethod::Forkserver,
+        StartMethod::Fork,
+        StartMethod::Spawn,
+    ] {
+        let counter = mproc::Value::new(0u64).unwrap();
+        let q = Queue::<u32>::new().unwrap();
+        let pool = Pool::builder()
+            .processes(2)
+            .start_method(method)
+            .initializer(count_workers, (counter.clone(), q.clone()))
+            .build()
+            .unwrap();
+        let mut pids: BTreeSet<u32> = BTreeSet::new();
+        for _ in 0..2 {
+            pids.insert(q.get_timeout(Duration::from_secs(20)).unwrap());
+        }
+        assert_eq!(pids, pool.worker_pids().into_iter().collect(), "{method:?}");
+        assert_eq!(counter.get(), 2, "{method:?}");
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+#[test]
+fn maxtasksperchild_zero_is_an_error() {
+    assert_eq!(
+        Pool::builder()
+            .processes(1)
+            .maxtasksperchild(0)
+            .build()
+            .err(),
+        Some(PoolError::ZeroMaxTasks)
+    );
 }

@@ -42,6 +42,8 @@ pub enum PoolError {
     NoProcesses,
     /// A chunk size of 0.
     ZeroChunksize,
+    /// A `maxtasksperchild` of 0 (CPython raises `ValueError`).
+    ZeroMaxTasks,
     /// A task's arguments or result could not be (de)serialized.
     Codec(String),
 }
@@ -71,6 +73,7 @@ impl fmt::Display for PoolError {
             }
             PoolError::NoProcesses => f.write_str("a pool needs at least one process"),
             PoolError::ZeroChunksize => f.write_str("a chunk size must be at least 1"),
+            PoolError::ZeroMaxTasks => f.write_str("maxtasksperchild must be at least 1"),
             PoolError::Codec(why) => write!(f, "serialization failed: {why}"),
         }
     }

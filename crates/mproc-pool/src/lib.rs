@@ -72,11 +72,12 @@
 //! ```
 //!
 //! Dispatch picks the live worker with the fewest jobs in flight that is
-//! under its `maxtasksperchild`; if none is, it waits for a replacement. A
-//! job goes to one worker when it is submitted (there is no shared task
-//! queue to steal from), so tasks of very uneven length balance less well
-//! than in CPython; chunks (`map`) and the bounded window (`imap`) keep this
-//! small in practice.
+//! under its `maxtasksperchild` and sends the job on the caller's thread; if
+//! no worker can take it, the job waits in a backlog that a dispatcher
+//! thread sends as replacements start. A job goes to one worker when it is
+//! sent (there is no shared task queue to steal from), so tasks of very
+//! uneven length balance less well than in CPython; chunks (`map`) and the
+//! bounded window (`imap`) keep this small in practice.
 //!
 //! ## A worker's states
 //!
@@ -97,8 +98,13 @@
 //! `terminate` is [`PoolError::StillRunning`].
 //!
 //! Callbacks run on the result thread, in the parent; they may capture, as
-//! they never leave the process. A callback that panics is reported on
-//! stderr and does not stop the pool.
+//! they never leave the process, and they may submit more tasks to the pool
+//! (those go to the dispatcher thread: the result thread never waits for a
+//! worker). A callback that panics is reported on stderr and does not stop
+//! the pool. A failure of the result machinery itself — an error from the
+//! result queue, a panic of the result thread — breaks the pool: every
+//! pending and later call fails with [`PoolError::Broken`] instead of
+//! waiting for results that cannot come.
 //!
 //! [`Process`]: mproc_process::Process
 //! [`FnOffset`]: mproc_process::FnOffset
@@ -106,6 +112,8 @@
 //! [`TaskPanicked`]: PoolError::TaskPanicked
 
 #![warn(missing_docs)]
+
+mod sys;
 
 mod error;
 mod imap;
@@ -135,7 +143,8 @@ use worker::{Call, ChunkOut, Init, InitTrampoline};
 pub struct Pool {
     inner: Arc<Inner>,
     processes: usize,
-    results: Mutex<Option<JoinHandle<()>>>,
+    /// The result thread and the dispatcher thread, until `join`.
+    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
 
 /// Options for a [`Pool`]: `Pool::builder().processes(4).build()`.
@@ -143,7 +152,7 @@ pub struct Pool {
 #[must_use]
 pub struct Builder {
     processes: Option<usize>,
-    maxtasks: u64,
+    maxtasks: Option<u64>,
     method: Option<StartMethod>,
     init: Option<Result<Init, PoolError>>,
 }
@@ -156,19 +165,22 @@ impl Builder {
         self
     }
 
-    /// `f(args)` runs once in each worker before it takes tasks.
+    /// `f(args)` runs once in each worker before it takes tasks. `args`
+    /// travel like a task's arguments: they may carry mproc handles (a
+    /// `Value`, a `Lock`, a `Queue`…), CPython's usual `initargs`.
     pub fn initializer<A>(mut self, f: fn(A), args: A) -> Builder
     where
         A: Serialize + DeserializeOwned,
     {
         self.init = Some(
-            postcard::to_allocvec(&args)
-                .map(|args| Init {
+            mproc_shm::transfer::encode(&args)
+                .map(|msg| Init {
                     trampoline: mproc_process::FnOffset::of(
                         worker::run_init::<A> as InitTrampoline as usize,
                     ),
                     f: mproc_process::FnOffset::of(f as usize),
-                    args,
+                    args: Arc::new(msg.bytes),
+                    fds: Arc::new(msg.fds.into_vec()),
                 })
                 .map_err(|e| PoolError::Codec(e.to_string())),
         );
@@ -176,9 +188,12 @@ impl Builder {
     }
 
     /// A worker retires after this many tasks (chunks) and is replaced
-    /// (default: never; 0 also means never).
+    /// (default: never).
+    ///
+    /// [`build`](Builder::build) refuses 0 with
+    /// [`PoolError::ZeroMaxTasks`], as CPython raises `ValueError`.
     pub fn maxtasksperchild(mut self, n: u64) -> Builder {
-        self.maxtasks = n;
+        self.maxtasks = Some(n);
         self
     }
 
@@ -192,51 +207,61 @@ impl Builder {
     ///
     /// # Errors
     ///
-    /// [`PoolError::NoProcesses`] for 0 processes; [`PoolError::Codec`]
-    /// when the initializer's arguments cannot be serialized;
-    /// [`PoolError::Broken`] when the workers cannot be started.
+    /// [`PoolError::NoProcesses`] for 0 processes;
+    /// [`PoolError::ZeroMaxTasks`] for a `maxtasksperchild` of 0;
+    /// [`PoolError::Codec`] when the initializer's arguments cannot be
+    /// serialized; [`PoolError::Broken`] when the workers cannot be started.
     pub fn build(self) -> Result<Pool, PoolError> {
         let processes = self.processes.unwrap_or_else(mproc_process::cpu_count);
         if processes == 0 {
             return Err(PoolError::NoProcesses);
         }
+        if self.maxtasks == Some(0) {
+            return Err(PoolError::ZeroMaxTasks);
+        }
         let init = self.init.transpose()?;
         let inner = Inner::new(Config {
             processes,
-            maxtasks: self.maxtasks,
+            maxtasks: self.maxtasks.unwrap_or(0),
             method: self.method,
             init,
         })?;
-        // The result thread starts every worker, first ones and
-        // replacements alike: Linux's parent-death signal follows the
-        // *thread* that started a child, and this one lives as long as the
-        // pool.
-        let (tx, rx) = std::sync::mpsc::channel();
+        // Any thread may start workers: a daemon child is tied to its parent
+        // process, not to the thread that started it.
+        inner.start_all().map_err(PoolError::Broken)?;
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| format!("cannot start the pool's {name} thread: {e}"))
+        };
         let me = inner.clone();
-        let thread = std::thread::Builder::new()
-            .name("mproc-pool-results".into())
-            .spawn(move || {
-                let started = me.start_all();
-                let ok = started.is_ok();
-                let _ = tx.send(started);
-                if ok {
-                    me.result_loop();
-                }
-            })
-            .map_err(|e| PoolError::Broken(format!("cannot start the result thread: {e}")))?;
-        match rx.recv() {
-            Ok(Ok(())) => Ok(Pool {
-                inner,
-                processes,
-                results: Mutex::new(Some(thread)),
-            }),
-            Ok(Err(why)) => {
-                let _ = thread.join();
-                Err(PoolError::Broken(why))
+        let results = spawn("mproc-pool-results", Box::new(move || me.result_loop()));
+        let me = inner.clone();
+        let dispatch = spawn("mproc-pool-dispatch", Box::new(move || me.dispatch_loop()));
+        let pool = Pool {
+            inner,
+            processes,
+            threads: Mutex::new(None),
+        };
+        match (results, dispatch) {
+            (Ok(r), Ok(d)) => {
+                *pool.threads.lock() = Some((r, d));
+                Ok(pool)
             }
-            Err(_) => {
-                let _ = thread.join();
-                Err(PoolError::Broken("the result thread died".into()))
+            (r, d) => {
+                let why = [r.as_ref().err(), d.as_ref().err()]
+                    .into_iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default();
+                pool.terminate();
+                let _ = pool.inner.join_workers();
+                for t in [r.ok(), d.ok()].into_iter().flatten() {
+                    let _ = t.join();
+                }
+                Err(PoolError::Broken(why))
             }
         }
     }
@@ -650,7 +675,13 @@ impl Pool {
     }
 
     /// Waits for every task (after [`close`](Pool::close)) and for every
-    /// worker to exit, and stops the result thread.
+    /// worker to exit — a worker that does not leave within a grace period
+    /// is killed — and stops the pool's threads. It returns even when the
+    /// result machinery has failed (the pool is then broken).
+    ///
+    /// Called from a result callback after `close`, it would wait for
+    /// tasks whose results only that thread can file: terminate first
+    /// there (as dropping the pool does).
     ///
     /// # Errors
     ///
@@ -658,9 +689,13 @@ impl Pool {
     /// terminated first.
     pub fn join(&self) -> Result<(), PoolError> {
         self.inner.join_workers()?;
-        if let Some(thread) = self.results.lock().take() {
-            self.inner.stop_results();
-            let _ = thread.join();
+        if let Some((results, dispatch)) = self.threads.lock().take() {
+            let _ = dispatch.join();
+            // On the result thread itself (a callback dropped the last
+            // handle), it ends on its own once this callback returns.
+            if !Inner::on_result_thread() {
+                let _ = results.join();
+            }
         }
         Ok(())
     }
@@ -671,7 +706,7 @@ impl Drop for Pool {
     /// context-manager exit terminate too). Close and join first to let
     /// queued tasks finish.
     fn drop(&mut self) {
-        if self.results.lock().is_some() {
+        if self.threads.lock().is_some() {
             self.terminate();
             let _ = self.join();
         }

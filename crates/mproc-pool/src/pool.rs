@@ -1,9 +1,32 @@
-//! The scheduler: job table, dispatch, the result thread, supervision.
+//! The scheduler: job table, dispatch, the result thread, the dispatcher
+//! thread, supervision.
+//!
+//! # Threads
+//!
+//! - The **caller's thread** accepts a job and sends it to a worker itself
+//!   when one can take it (the fast path: no hand-off); a full pipe blocks
+//!   the caller, which is backpressure.
+//! - The **result thread** reads the result queue: it files outcomes, runs
+//!   callbacks, and notes workers that are ready or gone. It never sends on
+//!   a worker's pipe and never starts a worker, so nothing it waits for can
+//!   wait for it: a job a callback submits, and a job to send again after a
+//!   worker died, go to the backlog.
+//! - The **dispatcher thread** starts replacement workers and sends the
+//!   backlog: jobs no worker could take when they came (every worker at
+//!   `maxtasksperchild`, or none alive), jobs submitted from the result
+//!   thread, and jobs to send again.
+//!
+//! If the result machinery fails — the result queue reports an error, or
+//! the result thread panics — the pool is broken: every pending job and
+//! every later call fails with [`PoolError::Broken`], the workers are
+//! killed, and `join` still returns (it reaps the workers itself).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -11,11 +34,17 @@ use std::time::Duration;
 use mproc_process::{Process, StartMethod};
 use mproc_queue::{Pipe, Queue};
 use mproc_shm::transfer::{self, FdTable, Message, SharedFd};
-use mproc_shm::RawArray;
+use mproc_shm::{fault, RawArray};
 use parking_lot::{Condvar, Mutex};
 
 use crate::worker::{worker_main, Call, Init, Job, JobPipe, Jobs, Msg, WorkerArgs};
 use crate::PoolError;
+
+thread_local! {
+    /// Set on a pool's result thread: a job submitted here (by a callback)
+    /// goes to the backlog instead of a worker's pipe.
+    static ON_RESULT_THREAD: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Consecutive workers that may die before their initializer finishes
 /// before the pool gives up and is broken.
@@ -98,10 +127,16 @@ struct State {
     jobs: HashMap<u64, Pending>,
     next_job: u64,
     next_gen: u64,
+    /// Accepted jobs waiting for the dispatcher, oldest first.
+    backlog: VecDeque<u64>,
+    /// Slots whose worker the dispatcher must start again.
+    replace: Vec<usize>,
     /// Workers in a row that died before their initializer finished.
     init_failures: u32,
     /// `join` has let the workers go: do not replace them.
     shutting_down: bool,
+    /// The dispatcher thread should end.
+    stop_dispatch: bool,
     watchers: Vec<JoinHandle<()>>,
 }
 
@@ -109,7 +144,11 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Signalled when workers come and go and when the job table empties.
     changed: Condvar,
+    /// Signalled when the dispatcher has work (backlog, replacements, stop).
+    work: Condvar,
     results: Queue<Msg>,
+    /// `join` is closing the result queue: its end is not a failure.
+    stopping: AtomicBool,
     /// `started[slot]`: the sequence number of the job the worker in that
     /// slot runs or ran last.
     started: RawArray<u64>,
@@ -162,12 +201,17 @@ impl Inner {
                 jobs: HashMap::new(),
                 next_job: 0,
                 next_gen: 1,
+                backlog: VecDeque::new(),
+                replace: Vec::new(),
                 init_failures: 0,
                 shutting_down: false,
+                stop_dispatch: false,
                 watchers: Vec::new(),
             }),
             changed: Condvar::new(),
+            work: Condvar::new(),
             results: Queue::new().map_err(setup)?,
+            stopping: AtomicBool::new(false),
             started: RawArray::new(cfg.processes).map_err(setup)?,
             maxtasks: cfg.maxtasks,
             method: cfg.method,
@@ -192,7 +236,12 @@ impl Inner {
             results: self.results.clone(),
             started: self.started.clone(),
             maxtasks: self.maxtasks,
-            init: self.init.clone(),
+            init: self
+                .init
+                .as_ref()
+                .map(Init::for_worker)
+                .transpose()
+                .map_err(|e| format!("cannot pass the initializer's handles: {e}"))?,
         };
         let mut p = Process::new(worker_main, args)
             .name(format!("PoolWorker-{slot}.{gen}"))
@@ -280,9 +329,10 @@ impl Inner {
         }
     }
 
-    /// Accepts a job and sends it to a worker. With `even_if_closed`, a
-    /// closed pool still takes it (the later chunks of an `imap` begun
-    /// before `close`). If the pool refuses, the handler gets the error.
+    /// Accepts a job and sends it to a worker (or to the backlog). With
+    /// `even_if_closed`, a closed pool still takes it (the later chunks of an
+    /// `imap` begun before `close`). If the pool refuses, the handler gets
+    /// the error.
     pub(crate) fn submit(&self, call: Call, args: Message, handler: Handler, even_if_closed: bool) {
         let id = {
             let mut st = self.state.lock();
@@ -302,15 +352,39 @@ impl Inner {
                     handler,
                 },
             );
+            // The result thread never sends (it must keep reading results);
+            // and jobs already waiting go first.
+            if ON_RESULT_THREAD.with(Cell::get) || !st.backlog.is_empty() {
+                st.backlog.push_back(id);
+                self.work.notify_one();
+                return;
+            }
             id
         };
-        self.dispatch(id);
+        self.send(id);
     }
 
-    /// Sends accepted job `id` to the least loaded worker that takes jobs,
-    /// waiting for one if none does. The sequence number is assigned under
-    /// the worker's pipe lock, so a worker gets its jobs in sequence order.
-    fn dispatch(&self, id: u64) {
+    /// The live worker with the fewest jobs that is under its
+    /// `maxtasksperchild`, if there is one.
+    fn pick(&self, st: &State) -> Option<usize> {
+        let maxtasks = self.maxtasks;
+        st.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let w = w.as_ref()?;
+                (maxtasks == 0 || w.assigned < maxtasks).then_some((w.load(), i))
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    /// Sends accepted job `id` to the least loaded worker that takes jobs;
+    /// if none does, puts it at the front of the backlog for the dispatcher.
+    /// The sequence number is assigned under the worker's pipe lock, so a
+    /// worker gets its jobs in sequence order. A full pipe blocks: never
+    /// call this on the result thread.
+    fn send(&self, id: u64) {
         let mut st = self.state.lock();
         loop {
             if let Some(e) = st.phase.refusal(true) {
@@ -323,26 +397,17 @@ impl Inner {
             if !st.jobs.contains_key(&id) {
                 return;
             }
-            let maxtasks = self.maxtasks;
-            let pick = st
-                .workers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, w)| {
-                    let w = w.as_ref()?;
-                    (maxtasks == 0 || w.assigned < maxtasks).then_some((w.load(), i))
-                })
-                .min();
-            let Some((_, slot)) = pick else {
-                self.changed.wait(&mut st);
+            let Some(slot) = self.pick(&st) else {
+                st.backlog.push_front(id);
+                self.work.notify_one();
+                return;
+            };
+            let Some(w) = st.workers[slot].as_mut() else {
                 continue;
             };
-            let (gen, conn) = {
-                let w = st.workers[slot].as_mut().expect("picked a live worker");
-                w.assigned += 1;
-                w.reserved += 1;
-                (w.gen, w.conn.clone())
-            };
+            w.assigned += 1;
+            w.reserved += 1;
+            let (gen, conn) = (w.gen, w.conn.clone());
             drop(st);
             let pipe = conn.lock();
             st = self.state.lock();
@@ -378,19 +443,92 @@ impl Inner {
         }
     }
 
-    /// The result thread: files outcomes and supervises workers until told
-    /// to stop.
+    /// The dispatcher thread: starts replacement workers and sends the
+    /// backlog, until `join` stops it.
+    pub(crate) fn dispatch_loop(&self) {
+        let mut st = self.state.lock();
+        loop {
+            if st.stop_dispatch {
+                return;
+            }
+            if !st.replace.is_empty() {
+                let mut failed = Vec::new();
+                for slot in std::mem::take(&mut st.replace) {
+                    if !self.replacing(&st) || st.workers[slot].is_some() {
+                        continue;
+                    }
+                    if let Err(why) = self.start_worker(&mut st, slot) {
+                        self.break_pool(&mut st, why, &mut failed);
+                        break;
+                    }
+                }
+                self.changed.notify_all();
+                if !failed.is_empty() {
+                    drop(st);
+                    for (h, e) in failed {
+                        run_handler(h, Err(e));
+                    }
+                    st = self.state.lock();
+                }
+                continue;
+            }
+            let sendable = !st.backlog.is_empty()
+                && (st.phase.refusal(true).is_some() || self.pick(&st).is_some());
+            if let Some(id) = sendable.then(|| st.backlog.pop_front()).flatten() {
+                drop(st);
+                self.send(id);
+                st = self.state.lock();
+                continue;
+            }
+            self.work.wait(&mut st);
+        }
+    }
+
+    /// Whether a worker that ended should be replaced now.
+    fn replacing(&self, st: &State) -> bool {
+        match st.phase {
+            Phase::Running => true,
+            Phase::Closed => !st.shutting_down,
+            Phase::Terminated | Phase::Broken(_) => false,
+        }
+    }
+
+    /// The result thread: files outcomes and supervises workers until `join`
+    /// closes the queue. Any other end — an error from the queue, a panic —
+    /// breaks the pool, so that nothing waits for results that cannot come.
     pub(crate) fn result_loop(self: &Arc<Self>) {
+        ON_RESULT_THREAD.with(|t| t.set(true));
+        let why = match catch_unwind(AssertUnwindSafe(|| self.read_results())) {
+            Ok(None) => return,
+            Ok(Some(why)) => why,
+            Err(p) => format!(
+                "the result thread panicked: {}",
+                crate::worker::panic_text(&*p)
+            ),
+        };
+        let mut failed = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if !matches!(st.phase, Phase::Terminated | Phase::Broken(_)) {
+                self.break_pool(&mut st, why, &mut failed);
+            }
+        }
+        for (h, e) in failed {
+            run_handler(h, Err(e));
+        }
+    }
+
+    /// Reads results until the queue ends: `None` when `join` closed it,
+    /// else why it failed.
+    fn read_results(self: &Arc<Self>) -> Option<String> {
         loop {
             let msg = match self.results.get() {
                 Ok(m) => m,
-                Err(e) => {
-                    eprintln!("mproc-pool: the result queue failed: {e}");
-                    return;
-                }
+                Err(_) if self.stopping.load(Ordering::Acquire) => return None,
+                Err(e) => return Some(format!("the result queue failed: {e}")),
             };
+            fault::point("pool.result-received");
             match msg {
-                Msg::Stop => return,
                 Msg::Ready { slot, gen } => {
                     let mut st = self.state.lock();
                     if let Some(w) = st.workers[slot as usize].as_mut().filter(|w| w.gen == gen) {
@@ -428,11 +566,11 @@ impl Inner {
         }
     }
 
-    /// A worker has ended: fail the job it was running, send again the jobs
-    /// it never started, and replace it (or break the pool).
-    fn on_exit(self: &Arc<Self>, slot: usize, gen: u64) {
+    /// A worker has ended: fail the job it was running, put the jobs it
+    /// never started back in the backlog, and have it replaced (or break the
+    /// pool). Sends and starts nothing itself: it runs on the result thread.
+    fn on_exit(&self, slot: usize, gen: u64) {
         let mut failed: Vec<(Handler, PoolError)> = Vec::new();
-        let mut again: Vec<u64> = Vec::new();
         {
             let mut st = self.state.lock();
             let Some(w) = st.workers[slot].take_if(|w| w.gen == gen) else {
@@ -444,6 +582,7 @@ impl Inner {
                 signal: code.filter(|&c| c < 0).map(|c| -c),
             };
             let started = self.started.get(slot).unwrap_or(0);
+            let mut again = Vec::new();
             for &(seq, id) in &w.inflight {
                 if seq <= started {
                     if let Some(p) = st.jobs.remove(&id) {
@@ -453,14 +592,14 @@ impl Inner {
                     again.push(id);
                 }
             }
+            // Older than anything in the backlog: in front, in order.
+            for id in again.into_iter().rev() {
+                st.backlog.push_front(id);
+            }
             if !w.ready {
                 st.init_failures += 1;
             }
-            let replace = match st.phase {
-                Phase::Running => true,
-                Phase::Closed => !st.shutting_down,
-                Phase::Terminated | Phase::Broken(_) => false,
-            };
+            let replace = self.replacing(&st);
             if replace && st.init_failures >= MAX_INIT_FAILURES {
                 let last = match w.process.panic_message() {
                     Some(m) => format!("panicked: {m}"),
@@ -472,31 +611,13 @@ impl Inner {
                 );
                 self.break_pool(&mut st, why, &mut failed);
             } else if replace {
-                if let Err(why) = self.start_worker(&mut st, slot) {
-                    self.break_pool(&mut st, why, &mut failed);
-                }
+                st.replace.push(slot);
             }
+            self.work.notify_one();
             self.changed.notify_all();
         }
         for (h, e) in failed {
             run_handler(h, Err(e));
-        }
-        if !again.is_empty() {
-            // Sending may block on a pipe; the result thread must not.
-            let me = self.clone();
-            let resend = std::thread::Builder::new()
-                .name("mproc-pool-resend".into())
-                .spawn(move || again.into_iter().for_each(|id| me.dispatch(id)));
-            if resend.is_err() {
-                let mut st = self.state.lock();
-                let why = "cannot start a thread to resend jobs".to_owned();
-                let mut failed = Vec::new();
-                self.break_pool(&mut st, why, &mut failed);
-                drop(st);
-                for (h, e) in failed {
-                    run_handler(h, Err(e));
-                }
-            }
         }
     }
 
@@ -505,9 +626,12 @@ impl Inner {
         let e = PoolError::Broken(why.clone());
         st.phase = Phase::Broken(why);
         failed.extend(st.jobs.drain().map(|(_, p)| (p.handler, e.clone())));
+        st.backlog.clear();
+        st.replace.clear();
         for w in st.workers.iter().flatten() {
             let _ = w.process.kill();
         }
+        self.work.notify_one();
         self.changed.notify_all();
     }
 
@@ -527,6 +651,8 @@ impl Inner {
             }
             st.phase = Phase::Terminated;
             let failed: Vec<Handler> = st.jobs.drain().map(|(_, p)| p.handler).collect();
+            st.backlog.clear();
+            st.replace.clear();
             let procs: Vec<Arc<Process>> = st
                 .workers
                 .iter()
@@ -544,10 +670,12 @@ impl Inner {
         }
     }
 
-    /// Waits for the jobs (after `close`), lets the workers go and waits
-    /// until every one has been reaped and reported.
+    /// Waits for the jobs (after `close`), lets the workers go, and reaps
+    /// every one itself — SIGKILL after [`LEAVE_GRACE`] for one that will
+    /// not go — without relying on the result thread, which may be gone.
+    /// Then stops the dispatcher and the result machinery.
     pub(crate) fn join_workers(&self) -> Result<(), PoolError> {
-        let conns: Vec<_> = {
+        let (workers, closed) = {
             let mut st = self.state.lock();
             if st.phase == Phase::Running {
                 return Err(PoolError::StillRunning);
@@ -556,38 +684,55 @@ impl Inner {
                 self.changed.wait(&mut st);
             }
             st.shutting_down = true;
-            st.workers
+            st.replace.clear();
+            let workers: Vec<_> = st
+                .workers
                 .iter()
                 .flatten()
-                .map(|w| w.conn.clone())
-                .collect()
+                .map(|w| (w.conn.clone(), w.process.clone()))
+                .collect();
+            (workers, st.phase == Phase::Closed)
         };
         // An empty job tells a worker to finish. (Closing the pipe is not
         // enough: a worker started by fork holds copies of its siblings'
-        // pipe ends, so they would never see the end of theirs.)
-        for c in conns {
-            if let Some(ends) = c.lock().take() {
-                let _ = ends.pipe.send_bytes(&[]);
-            }
-        }
-        let mut st = self.state.lock();
-        while st.workers.iter().any(Option::is_some) {
-            if self.changed.wait_for(&mut st, LEAVE_GRACE).timed_out() {
-                for w in st.workers.iter().flatten() {
-                    let _ = w.process.kill();
+        // pipe ends, so they would never see the end of theirs.) A
+        // terminated or broken pool's workers were signalled already.
+        for (conn, _) in &workers {
+            if let Some(ends) = conn.lock().take() {
+                if closed {
+                    let _ = ends.pipe.send_bytes(&[]);
                 }
             }
         }
-        let watchers: Vec<_> = st.watchers.drain(..).collect();
-        drop(st);
+        for (_, p) in &workers {
+            let _ = p.join_timeout(LEAVE_GRACE);
+            if p.is_alive() {
+                let _ = p.kill();
+                let _ = p.join();
+            }
+        }
+        let watchers = {
+            let mut st = self.state.lock();
+            for w in st.workers.iter_mut() {
+                *w = None;
+            }
+            st.stop_dispatch = true;
+            self.work.notify_all();
+            std::mem::take(&mut st.watchers)
+        };
+        // The watchers may wait to report to a result thread that is gone:
+        // closing the queue releases them (and ends the result thread once
+        // it has read what is left).
+        self.stopping.store(true, Ordering::Release);
+        self.results.close();
         for w in watchers {
             let _ = w.join();
         }
         Ok(())
     }
 
-    /// Tells the result thread to stop.
-    pub(crate) fn stop_results(&self) {
-        let _ = self.results.put(Msg::Stop);
+    /// Whether this is the result thread (a callback is running here).
+    pub(crate) fn on_result_thread() -> bool {
+        ON_RESULT_THREAD.with(Cell::get)
     }
 }

@@ -4,10 +4,13 @@ use std::any::Any;
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
 use mproc_process::FnOffset;
 use mproc_queue::{Connection, Queue};
 use mproc_shm::transfer::{self, FdTable, Message, SharedFd};
-use mproc_shm::RawArray;
+use mproc_shm::{fault, RawArray};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +21,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) type Trampoline =
     fn(FnOffset, &[u8], Option<FdTable>, &mut Vec<u8>) -> Result<(), String>;
 
-/// Runs an initializer: decodes `A` and calls it. A panic ends the worker.
-pub(crate) type InitTrampoline = fn(FnOffset, &[u8]) -> Result<(), String>;
+/// Runs an initializer: decodes `A` (with the descriptors of the handles
+/// inside) and calls it. A panic ends the worker.
+pub(crate) type InitTrampoline = fn(FnOffset, &[u8], FdTable) -> Result<(), String>;
 
 /// A task's function and the trampoline for its types.
 #[derive(Clone, Copy, Debug)]
@@ -160,9 +164,16 @@ fn run_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     run_items(items, |(a, b)| f(a, b), out)
 }
 
-pub(crate) fn run_init<A: DeserializeOwned>(f: FnOffset, args: &[u8]) -> Result<(), String> {
-    let a: A = postcard::from_bytes(args)
-        .map_err(|e| format!("cannot decode the initializer's arguments: {e}"))?;
+pub(crate) fn run_init<A: DeserializeOwned>(
+    f: FnOffset,
+    args: &[u8],
+    fds: FdTable,
+) -> Result<(), String> {
+    let a: A = transfer::decode(Message {
+        bytes: args.to_vec(),
+        fds,
+    })
+    .map_err(|e| format!("cannot decode the initializer's arguments: {e}"))?;
     // SAFETY: `f` is the offset of a `fn(A)` taken by the parent from this
     // same binary; this trampoline was chosen for exactly A.
     let f = unsafe { std::mem::transmute::<usize, fn(A)>(f.address()) };
@@ -206,17 +217,42 @@ pub(crate) enum Msg {
     },
     /// The worker has ended (sent by its watcher thread in the parent).
     Exited { slot: u32, gen: u64 },
-    /// The result thread should stop.
-    Stop,
 }
 
-/// The initializer as a worker receives it.
-#[derive(Serialize, Deserialize, Clone, Debug)]
+/// The initializer as the parent keeps it: its arguments encoded like a
+/// task's, with the descriptors of the handles inside.
+#[derive(Clone, Debug)]
 pub(crate) struct Init {
     pub(crate) trampoline: FnOffset,
     pub(crate) f: FnOffset,
-    #[serde(with = "serde_bytes")]
-    pub(crate) args: Vec<u8>,
+    pub(crate) args: Arc<Vec<u8>>,
+    pub(crate) fds: Arc<Vec<OwnedFd>>,
+}
+
+impl Init {
+    /// What one worker gets: the bytes, and copies of the descriptors,
+    /// which travel with the worker's arguments.
+    pub(crate) fn for_worker(&self) -> std::io::Result<InitArgs> {
+        Ok(InitArgs {
+            trampoline: self.trampoline,
+            f: self.f,
+            args: serde_bytes::ByteBuf::from(self.args.to_vec()),
+            fds: self
+                .fds
+                .iter()
+                .map(|fd| fd.try_clone().map(SharedFd::new))
+                .collect::<std::io::Result<_>>()?,
+        })
+    }
+}
+
+/// The initializer as a worker receives it.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct InitArgs {
+    trampoline: FnOffset,
+    f: FnOffset,
+    args: serde_bytes::ByteBuf,
+    fds: Vec<SharedFd>,
 }
 
 /// Everything a worker needs.
@@ -233,7 +269,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) started: RawArray<u64>,
     /// Jobs before it retires (0: no limit).
     pub(crate) maxtasks: u64,
-    pub(crate) init: Option<Init>,
+    pub(crate) init: Option<InitArgs>,
 }
 
 /// Exit code of a worker whose job pipe carried something unreadable.
@@ -244,19 +280,22 @@ const BAD_JOB: i32 = 70;
 pub(crate) fn worker_main(a: WorkerArgs) {
     // Ctrl-C goes to the whole process group; the parent decides what
     // happens to its workers.
-    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    crate::sys::ignore_sigint();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !IN_TASK.with(Cell::get) {
             default_hook(info);
         }
     }));
-    if let Some(init) = &a.init {
+    if let Some(init) = a.init {
         // SAFETY: the parent took this offset from `run_init::<A>` as an
         // `InitTrampoline` in this same binary.
         let t = unsafe { std::mem::transmute::<usize, InitTrampoline>(init.trampoline.address()) };
-        if let Err(why) = t(init.f, &init.args) {
+        let mut fds = FdTable::new();
+        for fd in init.fds {
+            fds.push(fd.into_owned());
+        }
+        if let Err(why) = t(init.f, &init.args, fds) {
             eprintln!("mproc-pool: {why}");
             mproc_process::exit(BAD_JOB);
         }
@@ -271,6 +310,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     let mut done = 0u64;
     // Until the parent sends the empty job that means "finish", or is gone.
     while a.jobs.recv_bytes_into(&mut buf).is_ok() && !buf.is_empty() {
+        fault::point("pool.job-received");
         let Ok(job) = postcard::from_bytes::<Job<'_>>(&buf) else {
             eprintln!("mproc-pool: a job could not be read");
             mproc_process::exit(BAD_JOB);
@@ -287,6 +327,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
             }
         };
         let _ = a.started.set(slot as usize, job.seq);
+        fault::point("pool.job-recorded");
         // SAFETY: the parent took this offset from a `Trampoline` of this
         // same binary (`Call::new` or `Call::star`).
         let t = unsafe { std::mem::transmute::<usize, Trampoline>(job.trampoline.address()) };
@@ -301,6 +342,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
         if a.results.put(msg).is_err() {
             return;
         }
+        fault::point("pool.result-sent");
         done += 1;
         if a.maxtasks != 0 && done >= a.maxtasks {
             return;
