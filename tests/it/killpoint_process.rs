@@ -1,14 +1,17 @@
-//! Kill points of the process layer (`failpoints` feature): the forkserver
-//! killed in the middle of a request, a parent killed while it starts a
-//! child. Nobody hangs, nothing runs twice or half, nothing is left behind.
+//! Kill points of the process and pool layers (`failpoints` feature): the
+//! forkserver killed in the middle of a request, a parent killed while it
+//! starts a child, a pool worker killed around the job it takes, a pool
+//! whose result thread fails. Nobody hangs, nothing runs twice or half,
+//! nothing is left behind.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mproc::pool::PoolError;
 use mproc::process::{self, ProcessError, DIE_AT_ENV};
-use mproc::shm::transfer;
+use mproc::shm::{fault, transfer};
 use mproc::sync::Event;
-use mproc::{Process, StartMethod, Value};
+use mproc::{Pool, Process, StartMethod, Value};
 use mproc_tests::{hex, LeakCheck, Lines};
 
 fn count_up(v: Value<u64>) {
@@ -160,6 +163,76 @@ fn killpoint_parent_killed_while_starting_a_child() {
             }
             assert_eq!(lines.next_line(), None);
         }
+    }
+    leaks.assert_clean();
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// A worker SIGKILLed as it takes a job: before it records the job as
+/// started, the job never ran and goes to the replacement; after, the job
+/// fails with `WorkerDied`; after it sent the result, the result stands.
+/// Either way the pool is replaced and usable.
+#[test]
+fn killpoint_pool_worker_killed_around_its_job() {
+    let leaks = LeakCheck::start();
+    for point in ["pool.job-received", "pool.job-recorded", "pool.result-sent"] {
+        // Forked workers inherit the kill point; their replacements, forked
+        // after it is cleared, do not.
+        fault::die_at(point).unwrap();
+        let pool = Pool::builder()
+            .processes(1)
+            .start_method(StartMethod::Fork)
+            .build()
+            .unwrap();
+        fault::clear(point);
+        let first = pool.worker_pids()[0];
+        let r = pool.apply_async(square, 7).unwrap();
+        let got = r.get_timeout(Duration::from_secs(20));
+        match point {
+            "pool.job-recorded" => assert_eq!(
+                got,
+                Err(PoolError::WorkerDied {
+                    pid: first,
+                    signal: Some(libc::SIGKILL)
+                }),
+                "{point}"
+            ),
+            _ => assert_eq!(got, Ok(49), "{point}"),
+        }
+        assert_eq!(pool.apply(square, 3), Ok(9), "{point}");
+        assert!(!pool.worker_pids().contains(&first), "{point}");
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}
+
+/// The result thread panics (a kill point's callback): the pool is broken —
+/// pending and later calls fail with `Broken`, nothing waits for ever, and
+/// terminate + join still reap everything.
+#[test]
+fn killpoint_a_failing_result_thread_breaks_the_pool() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(2).unwrap();
+        let r = pool.apply_async(square, 2);
+        fault::on("pool.result-received", || panic!("injected failure")).unwrap();
+        let r2 = pool.apply_async(square, 3);
+        for r in [r, r2] {
+            let got = match r {
+                Ok(r) => r.get_timeout(Duration::from_secs(20)),
+                Err(e) => Err(e),
+            };
+            // The first may have finished before the failure.
+            assert!(matches!(got, Ok(4) | Err(PoolError::Broken(_))), "{got:?}");
+        }
+        fault::clear("pool.result-received");
+        let later = pool.map(square, 0..10);
+        assert!(matches!(later, Err(PoolError::Broken(_))), "{later:?}");
+        returns_within("drop", Duration::from_secs(20), move || drop(pool));
     }
     leaks.assert_clean();
 }
