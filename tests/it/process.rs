@@ -163,8 +163,8 @@ fn a_thread_blocked_in_join_does_not_block_kill() {
     leaks.assert_clean();
 }
 
-/// Linux sends the parent-death signal when the *thread* that forked ends:
-/// a forkserver first used from a short-lived thread must outlive it.
+/// A forkserver first used from a short-lived thread must outlive it (it
+/// once died with it: Linux's parent-death signal follows the thread).
 #[test]
 fn a_forkserver_started_from_a_short_lived_thread_outlives_it() {
     let leaks = LeakCheck::start();
@@ -1096,6 +1096,80 @@ fn detached_children_are_reaped_as_they_end() {
         wait_until("the others' reaping", Duration::from_secs(10), || {
             ours(None) == 0
         });
+    }
+    leaks.assert_clean();
+}
+
+/// A pipe's lifelines are close-on-exec from the moment they exist: a
+/// program that another thread starts at the same time never inherits one
+/// (it did between `pipe` and `fcntl`, and then held it as long as it ran),
+/// so a dropped end is seen gone as soon as that program has exec'd.
+#[test]
+fn a_program_started_concurrently_never_inherits_a_pipe_lifeline() {
+    const BATCHES: usize = 30;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+    let leaks = LeakCheck::start();
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        // Programs started so far: each `spawn` returns once its program
+        // has exec'd, and so closed its close-on-exec copies.
+        let spawned = Arc::new(AtomicU64::new(0));
+        let spawner = {
+            let (stop, spawned) = (stop.clone(), spawned.clone());
+            std::thread::spawn(move || {
+                let mut kids: std::collections::VecDeque<std::process::Child> = Default::default();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(c) = Command::new("sleep").arg("5").spawn() {
+                        kids.push_back(c);
+                    }
+                    spawned.fetch_add(1, Ordering::Release);
+                    // Ours, by pid: keep the last 100 alive.
+                    while kids.len() > 100 {
+                        if let Some(mut c) = kids.pop_front() {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                        }
+                    }
+                }
+                for mut c in kids {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            })
+        };
+        let mut leaked = 0;
+        for _ in 0..BATCHES {
+            let pairs: Vec<_> = (0..200)
+                .map(|_| mproc::Pipe::<u8>::duplex().unwrap())
+                .collect();
+            let ends: Vec<_> = pairs.into_iter().map(|(a, _b)| a).collect();
+            // Every program forked before the drop has exec'd by now (or is
+            // about to close its close-on-exec copies: a vfork parent resumes
+            // a moment before that).
+            let seen = spawned.load(Ordering::Acquire);
+            wait_until("two more starts", Duration::from_secs(20), || {
+                spawned.load(Ordering::Acquire) >= seen + 2
+            });
+            for a in &ends {
+                // Where the timing is the behaviour: gone within 2 s, while
+                // a program that inherited the end runs for 5.
+                let start = Instant::now();
+                while a.send(1).is_ok() {
+                    if start.elapsed() > Duration::from_secs(2) {
+                        leaked += 1;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        spawner.join().unwrap();
+        assert_eq!(
+            leaked, 0,
+            "a dropped end was still held by {leaked} programs"
+        );
     }
     leaks.assert_clean();
 }

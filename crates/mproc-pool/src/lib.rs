@@ -47,8 +47,9 @@
 //!
 //! Workers are daemon processes that ignore SIGINT: a Ctrl-C to the
 //! terminal's process group ends the parent, and its workers die with it
-//! (Linux: `PR_SET_PDEATHSIG`; macOS: a lifeline). Dropping a pool
-//! terminates and reaps its workers.
+//! (a daemon is tied to its parent process by a lifeline, whichever thread
+//! started it). Dropping a pool terminates and reaps its workers; a worker
+//! that does not leave within a grace period (5 s) is killed.
 //!
 //! # How it works
 //!
