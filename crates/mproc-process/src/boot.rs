@@ -65,24 +65,50 @@ pub(crate) struct Header {
 
 /// The working directory and environment of the parent at `start()`, for a
 /// forkserver child (which would otherwise have the server's, from when the
-/// server was launched).
-#[derive(Serialize, Deserialize)]
+/// server was launched). Each is sent only when it differs from what the
+/// server was launched with, and applied as a difference: most starts cost
+/// nothing.
+#[derive(Serialize, Deserialize, Default)]
 pub(crate) struct Inherit {
     cwd: Option<Vec<u8>>,
-    env: Vec<(Vec<u8>, Vec<u8>)>,
+    env: Option<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+/// This process's working directory and environment, as a forkserver was
+/// launched with them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Surroundings {
+    cwd: Option<std::path::PathBuf>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+impl Surroundings {
+    /// This process's, now.
+    pub(crate) fn now() -> Surroundings {
+        Surroundings {
+            cwd: std::env::current_dir().ok(),
+            env: std::env::vars_os().collect(),
+        }
+    }
 }
 
 impl Inherit {
-    /// This process's, now.
-    pub(crate) fn now() -> Inherit {
+    /// What a server launched `with` must change for a child to start with
+    /// this process's working directory and environment of now.
+    pub(crate) fn since(with: &Surroundings) -> Inherit {
         use std::os::unix::ffi::OsStrExt;
+        let now = Surroundings::now();
         Inherit {
-            cwd: std::env::current_dir()
-                .ok()
-                .map(|d| d.as_os_str().as_bytes().to_vec()),
-            env: std::env::vars_os()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect(),
+            cwd: now
+                .cwd
+                .filter(|c| Some(c) != with.cwd.as_ref())
+                .map(|c| c.as_os_str().as_bytes().to_vec()),
+            env: (now.env != with.env).then(|| {
+                now.env
+                    .iter()
+                    .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect()
+            }),
         }
     }
 
@@ -94,18 +120,26 @@ impl Inherit {
         if let Some(cwd) = &self.cwd {
             std::env::set_current_dir(OsStr::from_bytes(cwd))?;
         }
-        let keep: std::collections::HashSet<&[u8]> =
-            self.env.iter().map(|(k, _)| k.as_slice()).collect();
+        let Some(env) = self.env else {
+            return Ok(());
+        };
+        let wanted: std::collections::HashMap<&[u8], &[u8]> = env
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
         for (k, _) in std::env::vars_os() {
-            if !keep.contains(k.as_bytes()) {
+            if !wanted.contains_key(k.as_bytes()) {
                 std::env::remove_var(k);
             }
         }
-        for (k, v) in &self.env {
+        for (k, v) in wanted {
             // Names the platform cannot hold (empty, or with '=') are
             // skipped, as the parent could not have set them either.
-            if !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0) {
-                std::env::set_var(OsStr::from_bytes(k), OsStr::from_bytes(v));
+            let settable =
+                !k.is_empty() && !k.contains(&b'=') && !k.contains(&0) && !v.contains(&0);
+            let (k, v) = (OsStr::from_bytes(k), OsStr::from_bytes(v));
+            if settable && std::env::var_os(k).as_deref() != Some(v) {
+                std::env::set_var(k, v);
             }
         }
         Ok(())
@@ -315,12 +349,20 @@ fn spawned_child(forkserver: bool) -> Result<i32, Box<dyn std::error::Error>> {
     for fd in fds {
         table.push(fd);
     }
-    run_boot(&bytes, table)
+    run_boot(&bytes, table, None)
 }
 
 /// Runs a child from its boot bytes: the header, then the target through
-/// its trampoline.
-pub(crate) fn run_boot(bytes: &[u8], table: FdTable) -> Result<i32, Box<dyn std::error::Error>> {
+/// its trampoline. A forkserver child passes its `gate`: everything up to
+/// the target is done while the server sends `Started` (so the child seldom
+/// has to sleep at the gate), and the target runs only once the gate opens;
+/// at its end of file (the server died first) the child exits without
+/// running anything.
+pub(crate) fn run_boot(
+    bytes: &[u8],
+    table: FdTable,
+    gate: Option<std::os::fd::OwnedFd>,
+) -> Result<i32, Box<dyn std::error::Error>> {
     let (header, used, table) = transfer::decode_prefix::<Header>(bytes, table)?;
     if let Some(inherit) = header.inherit {
         inherit.apply()?;
@@ -345,5 +387,10 @@ pub(crate) fn run_boot(bytes: &[u8], table: FdTable) -> Result<i32, Box<dyn std:
     // forkserver), so anchor + offset is that function here.
     let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(address) };
     let body = &bytes[used..];
+    if let Some(gate) = gate {
+        if !matches!(sys::read_byte(std::os::fd::AsFd::as_fd(&gate)), Ok(true)) {
+            sys::exit_now(BOOT_FAILED);
+        }
+    }
     Ok(run_guarded(&header.report, || trampoline(body, table)))
 }

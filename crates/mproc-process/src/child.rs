@@ -17,11 +17,15 @@
 //!   sleep outside the lock, on the pidfd (readable once the child has
 //!   ended, and for ever after) or in short naps.
 //! - **A forkserver's child.** The server is the parent and reaps it; its
-//!   report (keyed by pid and start time) is filed into the slot by the
-//!   client's reader thread, which wakes the waiters. If the server dies
-//!   first, the slot is marked orphaned and waiters watch the child by its
-//!   [`ProcessIdent`] until it is gone; its status died with the server and
-//!   reads as killed (-9).
+//!   report (keyed by pid, which is exact there: see `forkserver`) is filed
+//!   into the slot by the client's reader thread,
+//!   which wakes the waiters. If the server dies first, the slot is marked
+//!   orphaned, the child's [`ProcessIdent`] (pid and start time) is read at
+//!   once, and waiters watch it until it is gone; its status died with the
+//!   server and reads as killed (-9). (Until then the pid is the server's to
+//!   reap: a child that ended in the instant before the server died, and
+//!   whose pid was reused at once, could be mistaken for the new process —
+//!   two failures and a wrapped pid space in a few microseconds.)
 //!
 //! Every wait sleeps in slices of at most [`SLICE`], then looks again.
 
@@ -56,9 +60,16 @@ struct EndState {
     status: Option<Ended>,
     /// The forkserver died before reporting this child.
     orphaned: bool,
+    /// Threads waiting on `changed` (a std condvar's notify is a system
+    /// call: only when someone waits).
+    waiters: usize,
+    /// An orphan's identity, read when the forkserver died (`None`: it had
+    /// ended by then).
+    ident: Option<ProcessIdent>,
 }
 
 impl End {
+    /// An empty slot.
     pub(crate) fn new() -> Arc<End> {
         Arc::new(End::default())
     }
@@ -67,13 +78,26 @@ impl End {
     pub(crate) fn fill(&self, status: Ended) {
         let mut st = lock(&self.state);
         st.status.get_or_insert(status);
-        self.changed.notify_all();
+        let wake = st.waiters > 0;
+        // Notified after the unlock, so that a woken waiter does not find
+        // the lock still held.
+        drop(st);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
-    /// The report will never come: the forkserver died.
-    pub(crate) fn orphan(&self) {
-        lock(&self.state).orphaned = true;
-        self.changed.notify_all();
+    /// The report will never come: the forkserver died; `ident` is the
+    /// child's identity read just after (`None`: it had ended).
+    pub(crate) fn orphan(&self, ident: Option<ProcessIdent>) {
+        let mut st = lock(&self.state);
+        st.orphaned = true;
+        st.ident = ident;
+        let wake = st.waiters > 0;
+        drop(st);
+        if wake {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -114,8 +138,6 @@ impl Watch {
 #[derive(Debug)]
 pub(crate) struct Child {
     pub(crate) pid: u32,
-    /// Pid and start time, when known at start (forkserver children).
-    pub(crate) ident: Option<ProcessIdent>,
     pub(crate) name: String,
     pub(crate) daemon: bool,
     pub(crate) group: bool,
@@ -125,14 +147,18 @@ pub(crate) struct Child {
 }
 
 impl Child {
-    /// The child's identity now: known at start, or read while it is still
-    /// our unreaped child (so its pid cannot have been reused). `None` once
-    /// it has ended.
+    /// The child's identity now: read while it is still our unreaped child
+    /// (so its pid cannot have been reused), or as the forkserver sent it.
+    /// `None` once it has ended.
     pub(crate) fn ident(&self) -> Option<ProcessIdent> {
         if self.ended().is_some() {
             return None;
         }
-        self.ident.or_else(|| ProcessIdent::of(self.pid))
+        let st = lock(&self.end.state);
+        if st.orphaned {
+            return st.ident;
+        }
+        ProcessIdent::of(self.pid)
     }
 
     /// The status, if the child has ended (reaping it if it just did).
@@ -151,7 +177,11 @@ impl Child {
             }
             if let Some(status) = self.look(&st) {
                 st.status = Some(status);
-                self.end.changed.notify_all();
+                let wake = st.waiters > 0;
+                drop(st);
+                if wake {
+                    self.end.changed.notify_all();
+                }
                 return Some(status);
             }
             if !block {
@@ -174,12 +204,14 @@ impl Child {
                     st = lock(&self.end.state);
                 }
                 Watch::Server if !st.orphaned => {
+                    st.waiters += 1;
                     st = self
                         .end
                         .changed
                         .wait_timeout(st, slice)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
+                    st.waiters -= 1;
                 }
                 Watch::Pid | Watch::Server => {
                     drop(st);
@@ -199,7 +231,7 @@ impl Child {
             Watch::Pidfd(fd) => sys::try_reap_pidfd(std::os::fd::AsFd::as_fd(fd)),
             Watch::Pid => sys::try_reap(self.pid),
             Watch::Server => {
-                let gone = st.orphaned && self.ident.is_none_or(|i| i.has_ended());
+                let gone = st.orphaned && st.ident.is_none_or(|i| i.has_ended());
                 return gone.then_some(LOST);
             }
         };

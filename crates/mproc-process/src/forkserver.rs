@@ -12,19 +12,23 @@
 //!
 //! 1. reads it (kill point `forkserver.request-read`);
 //! 2. forks; the child waits on a *gate* pipe before it does anything;
-//! 3. reads the child's start time and answers `Started(pid + start time)`
-//!    (points `forkserver.forked` before, `forkserver.started-sent` after);
+//! 3. answers `Started(pid)` (points `forkserver.forked` before,
+//!    `forkserver.started-sent` after);
 //! 4. opens the gate: the child runs the target exactly as a spawned child
 //!    would.
 //!
 //! When a child ends, the server (its parent) reaps it — `waitpid(-1)` is
 //! right there: every child of the server is one of ours — woken by SIGCHLD
-//! through a self-pipe, and sends `Ended(pid + start time, status)`.
+//! through a self-pipe, and sends `Ended(pid, status)`.
 //!
 //! The client's reader thread files each `Started` with a fresh exit-status
-//! slot, keyed by pid *and* start time, and each `Ended` into its slot,
-//! removing the key: nothing is ever left behind, and a reused pid is a
-//! different key.
+//! slot and each `Ended` into its slot, removing the entry: nothing is ever
+//! left behind. The pid is an exact key here, incarnation included: the
+//! server reports a child's end before it can reap it, so before any later
+//! child can get its pid, and the reader files the replies in order — the
+//! entry for a pid lives exactly from its child's `Started` to that child's
+//! `Ended`. (The old table kept statuses nobody had taken yet, so a later
+//! child with a reused pid could be handed one.)
 //!
 //! # Crash story
 //!
@@ -61,27 +65,30 @@ use mproc_shm::ProcessIdent;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use crate::boot;
+use crate::boot::{self, Inherit, Surroundings};
 use crate::child::{lock, End, SLICE};
 use crate::state::PerProcess;
 use crate::sys::{self, Ended};
 
 #[derive(Serialize, Deserialize)]
 enum Reply {
-    /// A child was forked: its packed identity.
-    Started(u64),
+    /// A child was forked: its pid.
+    Started(u32),
     Failed(String),
-    /// A child ended: its packed identity, whether a signal ended it, and
-    /// the exit code or signal number.
-    Ended(u64, bool, i32),
+    /// A child ended: its pid, whether a signal ended it, and the exit code
+    /// or signal number.
+    Ended(u32, bool, i32),
 }
 
 #[derive(Default)]
 struct State {
-    replies: VecDeque<Result<(ProcessIdent, Arc<End>), String>>,
-    /// Exit-status slots of the children still running, by packed identity.
-    running: HashMap<u64, Arc<End>>,
+    replies: VecDeque<Result<(u32, Arc<End>), String>>,
+    /// Exit-status slots of the children still running, by pid (see the
+    /// module docs: exact here).
+    running: HashMap<u32, Arc<End>>,
     alive: bool,
+    /// Callers waiting for a reply (so that a reply wakes only when needed).
+    waiting: usize,
 }
 
 /// What the client's caller and reader share.
@@ -94,6 +101,8 @@ struct Shared {
 pub(crate) struct Server {
     pid: u32,
     sock: UnixStream,
+    /// The working directory and environment it was launched with.
+    launched_with: Surroundings,
     requests: Mutex<()>,
     shared: Arc<Shared>,
     reader: Mutex<Option<JoinHandle<()>>>,
@@ -174,10 +183,12 @@ pub fn stop_forkserver() {
 impl Server {
     fn start() -> io::Result<Arc<Server>> {
         let (ours, theirs) = UnixStream::pair()?;
+        let launched_with = Surroundings::now();
         let pid = launch(std::env::current_exe()?, theirs)?;
         let server = Arc::new(Server {
             pid,
             sock: ours,
+            launched_with,
             requests: Mutex::new(()),
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -211,6 +222,12 @@ impl Server {
         let _ = SOCK_FD.compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Acquire);
     }
 
+    /// What a child of this server must change to start with this
+    /// process's working directory and environment of now.
+    pub(crate) fn inherit(&self) -> Inherit {
+        Inherit::since(&self.launched_with)
+    }
+
     /// Whether the server is still known to run.
     pub(crate) fn is_alive(&self) -> bool {
         lock(&self.shared.state).alive
@@ -225,9 +242,9 @@ impl Server {
         }
     }
 
-    /// Asks the server to start a child from `msg`: its identity and
-    /// exit-status slot.
-    pub(crate) fn fork(&self, msg: &Message) -> Result<(ProcessIdent, Arc<End>), StartError> {
+    /// Asks the server to start a child from `msg`: its pid and exit-status
+    /// slot.
+    pub(crate) fn fork(&self, msg: &Message) -> Result<(u32, Arc<End>), StartError> {
         let _one_at_a_time = lock(&self.requests);
         if !self.is_alive() {
             return Err(StartError::ServerGone(io::Error::other(
@@ -237,8 +254,10 @@ impl Server {
         transfer::send(&self.sock, msg).map_err(StartError::ServerGone)?;
         fault::point("forkserver.request-sent");
         let mut st = lock(&self.shared.state);
+        st.waiting += 1;
         loop {
             if let Some(r) = st.replies.pop_front() {
+                st.waiting -= 1;
                 return r.map_err(|why| {
                     if st.alive {
                         StartError::Failed(io::Error::other(why))
@@ -261,26 +280,22 @@ impl Shared {
     /// Files one reply; `false` once the server is gone.
     fn record(&self, reply: io::Result<Reply>) -> bool {
         let mut st = lock(&self.state);
+        let mut wake = false;
         let alive = match reply {
-            Ok(Reply::Started(bits)) => {
-                match ProcessIdent::from_bits(bits) {
-                    Some(ident) => {
-                        let end = End::new();
-                        st.running.insert(bits, end.clone());
-                        st.replies.push_back(Ok((ident, end)));
-                    }
-                    None => st
-                        .replies
-                        .push_back(Err("the forkserver sent no pid".into())),
-                }
+            Ok(Reply::Started(pid)) => {
+                let end = End::new();
+                st.running.insert(pid, end.clone());
+                st.replies.push_back(Ok((pid, end)));
+                wake = true;
                 true
             }
             Ok(Reply::Failed(why)) => {
                 st.replies.push_back(Err(why));
+                wake = true;
                 true
             }
-            Ok(Reply::Ended(bits, signaled, n)) => {
-                if let Some(end) = st.running.remove(&bits) {
+            Ok(Reply::Ended(pid, signaled, n)) => {
+                if let Some(end) = st.running.remove(&pid) {
                     end.fill(if signaled {
                         Ended::Signaled(n)
                     } else {
@@ -291,14 +306,24 @@ impl Shared {
             }
             Err(_) => {
                 st.alive = false;
-                for (_, end) in st.running.drain() {
-                    end.orphan();
+                // Orphans from now on: each is watched by its pid and start
+                // time, read here, as soon as the server is gone.
+                for (pid, end) in st.running.drain() {
+                    end.orphan(ProcessIdent::of(pid));
                 }
                 st.replies.push_back(Err("the forkserver died".into()));
+                wake = true;
                 false
             }
         };
-        self.changed.notify_all();
+        // A std condvar's notify is a system call: only when someone waits,
+        // and after the unlock, so that the caller does not find the lock
+        // still held.
+        let wake = wake && st.waiting > 0;
+        drop(st);
+        if wake {
+            self.changed.notify_all();
+        }
         alive
     }
 }
@@ -358,6 +383,9 @@ pub(crate) fn serve(fds: FdTable) -> ! {
         sys::exit_now(boot::BOOT_FAILED)
     };
     let sock = UnixStream::from(sock);
+    // Done here once, not in every child: each page a child touches first
+    // costs it a fault.
+    let _ = sys::my_pid();
     let Ok((wake_r, wake_w)) = sys::pipe() else {
         sys::exit_now(boot::BOOT_FAILED)
     };
@@ -369,8 +397,6 @@ pub(crate) fn serve(fds: FdTable) -> ! {
     }
     // SAFETY: the handler only writes one byte to a pipe.
     unsafe { sys::on_signal(Signal::SIGCHLD, on_sigchld) };
-    // The identities of the children not yet reaped, by pid.
-    let mut started: HashMap<u32, u64> = HashMap::new();
     loop {
         let Ok((request, exited)) = sys::poll2(sock.as_fd(), wake_r.as_fd()) else {
             sys::exit_now(boot::BOOT_FAILED)
@@ -378,12 +404,11 @@ pub(crate) fn serve(fds: FdTable) -> ! {
         if exited {
             sys::drain(wake_r.as_fd());
             while let Some((pid, ended)) = sys::reap_any() {
-                let bits = started.remove(&pid).unwrap_or(u64::from(pid));
                 let (sig, n) = match ended {
                     Ended::Exited(c) => (false, c),
                     Ended::Signaled(s) => (true, s),
                 };
-                if send(&sock, &Reply::Ended(bits, sig, n)).is_err() {
+                if send(&sock, &Reply::Ended(pid, sig, n)).is_err() {
                     sys::exit_now(0);
                 }
             }
@@ -411,12 +436,8 @@ pub(crate) fn serve(fds: FdTable) -> ! {
                 }
                 Ok((Some(pid), (gate_r, gate_w))) => {
                     drop((gate_r, msg));
-                    // The child waits at the gate, so it is alive and its
-                    // start time is its own.
-                    let bits = ProcessIdent::of(pid).map_or(u64::from(pid), |i| i.to_bits());
-                    started.insert(pid, bits);
                     fault::point("forkserver.forked");
-                    if send(&sock, &Reply::Started(bits)).is_err() {
+                    if send(&sock, &Reply::Started(pid)).is_err() {
                         sys::exit_now(0);
                     }
                     fault::point("forkserver.started-sent");
@@ -433,15 +454,11 @@ pub(crate) fn serve(fds: FdTable) -> ! {
     }
 }
 
-/// A forked child of the server: waits at the gate, then boots from the
-/// request. End of file at the gate means the server died before the
-/// client knew of this child: it runs nothing.
+/// A forked child of the server: boots from the request, and runs the
+/// target once the gate opens. End of file at the gate means the server
+/// died before the client knew of this child: it runs nothing.
 fn gated_child(gate: OwnedFd, msg: Message) -> ! {
-    if !matches!(sys::read_byte(gate.as_fd()), Ok(true)) {
-        sys::exit_now(boot::BOOT_FAILED);
-    }
-    drop(gate);
-    let code = boot::run_boot(&msg.bytes, msg.fds).unwrap_or_else(|e| {
+    let code = boot::run_boot(&msg.bytes, msg.fds, Some(gate)).unwrap_or_else(|e| {
         eprintln!("mproc: forkserver child failed to boot: {e}");
         boot::BOOT_FAILED
     });

@@ -442,24 +442,23 @@ impl Process {
         lifeline::ensure()?;
         let report = ReportSlot::new()?;
         let method = self.method.unwrap_or_else(get_start_method);
-        let (pid, ident, end, watch) = match method {
+        let (pid, end, watch) = match method {
             StartMethod::Fork => {
                 warn_if_threaded();
                 let pid = self.fork(launch, report.report(), &parent)?;
-                (pid, None, End::new(), Watch::own_child(pid))
+                (pid, End::new(), Watch::own_child(pid))
             }
             StartMethod::Spawn => {
                 let pid = self.spawn(launch, report.report(), &parent)?;
-                (pid, None, End::new(), Watch::own_child(pid))
+                (pid, End::new(), Watch::own_child(pid))
             }
             StartMethod::Forkserver => {
-                let (ident, end) = self.via_forkserver(launch, report.report(), &parent)?;
-                (ident.pid(), Some(ident), end, Watch::Server)
+                let (pid, end) = self.via_forkserver(launch, report.report(), &parent)?;
+                (pid, end, Watch::Server)
             }
         };
         let child = Arc::new(Child {
             pid,
-            ident,
             name: self.name.clone(),
             daemon: self.daemon,
             group: self.group,
@@ -507,7 +506,12 @@ impl Process {
         }
     }
 
-    fn header(&self, report: &Report, parent: &ProcessInfo, inherit: bool) -> io::Result<Header> {
+    fn header(
+        &self,
+        report: &Report,
+        parent: &ProcessInfo,
+        inherit: Option<Inherit>,
+    ) -> io::Result<Header> {
         Ok(Header {
             trampoline: 0,
             name: self.name.clone(),
@@ -518,7 +522,7 @@ impl Process {
             parent_name: parent.name.clone(),
             report: report.clone(),
             lifeline: self.daemon.then(lifeline::for_daemon).transpose()?,
-            inherit: inherit.then(Inherit::now),
+            inherit,
         })
     }
 
@@ -529,7 +533,7 @@ impl Process {
         parent: &ProcessInfo,
     ) -> Result<u32, ProcessError> {
         let msg = launch
-            .encode(self.header(report, parent, false)?)
+            .encode(self.header(report, parent, None)?)
             .map_err(ProcessError::Encode)?;
         // The boot bytes travel in a segment of their own, the last
         // descriptor of the table, so their size has no limit.
@@ -571,16 +575,22 @@ impl Process {
         launch: Box<dyn Launch>,
         report: &Report,
         parent: &ProcessInfo,
-    ) -> Result<(ProcessIdent, Arc<End>), ProcessError> {
+    ) -> Result<(u32, Arc<End>), ProcessError> {
+        let mut server = crate::forkserver::get()?;
+        // Relative to this server's launch; a replacement, launched later,
+        // gets the whole difference again, which is still right.
+        let inherit = server.inherit();
         let msg = launch
-            .encode(self.header(report, parent, true)?)
+            .encode(self.header(report, parent, Some(inherit))?)
             .map_err(ProcessError::Encode)?;
         let mut retried = false;
         loop {
-            let server = crate::forkserver::get()?;
             match server.fork(&msg) {
                 Ok(started) => return Ok(started),
-                Err(crate::forkserver::StartError::ServerGone(_)) if !retried => retried = true,
+                Err(crate::forkserver::StartError::ServerGone(_)) if !retried => {
+                    retried = true;
+                    server = crate::forkserver::get()?;
+                }
                 Err(
                     crate::forkserver::StartError::ServerGone(e)
                     | crate::forkserver::StartError::Failed(e),

@@ -132,13 +132,15 @@ pub(crate) fn exit_rules() {
         .iter()
         .filter(|c| c.daemon && c.ended().is_none())
         .collect();
-    for d in &daemons {
-        let _ = sys::signal(d.pid, Signal::SIGTERM, d.group);
-    }
-    let deadline = Instant::now() + DAEMON_EXIT_GRACE;
-    for d in &daemons {
-        if d.wait(true, Some(deadline)).is_none() {
-            let _ = sys::signal(d.pid, Signal::SIGKILL, d.group);
+    if !daemons.is_empty() {
+        for d in &daemons {
+            let _ = sys::signal(d.pid, Signal::SIGTERM, d.group);
+        }
+        let deadline = Instant::now() + DAEMON_EXIT_GRACE;
+        for d in &daemons {
+            if d.wait(true, Some(deadline)).is_none() {
+                let _ = sys::signal(d.pid, Signal::SIGKILL, d.group);
+            }
         }
     }
     for child in &list {

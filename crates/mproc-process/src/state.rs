@@ -18,6 +18,11 @@
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+/// This process's pid, cached (a forked child forgets the cache).
+fn pid() -> u32 {
+    crate::sys::my_pid()
+}
+
 /// A value of type `T` per process (see the [module docs](self)).
 pub(crate) struct PerProcess<T> {
     ptr: AtomicPtr<Owned<T>>,
@@ -52,7 +57,7 @@ impl<T: Send + Sync> PerProcess<T> {
         &'static self,
         init: impl Fn() -> Result<T, E>,
     ) -> Result<&'static T, E> {
-        let me = std::process::id();
+        let me = pid();
         loop {
             let cur = self.ptr.load(Ordering::Acquire);
             if let Some(owned) = Self::deref(cur).filter(|o| o.pid == me) {
@@ -83,7 +88,7 @@ impl<T: Send + Sync> PerProcess<T> {
 
     /// This process's value, if it has made one.
     pub(crate) fn existing(&'static self) -> Option<&'static T> {
-        let me = std::process::id();
+        let me = pid();
         Self::deref(self.ptr.load(Ordering::Acquire))
             .filter(|o| o.pid == me)
             .map(|o| &o.value)
@@ -92,7 +97,7 @@ impl<T: Send + Sync> PerProcess<T> {
     /// The value a parent made, as a forked child inherited it (before the
     /// child makes its own); `None` if there is none or it is this process's.
     pub(crate) fn inherited(&'static self) -> Option<&'static T> {
-        let me = std::process::id();
+        let me = pid();
         Self::deref(self.ptr.load(Ordering::Acquire))
             .filter(|o| o.pid != me)
             .map(|o| &o.value)

@@ -12,7 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -185,6 +185,29 @@ pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no Rust state. (nix has no
     // wrapper.)
     unsafe { libc::_exit(code) }
+}
+
+/// This process's pid, without a system call after the first: cached, and
+/// forgotten in the child of every `fork` (a fork handler).
+pub(crate) fn my_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        // An atomic store: async-signal-safe, as a fork handler must be.
+        PID.store(0, Ordering::Relaxed);
+    }
+    let cached = PID.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    HANDLER.call_once(|| {
+        // SAFETY: registers a child-side fork handler that only stores to
+        // an atomic. (nix has no wrapper.)
+        unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+    });
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
 }
 
 /// Puts the calling process in a new process group of its own.
