@@ -10,12 +10,14 @@
 //! who the child's parent is:
 //!
 //! - **Our own child (fork, spawn).** Whoever holds the slot's lock and finds
-//!   it empty reaps the child: on Linux by its pidfd (`waitid(P_PIDFD)`,
-//!   which names exactly that process, whatever reuses its pid later), else
-//!   by pid — safe because the pid is reaped only under the lock and only
-//!   while the slot is empty, so it is still our unreaped child. Waiters
-//!   sleep outside the lock, on the pidfd (readable once the child has
-//!   ended, and for ever after) or in short naps.
+//!   it empty reaps the child by pid (`waitpid(pid, WNOHANG)`): exact,
+//!   because the pid is reaped only under the lock and only while the slot
+//!   is empty, so it is still our unreaped child and cannot name another
+//!   process. A waiter that must sleep opens a pidfd under the lock (exact
+//!   for the same reason) and sleeps on it outside the lock: it is readable
+//!   once that child has ended, and for ever after, so no wake-up is lost
+//!   whoever reaps. Without pidfds it naps. (No pidfd is kept between waits:
+//!   every descriptor a parent holds is copied into each child it forks.)
 //! - **A forkserver's child.** The server is the parent and reaps it; its
 //!   report (keyed by pid, which is exact there: see `forkserver`) is filed
 //!   into the slot by the client's reader thread,
@@ -104,34 +106,10 @@ impl End {
 /// How the parent learns that the child ended.
 #[derive(Debug)]
 pub(crate) enum Watch {
-    /// Our own child, by a pidfd.
-    #[cfg(target_os = "linux")]
-    Pidfd(std::os::fd::OwnedFd),
-    /// Our own child, by pid (no pidfds here).
-    Pid,
+    /// Our own child (fork, spawn): reaped by pid under the slot's lock.
+    Own,
     /// A forkserver's child: the server's reports fill the slot.
     Server,
-}
-
-impl Watch {
-    /// The best watch for our own child `pid`, just started.
-    pub(crate) fn own_child(pid: u32) -> Watch {
-        #[cfg(target_os = "linux")]
-        if let Ok(fd) = sys::pidfd_open(pid) {
-            return Watch::Pidfd(fd);
-        }
-        let _ = pid;
-        Watch::Pid
-    }
-
-    /// The pidfd, where there is one.
-    pub(crate) fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        match self {
-            #[cfg(target_os = "linux")]
-            Watch::Pidfd(fd) => Some(std::os::fd::AsFd::as_fd(fd)),
-            _ => None,
-        }
-    }
 }
 
 /// One started child, shared by its handle and the registry.
@@ -154,7 +132,12 @@ impl Child {
         if self.ended().is_some() {
             return None;
         }
+        // Under the lock with no status, our own child is unreaped: its pid
+        // is still its own.
         let st = lock(&self.end.state);
+        if st.status.is_some() {
+            return None;
+        }
         if st.orphaned {
             return st.ident;
         }
@@ -195,14 +178,6 @@ impl Child {
                 None => SLICE,
             };
             match &self.watch {
-                #[cfg(target_os = "linux")]
-                Watch::Pidfd(fd) => {
-                    // Outside the lock: another thread may reap, signal or
-                    // ask meanwhile.
-                    drop(st);
-                    let _ = sys::wait_readable(std::os::fd::AsFd::as_fd(fd), Some(slice));
-                    st = lock(&self.end.state);
-                }
                 Watch::Server if !st.orphaned => {
                     st.waiters += 1;
                     st = self
@@ -213,7 +188,25 @@ impl Child {
                         .0;
                     st.waiters -= 1;
                 }
-                Watch::Pid | Watch::Server => {
+                Watch::Own => {
+                    // Opened under the lock: the child is unreaped, so the
+                    // pidfd is its own. Slept on outside it, so another
+                    // thread may reap, signal or ask meanwhile.
+                    let pidfd = self.pidfd_locked(&st);
+                    drop(st);
+                    match &pidfd {
+                        Some(fd) => {
+                            let _ = sys::wait_readable(std::os::fd::AsFd::as_fd(fd), Some(slice));
+                        }
+                        None => {
+                            std::thread::sleep(nap.min(slice));
+                            nap = (nap * 2).min(Duration::from_millis(5));
+                        }
+                    }
+                    drop(pidfd);
+                    st = lock(&self.end.state);
+                }
+                Watch::Server => {
                     drop(st);
                     std::thread::sleep(nap.min(slice));
                     nap = (nap * 2).min(Duration::from_millis(5));
@@ -223,13 +216,30 @@ impl Child {
         }
     }
 
+    /// A pidfd of our own child, opened while the caller holds the slot's
+    /// lock and the slot is empty (so the child is unreaped and the pidfd
+    /// names it); `None` for a forkserver's child or without pidfds.
+    fn pidfd_locked(&self, st: &EndState) -> Option<std::os::fd::OwnedFd> {
+        if st.status.is_some() || !matches!(self.watch, Watch::Own) {
+            return None;
+        }
+        #[cfg(target_os = "linux")]
+        return sys::pidfd_open(self.pid).ok();
+        #[cfg(not(target_os = "linux"))]
+        return None;
+    }
+
+    /// For the reaper: a pidfd to sleep on while the child runs (see
+    /// [`pidfd_locked`](Child::pidfd_locked)).
+    pub(crate) fn pidfd(&self) -> Option<std::os::fd::OwnedFd> {
+        self.pidfd_locked(&lock(&self.end.state))
+    }
+
     /// Reaps or probes once, under the slot's lock; the status if the child
     /// has ended.
     fn look(&self, st: &EndState) -> Option<Ended> {
         let reaped = match &self.watch {
-            #[cfg(target_os = "linux")]
-            Watch::Pidfd(fd) => sys::try_reap_pidfd(std::os::fd::AsFd::as_fd(fd)),
-            Watch::Pid => sys::try_reap(self.pid),
+            Watch::Own => sys::try_reap(self.pid),
             Watch::Server => {
                 let gone = st.orphaned && st.ident.is_none_or(|i| i.has_ended());
                 return gone.then_some(LOST);

@@ -446,11 +446,11 @@ impl Process {
             StartMethod::Fork => {
                 warn_if_threaded();
                 let pid = self.fork(launch, report.report(), &parent)?;
-                (pid, End::new(), Watch::own_child(pid))
+                (pid, End::new(), Watch::Own)
             }
             StartMethod::Spawn => {
                 let pid = self.spawn(launch, report.report(), &parent)?;
-                (pid, End::new(), Watch::own_child(pid))
+                (pid, End::new(), Watch::Own)
             }
             StartMethod::Forkserver => {
                 let (pid, end) = self.via_forkserver(launch, report.report(), &parent)?;

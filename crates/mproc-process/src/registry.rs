@@ -265,8 +265,9 @@ fn reap_detached(reg: &'static Registry) {
         };
         // Our own children's pidfds (Linux); elsewhere, and for forkserver
         // children, the slice's timeout.
+        let pidfds: Vec<std::os::fd::OwnedFd> = waiting.iter().filter_map(|c| c.pidfd()).collect();
         let fds: Vec<std::os::fd::BorrowedFd<'_>> =
-            waiting.iter().filter_map(|c| c.watch.pidfd()).collect();
+            pidfds.iter().map(std::os::fd::AsFd::as_fd).collect();
         let _ = sys::wait_any_readable(&fds, crate::child::SLICE);
     }
 }

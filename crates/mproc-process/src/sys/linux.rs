@@ -4,11 +4,7 @@
 use std::io;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::wait::{Id, WaitPidFlag};
-
-use super::{ended, Ended};
 
 /// A pidfd for process `pid` (close-on-exec, as pidfd_open always makes
 /// them). For a child of ours that has not been reaped, the pidfd names
@@ -24,20 +20,6 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
         match i32::try_from(fd) {
             Ok(fd) if fd >= 0 => Ok(OwnedFd::from_raw_fd(fd)),
             _ => Err(io::Error::last_os_error()),
-        }
-    }
-}
-
-/// Reaps the child behind `pidfd` if it has ended, without blocking.
-pub(crate) fn try_reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<Option<Ended>> {
-    loop {
-        match nix::sys::wait::waitid(
-            Id::PIDFd(pidfd),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
-        ) {
-            Ok(status) => return Ok(ended(status)),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -94,41 +76,27 @@ pub(crate) fn close_range_cloexec(first: u32) -> bool {
     unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as libc::c_int) == 0 }
 }
 
-/// The calling thread's stack guard: where a stack overflow faults.
-///
-/// As Rust's runtime does: for the main thread, the page below the lowest
-/// address the stack may grow to (the kernel keeps its own guard gap there);
-/// for another thread, its guard pages on either side of the stack's low end
-/// (glibc has counted them inside and outside the stack over time).
-pub(crate) fn stack_guard() -> io::Result<(usize, usize)> {
+/// The main thread's stack guard: where a stack overflow faults, as Rust's
+/// runtime reckons it — just below the lowest address the stack may grow
+/// to (its top minus `RLIMIT_STACK`; the kernel keeps its own guard gap
+/// there). `near_top` is an address in a frame close to the top of the
+/// stack (the constructor's): the true top lies above it by the arguments,
+/// environment and a few frames, so the region reaches that much (1 MiB at
+/// most) higher. Reading the exact bounds (`pthread_getattr_np`) parses
+/// `/proc/self/maps`: too slow for every child's start. `None` for an
+/// unlimited stack.
+pub(crate) fn main_stack_guard(near_top: usize) -> Option<(usize, usize)> {
+    use nix::sys::resource::{getrlimit, Resource};
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
         .and_then(|p| usize::try_from(p).ok())
         .unwrap_or(4096);
-    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
-    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; on
-    // success it is initialized and destroyed below.
-    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) } != 0 {
-        return Err(io::Error::other("cannot read the thread's stack bounds"));
+    let (limit, _) = getrlimit(Resource::RLIMIT_STACK).ok()?;
+    if limit == nix::sys::resource::RLIM_INFINITY {
+        return None;
     }
-    let (mut addr, mut size, mut guard) = (std::ptr::null_mut(), 0usize, 0usize);
-    // SAFETY: `attr` was initialized by the call above; the out pointers are
-    // valid locals; the attribute object is destroyed exactly once.
-    let ok = unsafe {
-        let a = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size) == 0;
-        let g = libc::pthread_attr_getguardsize(attr.as_ptr(), &mut guard) == 0;
-        libc::pthread_attr_destroy(attr.as_mut_ptr());
-        a && g
-    };
-    if !ok {
-        return Err(io::Error::other("cannot read the thread's stack bounds"));
-    }
-    let low = addr as usize;
-    let main = nix::unistd::gettid() == nix::unistd::getpid();
-    Ok(if main || guard == 0 {
-        (low.saturating_sub(page), low + page)
-    } else {
-        (low.saturating_sub(guard), low + guard)
-    })
+    let top = near_top.checked_next_multiple_of(page)?;
+    let floor = top.checked_sub(usize::try_from(limit).ok()?)?;
+    Some((floor.saturating_sub(page), floor + (1 << 20)))
 }

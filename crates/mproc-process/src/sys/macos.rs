@@ -17,9 +17,9 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// The calling thread's stack guard: the page below its stack (as Rust's
-/// runtime reckons it).
-pub(crate) fn stack_guard() -> io::Result<(usize, usize)> {
+/// The main thread's stack guard: the page below its stack (as Rust's
+/// runtime reckons it; `near_top` is not needed here).
+pub(crate) fn main_stack_guard(_near_top: usize) -> Option<(usize, usize)> {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -35,7 +35,7 @@ pub(crate) fn stack_guard() -> io::Result<(usize, usize)> {
         )
     };
     let low = top.saturating_sub(size);
-    Ok((low.saturating_sub(page), low))
+    Some((low.saturating_sub(page), low))
 }
 
 /// How many threads this process runs.

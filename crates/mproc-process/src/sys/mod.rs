@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{kill_on_hangup, pidfd_open, pipe, try_reap_pidfd};
+pub(crate) use linux::{kill_on_hangup, pidfd_open, pipe};
 
 #[cfg(target_os = "macos")]
 mod macos;
@@ -351,27 +351,37 @@ pub(crate) fn set_report_name(name: &str) {
     let _ = NAME.set(name.to_owned());
 }
 
-/// Reports a stack overflow of the calling thread the way Rust's runtime
-/// does for `main` (which a child booted before `main` never ran): a
+/// Reports a stack overflow of the main thread the way Rust's runtime does
+/// for `main` (which a child booted before `main` never ran): a
 /// SIGSEGV/SIGBUS handler on an alternate stack tells a fault in the guard
 /// region below the stack — print "has overflowed its stack" and abort —
-/// from any other fault, which gets the default action.
+/// from any other fault, which gets the default action. Call it on the main
+/// thread, from a frame near the top of its stack.
 pub(crate) fn report_stack_overflow() -> io::Result<()> {
     if INSTALLED.swap(true, Ordering::AcqRel) {
         return Ok(());
     }
-    let (lo, hi) = guard_of_current_thread()?;
+    let here = 0u8;
+    let near_top = std::hint::black_box(&here) as *const u8 as usize;
+    #[cfg(target_os = "linux")]
+    let guard = linux::main_stack_guard(near_top);
+    #[cfg(target_os = "macos")]
+    let guard = macos::main_stack_guard(near_top);
+    let Some((lo, hi)) = guard else {
+        return Ok(());
+    };
     GUARD_LO.store(lo, Ordering::Release);
     GUARD_HI.store(hi, Ordering::Release);
     // An alternate stack, leaked: it serves for the life of the thread.
-    let alt: &'static mut [u8] = Box::leak(vec![0u8; ALT_STACK_LEN].into_boxed_slice());
+    // Uninitialized memory is fine for a stack (and costs no page faults).
+    let mut alt = std::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(ALT_STACK_LEN));
     let ss = libc::stack_t {
         ss_sp: alt.as_mut_ptr().cast(),
         ss_flags: 0,
-        ss_size: alt.len(),
+        ss_size: alt.capacity(),
     };
-    // SAFETY: `ss` describes memory that stays valid for ever (leaked) and
-    // is used by nothing else. (nix has no sigaltstack.)
+    // SAFETY: `ss` describes memory that stays valid for ever (never freed)
+    // and is used by nothing else. (nix has no sigaltstack.)
     if unsafe { libc::sigaltstack(&ss, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -390,14 +400,6 @@ pub(crate) fn report_stack_overflow() -> io::Result<()> {
 
 /// The alternate signal stack's size: room for the handler and a margin.
 const ALT_STACK_LEN: usize = 64 << 10;
-
-/// The guard region of the calling thread's stack.
-fn guard_of_current_thread() -> io::Result<(usize, usize)> {
-    #[cfg(target_os = "linux")]
-    return linux::stack_guard();
-    #[cfg(target_os = "macos")]
-    return macos::stack_guard();
-}
 
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     let addr = fault_address(info);
