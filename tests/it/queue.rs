@@ -464,14 +464,16 @@ fn a_consumer_killed_mid_get_loses_that_item_counted_and_nothing_else() {
         let ready = Event::new().unwrap();
         let mut producer = Process::new(put_huge_then, (q.clone(), 4 << 20));
         let mut consumer = Process::new(announce_and_get, (ready.clone(), q.clone()));
-        consumer.start().unwrap();
-        ready.wait();
+        // With nobody reading, the producer fills the ring and waits for
+        // room in the middle of its 4 MiB item; freeze it there.
         producer.start().unwrap();
         let pid = producer.pid().unwrap();
-        // Freeze the producer mid-item, let the consumer take everything
-        // published so far: it is now in the middle of its get.
-        wait_until("the first chunk", || q.stats().bytes_queued > 0);
+        wait_until("a full ring", || q.stats().bytes_queued > 60 << 10);
         kill(pid, libc::SIGSTOP);
+        // The consumer takes everything published: it is now in the middle
+        // of its get, waiting for the rest.
+        consumer.start().unwrap();
+        ready.wait();
         wait_until("the consumer to drain", || q.stats().bytes_queued == 0);
         consumer.kill().unwrap();
         consumer.join().unwrap();

@@ -1,5 +1,6 @@
-//! `cargo xtask stress [--minutes N]`: the cross-process sync, queue and
-//! kill-point suites and the exactly-once checker, over and over, on both
+//! `cargo xtask stress [--minutes N]`: the cross-process sync, queue,
+//! process, pool and kill-point suites and the exactly-once checker, over
+//! and over, on both
 //! wait layers (futex and portable), while a CPU hog keeps every core busy
 //! (two spinning processes per core). Races show up under load: wave 1 lost
 //! a message on a loaded machine that no idle run ever lost.
@@ -39,8 +40,8 @@ const LAYERS: [Layer; 2] = [
     },
 ];
 
-/// The suites that run under load.
-const FILTER: &str = "test(/^(sync|queue|killpoint)/)";
+/// The suites that run under load: every cross-process suite.
+const FILTER: &str = "test(/^(sync|queue|process|pool|killpoint)/)";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let minutes = match args {
