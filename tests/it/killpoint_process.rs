@@ -7,7 +7,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mproc::pool::PoolError;
+use mproc::pool::{PoolError, TaskError};
 use mproc::process::{self, ProcessError, DIE_AT_ENV};
 use mproc::shm::{fault, transfer};
 use mproc::sync::Event;
@@ -194,10 +194,10 @@ fn killpoint_pool_worker_killed_around_its_job() {
         match point {
             "pool.job-recorded" => assert_eq!(
                 got,
-                Err(PoolError::WorkerDied {
+                Err(PoolError::Task(TaskError::WorkerDied {
                     pid: first,
                     signal: Some(libc::SIGKILL)
-                }),
+                })),
                 "{point}"
             ),
             _ => assert_eq!(got, Ok(49), "{point}"),

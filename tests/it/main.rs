@@ -9,6 +9,7 @@ mod killpoint_queue;
 #[cfg(feature = "failpoints")]
 mod killpoint_sync;
 mod pool;
+mod pool_backend;
 mod process;
 mod queue;
 mod shm;

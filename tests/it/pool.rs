@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mproc::pool::PoolError;
+use mproc::pool::{PoolError, TaskError};
 use mproc::sync::Event;
 use mproc::{Pool, Process, Queue, StartMethod};
 use mproc_tests::LeakCheck;
@@ -116,7 +116,7 @@ fn get_timeout_on_a_slow_task_times_out_and_a_later_get_succeeds() {
         let pool = Pool::new(1).unwrap();
         let r = pool.apply_async(nap_then_square, 9).unwrap();
         assert!(!r.ready());
-        assert_eq!(r.successful(), Err(PoolError::NotReady));
+        assert_eq!(r.successful(), None, "not ready");
         assert_eq!(
             r.get_timeout(Duration::from_millis(20)),
             Err(PoolError::Timeout)
@@ -124,7 +124,7 @@ fn get_timeout_on_a_slow_task_times_out_and_a_later_get_succeeds() {
         assert!(!r.wait_timeout(Duration::from_millis(1)));
         r.wait();
         assert!(r.ready());
-        assert_eq!(r.successful(), Ok(true));
+        assert_eq!(r.successful(), Some(true));
         assert_eq!(r.get().unwrap(), 81);
     }
     leaks.assert_clean();
@@ -205,9 +205,9 @@ fn callbacks_get_the_whole_list_once_and_the_task_error() {
                 move |e| e2.put(e.clone()),
             )
             .unwrap();
-        let expected = PoolError::TaskPanicked {
+        let expected = PoolError::Task(TaskError::Panicked {
             message: "boom 7".into(),
-        };
+        });
         assert_eq!(r.get(), Err(expected.clone()));
         assert_eq!(errors.take(), Some(expected));
     }
@@ -260,7 +260,8 @@ fn maxtasksperchild_gives_a_new_worker_every_two_tasks() {
 fn misuse_is_a_distinct_error() {
     let leaks = LeakCheck::start();
     {
-        assert_eq!(Pool::new(0).err(), Some(PoolError::NoProcesses));
+        let e = Pool::new(0).unwrap_err();
+        assert_eq!(e.to_string(), "a pool needs at least one process");
         let pool = Pool::new(1).unwrap();
         assert_eq!(pool.join(), Err(PoolError::StillRunning));
         pool.close();
@@ -318,10 +319,10 @@ fn a_worker_killed_mid_task_fails_only_that_task() {
         assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) }, 0);
         assert_eq!(
             victim.get_timeout(Duration::from_secs(1)),
-            Err(PoolError::WorkerDied {
+            Err(PoolError::Task(TaskError::WorkerDied {
                 pid,
                 signal: Some(libc::SIGKILL)
-            }),
+            })),
             "{method:?}"
         );
         assert!(killed.elapsed() < Duration::from_secs(1));
@@ -349,33 +350,38 @@ fn an_aborting_task_and_a_panicking_task_fail_alone() {
         let before = pool.apply(pid, ()).unwrap();
         assert_eq!(
             pool.apply(panics, "oops".to_string()),
-            Err(PoolError::TaskPanicked {
+            Err(PoolError::Task(TaskError::Panicked {
                 message: "oops".into()
-            })
+            }))
         );
         // The worker caught the panic and lives on.
         assert_eq!(pool.apply(pid, ()).unwrap(), before);
 
         assert_eq!(
             pool.apply(aborts, ()),
-            Err(PoolError::WorkerDied {
+            Err(PoolError::Task(TaskError::WorkerDied {
                 pid: before,
                 signal: Some(libc::SIGABRT)
-            })
+            }))
         );
         let after = pool.apply(pid, ()).unwrap();
         assert_ne!(after, before);
 
         // In a map, the error is the first failing item's.
         match pool.map(panic_on_five, 0..10) {
-            Err(PoolError::TaskPanicked { message }) => assert!(message.contains("five")),
+            Err(PoolError::Task(TaskError::Panicked { message })) => {
+                assert!(message.contains("five"))
+            }
             other => panic!("expected the panic of item 5, got {other:?}"),
         }
         // In imap, each item gets its own outcome, in place.
         let items: Vec<_> = pool.imap(panic_on_five, 0..10).collect();
         for (i, item) in items.iter().enumerate() {
             match i {
-                5 => assert!(matches!(item, Err(PoolError::TaskPanicked { .. }))),
+                5 => assert!(matches!(
+                    item,
+                    Err(PoolError::Task(TaskError::Panicked { .. }))
+                )),
                 _ => assert_eq!(item, &Ok(i as u64)),
             }
         }
@@ -696,12 +702,10 @@ fn initializer_arguments_may_carry_handles() {
 
 #[test]
 fn maxtasksperchild_zero_is_an_error() {
-    assert_eq!(
-        Pool::builder()
-            .processes(1)
-            .maxtasksperchild(0)
-            .build()
-            .err(),
-        Some(PoolError::ZeroMaxTasks)
-    );
+    let e = Pool::builder()
+        .processes(1)
+        .maxtasksperchild(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.to_string(), "maxtasksperchild must be at least 1");
 }

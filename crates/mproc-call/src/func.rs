@@ -1,12 +1,10 @@
 //! `Callable`: the functions that can run in another process, of up to
 //! eight arguments, through one trait over their argument tuples.
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
 /// A function that can be called in another process: a `fn` item — or a
-/// closure that captures nothing — of up to eight arguments, each
-/// `Serialize + DeserializeOwned + Send + 'static`.
+/// closure that captures nothing — of up to eight arguments. (Whoever sends
+/// the arguments asks them to be `Serialize + DeserializeOwned`; the
+/// machinery's own internal calls pass values that are not.)
 ///
 /// Its arguments travel as one value, [`Args`](Callable::Args): the
 /// argument itself for one argument, a tuple for several, `()` for none. So
@@ -23,11 +21,11 @@ use serde::Serialize;
     message = "`{Self}` cannot be called in another process",
     label = "not a function mproc can send to another process",
     note = "a target is a `fn` item (or a closure that captures nothing) of up to 8 arguments, \
-            each `Serialize + DeserializeOwned + Send + 'static`"
+            each `Send + 'static` (and `Serialize + DeserializeOwned` to cross processes)"
 )]
 pub trait Callable<M>: Copy + Send + Sync + 'static {
     /// The arguments as one value.
-    type Args: Serialize + DeserializeOwned + Send + 'static;
+    type Args: Send + 'static;
     /// What the function returns.
     type Output: 'static;
 
@@ -51,7 +49,7 @@ where
 impl<F, A, R> Callable<fn(A) -> R> for F
 where
     F: Fn(A) -> R + Copy + Send + Sync + 'static,
-    A: Serialize + DeserializeOwned + Send + 'static,
+    A: Send + 'static,
     R: 'static,
 {
     type Args = A;
@@ -67,7 +65,7 @@ macro_rules! callable {
         impl<F, $($a,)+ R> Callable<fn($($a),+) -> R> for F
         where
             F: Fn($($a),+) -> R + Copy + Send + Sync + 'static,
-            $($a: Serialize + DeserializeOwned + Send + 'static,)+
+            $($a: Send + 'static,)+
             R: 'static,
         {
             type Args = ($($a,)+);

@@ -60,6 +60,7 @@ impl fmt::Debug for Task {
 fn run_task<F, M>(args: &[u8]) -> Result<Vec<u8>, CallError>
 where
     F: Callable<M>,
+    F::Args: DeserializeOwned,
     F::Output: Serialize,
 {
     let (args, rest) =
@@ -80,6 +81,7 @@ impl Task {
     pub fn new<F, M>(name: &'static str, f: F) -> Task
     where
         F: Callable<M>,
+        F::Args: Serialize + DeserializeOwned,
         F::Output: Serialize + DeserializeOwned,
     {
         let _ = f;

@@ -7,8 +7,12 @@ use parking_lot::{Condvar, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::worker::Call;
-use crate::{decode_chunk, Pool, PoolError};
+use crate::backend::Work;
+use crate::chunk::decode_each;
+use crate::{Pool, PoolError};
+
+/// Makes the job for a chunk of items.
+pub(crate) type MakeWork<A> = Box<dyn Fn(&[A]) -> Result<Work, PoolError> + Send + Sync>;
 
 struct Shared<R> {
     done: Mutex<HashMap<u64, Vec<Result<R, PoolError>>>>,
@@ -24,7 +28,7 @@ struct Shared<R> {
 /// (a panic, or the death of the worker that ran its chunk).
 pub struct Imap<'p, A, R, I> {
     pool: &'p Pool,
-    call: Call,
+    make: MakeWork<A>,
     input: I,
     chunksize: usize,
     ordered: bool,
@@ -47,14 +51,14 @@ where
 {
     pub(crate) fn new(
         pool: &'p Pool,
-        call: Call,
+        make: MakeWork<A>,
         input: I,
         ordered: bool,
         refused: Option<PoolError>,
     ) -> Self {
         Imap {
             pool,
-            call,
+            make,
             input,
             chunksize: 1,
             ordered,
@@ -106,12 +110,12 @@ where
                 shared.done.lock().insert(index, items);
                 shared.arrived.notify_all();
             };
-            match crate::encode(&chunk) {
-                Ok(bytes) => self.pool.inner.submit(
-                    self.call,
-                    bytes,
+            match (self.make)(&chunk) {
+                Ok(work) => self.pool.scheduler().submit(
+                    work,
+                    len,
                     Box::new(move |out| {
-                        let items = match out.and_then(|b| decode_chunk::<R>(&b)) {
+                        let items = match out.and_then(|b| decode_each::<R>(&b)) {
                             Ok(items) => items,
                             Err(e) => (0..len).map(|_| Err(e.clone())).collect(),
                         };

@@ -52,7 +52,7 @@ impl<R> Slot<R> {
 /// let r = pool.apply_async(slow_square, 7)?;
 /// assert_eq!(r.get_timeout(Duration::from_millis(10)), Err(PoolError::Timeout));
 /// assert_eq!(r.get()?, 49); // still there after the timeout
-/// # Ok::<(), PoolError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct AsyncResult<R> {
     pub(crate) slot: Arc<Slot<R>>,
@@ -130,17 +130,12 @@ impl<R> AsyncResult<R> {
         !matches!(*self.slot.state.lock(), State::Pending)
     }
 
-    /// Whether the task succeeded.
-    ///
-    /// # Errors
-    ///
-    /// [`PoolError::NotReady`] before the result is ready (CPython raises
-    /// `ValueError`), [`PoolError::Taken`] after it was taken.
-    pub fn successful(&self) -> Result<bool, PoolError> {
+    /// Whether the task succeeded: `None` before the result is ready
+    /// (CPython raises `ValueError`) and after it was taken.
+    pub fn successful(&self) -> Option<bool> {
         match &*self.slot.state.lock() {
-            State::Pending => Err(PoolError::NotReady),
-            State::Ready(r) => Ok(r.is_ok()),
-            State::Taken => Err(PoolError::Taken),
+            State::Ready(r) => Some(r.is_ok()),
+            State::Pending | State::Taken => None,
         }
     }
 }

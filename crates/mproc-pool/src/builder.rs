@@ -1,0 +1,131 @@
+//! `Builder`: how a pool is made.
+
+use std::sync::Arc;
+
+use mproc_call::{Callable, RemoteFn};
+use mproc_process::StartMethod;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::error::BuildError;
+use crate::local::{Config, LocalBackend};
+use crate::worker::Init;
+use crate::Pool;
+
+/// Options for a [`Pool`]: `Pool::builder().processes(4).build()`.
+///
+/// The options other than [`backend`](Builder::backend) are those of the
+/// local backend (worker processes on this machine), CPython's.
+///
+/// # Examples
+///
+/// ```no_run
+/// use mproc_pool::Pool;
+///
+/// fn init(tag: String) {
+///     println!("worker ready: {tag}");
+/// }
+///
+/// let pool = Pool::builder()
+///     .processes(4)
+///     .initializer(init, "v1".to_string())
+///     .maxtasksperchild(100)
+///     .build()?;
+/// # drop(pool);
+/// # Ok::<(), mproc_pool::BuildError>(())
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct Builder {
+    processes: Option<usize>,
+    maxtasks: Option<u64>,
+    method: Option<StartMethod>,
+    init: Option<Result<Init, String>>,
+    backend: Option<Arc<dyn Backend>>,
+}
+
+impl Builder {
+    /// Worker processes (default: [`cpu_count`](mproc_process::cpu_count)).
+    /// Many more than cores is fine (`Pool::new(200)` on 2 cores works).
+    pub fn processes(mut self, n: usize) -> Builder {
+        self.processes = Some(n);
+        self
+    }
+
+    /// `f(args)` runs once in each worker before it takes tasks. `args`
+    /// travel like a task's arguments: they may carry mproc handles (a
+    /// `Value`, a `Lock`, a `Queue`…), CPython's usual `initargs`.
+    pub fn initializer<F, M>(mut self, f: F, args: F::Args) -> Builder
+    where
+        F: Callable<M, Output = ()>,
+        F::Args: Serialize + DeserializeOwned,
+    {
+        self.init = Some(Init::new(RemoteFn::new(f), args));
+        self
+    }
+
+    /// A worker retires after this many tasks (chunks) and is replaced
+    /// (default: never). [`build`](Builder::build) refuses 0, as CPython
+    /// raises `ValueError`.
+    pub fn maxtasksperchild(mut self, n: u64) -> Builder {
+        self.maxtasks = Some(n);
+        self
+    }
+
+    /// How workers are started (default: the process-wide start method).
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Runs the pool's jobs on `backend` instead of local worker processes
+    /// (see [`Backend`]); the other options do not apply.
+    pub fn backend(mut self, backend: impl Backend) -> Builder {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`]: 0 processes, a `maxtasksperchild` of 0, initializer
+    /// arguments that cannot be sent, workers that cannot be started.
+    pub fn build(self) -> Result<Pool, BuildError> {
+        let backend = match self.backend {
+            Some(b) => b,
+            None => {
+                let processes = self.processes.unwrap_or_else(mproc_process::cpu_count);
+                if processes == 0 {
+                    return Err(BuildError::no_processes());
+                }
+                if self.maxtasks == Some(0) {
+                    return Err(BuildError::zero_max_tasks());
+                }
+                let init = self.init.transpose().map_err(BuildError::initializer)?;
+                let local = LocalBackend::new(Config {
+                    processes,
+                    maxtasks: self.maxtasks.unwrap_or(0),
+                    method: self.method,
+                    init,
+                })
+                .map_err(|e| BuildError::start(format!("cannot set the pool up: {e}")))?;
+                Arc::new(local)
+            }
+        };
+        Pool::with_backend(backend).map_err(BuildError::start)
+    }
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("processes", &self.processes)
+            .field("maxtasksperchild", &self.maxtasks)
+            .field("start_method", &self.method)
+            .field("initializer", &self.init.is_some())
+            .field("backend", &self.backend.is_some())
+            .finish()
+    }
+}

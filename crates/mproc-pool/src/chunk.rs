@@ -1,0 +1,321 @@
+//! Chunks: a call's items cut into jobs, run in a worker, and their results
+//! encoded for the way back.
+//!
+//! # The results' encoding
+//!
+//! A chunk's results travel as postcard of
+//!
+//! ```text
+//! enum ChunkOut<R> { All(Vec<R>), Each(Vec<Result<R, String>>) }
+//! ```
+//!
+//! `All` when every item succeeded (the common case: one tag for the whole
+//! chunk), `Each` with each item's value or panic message otherwise. Since
+//! postcard simply concatenates, a worker that holds each item's result
+//! already encoded (a remote worker running a named task) builds the same
+//! bytes without knowing `R`: [`ChunkResults`].
+
+use std::cell::Cell;
+
+use mproc_call::{catch_panic, RemoteFn};
+use mproc_shm::transfer::{self, Message};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{LocalInput, Runner};
+use crate::error::{PoolError, TaskError};
+
+thread_local! {
+    /// Set while a task runs: a worker's panic hook stays quiet then (the
+    /// panic goes back to the caller; CPython's workers print nothing).
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a task is running on this thread (for a worker's panic hook).
+pub fn in_task() -> bool {
+    IN_TASK.with(Cell::get)
+}
+
+/// Runs one item, catching its panic.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    IN_TASK.with(|t| t.set(true));
+    let r = catch_panic(f);
+    IN_TASK.with(|t| t.set(false));
+    r
+}
+
+#[derive(Serialize)]
+enum ChunkOutRef<'a, R> {
+    All(&'a [R]),
+    Each(&'a [Result<R, String>]),
+}
+
+#[derive(Deserialize)]
+enum ChunkOut<R> {
+    All(Vec<R>),
+    Each(Vec<Result<R, String>>),
+}
+
+/// Calls `f` on each item, then encodes the outcomes.
+fn run_items<T, R: Serialize>(items: Vec<T>, mut f: impl FnMut(T) -> R) -> Result<Vec<u8>, String> {
+    let mut all: Vec<R> = Vec::with_capacity(items.len());
+    let mut each: Option<Vec<Result<R, String>>> = None;
+    for item in items {
+        let r = guarded(|| f(item));
+        match (&mut each, r) {
+            (Some(each), r) => each.push(r),
+            (None, Ok(v)) => all.push(v),
+            (None, Err(e)) => {
+                let mut v: Vec<Result<R, String>> = all.drain(..).map(Ok).collect();
+                v.push(Err(e));
+                each = Some(v);
+            }
+        }
+    }
+    let out = match &each {
+        None => ChunkOutRef::All(&all),
+        Some(each) => ChunkOutRef::Each(each),
+    };
+    postcard::to_allocvec(&out).map_err(|e| format!("cannot encode the task's results: {e}"))
+}
+
+/// The runner of chunks of `f: A -> R` in a worker of this build: the input
+/// is `(RemoteFn<A, R>, Vec<A>)`, encoded with the handle transfer.
+fn run_chunk<A, R>(input: Message) -> Result<Vec<u8>, String>
+where
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    let (f, items): (RemoteFn<A, R>, Vec<A>) =
+        transfer::decode(input).map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
+    let f = f.resolve().map_err(|e| e.to_string())?;
+    run_items(items, f)
+}
+
+/// The runner for `f: A -> R` and the input of one chunk of its items.
+pub(crate) fn same_build<A, R>(
+    f: RemoteFn<A, R>,
+    items: &[A],
+) -> Result<(Runner, LocalInput), PoolError>
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    let runner = RemoteFn::new(run_chunk::<A, R>);
+    let msg = transfer::encode(&(f, items)).map_err(|e| PoolError::Codec(e.to_string()))?;
+    Ok((
+        runner,
+        LocalInput {
+            bytes: msg.bytes,
+            fds: msg.fds.into_vec(),
+        },
+    ))
+}
+
+/// Each item postcard-encoded on its own, for a named task.
+pub(crate) fn named_items<A: Serialize>(items: &[A]) -> Result<Vec<Vec<u8>>, PoolError> {
+    items
+        .iter()
+        .map(|a| {
+            postcard::to_allocvec(a).map_err(|e| {
+                PoolError::Codec(format!(
+                    "{e} (a task for another machine carries data; handles cannot cross)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A chunk's results, item by item, as [`TaskError`]s for the failures.
+pub(crate) fn decode_each<R: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<Vec<Result<R, PoolError>>, PoolError> {
+    Ok(match decode::<R>(bytes)? {
+        ChunkOut::All(v) => v.into_iter().map(Ok).collect(),
+        ChunkOut::Each(v) => v
+            .into_iter()
+            .map(|r| r.map_err(|message| PoolError::Task(TaskError::Panicked { message })))
+            .collect(),
+    })
+}
+
+/// A chunk's results as one list, or the first failure.
+pub(crate) fn decode_all<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, PoolError> {
+    decode_each::<R>(bytes)?.into_iter().collect()
+}
+
+fn decode<R: DeserializeOwned>(bytes: &[u8]) -> Result<ChunkOut<R>, PoolError> {
+    match postcard::take_from_bytes::<ChunkOut<R>>(bytes) {
+        Ok((out, [])) => Ok(out),
+        Ok((_, rest)) => Err(PoolError::Codec(format!(
+            "{} bytes left over after a task's results",
+            rest.len()
+        ))),
+        Err(e) => Err(PoolError::Codec(format!(
+            "cannot decode a task's results as {}: {e}",
+            std::any::type_name::<R>()
+        ))),
+    }
+}
+
+/// Builds a chunk's encoded results from each item's result already
+/// encoded (postcard of `R`), without knowing `R`: what a worker running
+/// named tasks returns in [`Event::Done`](crate::Event::Done).
+///
+/// # Examples
+///
+/// ```
+/// use mproc_pool::ChunkResults;
+///
+/// let mut out = ChunkResults::new();
+/// out.push(Ok(postcard::to_allocvec(&7u32)?));
+/// out.push(Err("boom".into()));
+/// let bytes = out.finish();
+/// # let _ = bytes;
+/// # Ok::<(), postcard::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct ChunkResults {
+    items: Vec<Result<Vec<u8>, String>>,
+}
+
+impl ChunkResults {
+    /// No results yet.
+    pub fn new() -> ChunkResults {
+        ChunkResults::default()
+    }
+
+    /// The next item's result: its postcard bytes, or a panic's message.
+    pub fn push(&mut self, item: Result<Vec<u8>, String>) {
+        self.items.push(item);
+    }
+
+    /// The encoded results.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let all_ok = self.items.iter().all(Result::is_ok);
+        push_varint(&mut out, u64::from(!all_ok));
+        push_varint(&mut out, self.items.len() as u64);
+        for item in self.items {
+            match item {
+                Ok(bytes) if all_ok => out.extend_from_slice(&bytes),
+                Ok(bytes) => {
+                    push_varint(&mut out, 0);
+                    out.extend_from_slice(&bytes);
+                }
+                Err(message) => {
+                    push_varint(&mut out, 1);
+                    push_varint(&mut out, message.len() as u64);
+                    out.extend_from_slice(message.as_bytes());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// postcard's varint (LEB128) of `n`.
+fn push_varint(out: &mut Vec<u8>, mut n: u64) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Runs a job's work here, in this process: what a backend's worker does
+/// with a [`Job`](crate::Job) it was given. `registry` holds the tasks a
+/// [`Work::Named`](crate::Work::Named) job may name (a backend of named tasks passes its own).
+///
+/// # Errors
+///
+/// [`TaskError::Refused`] when the job cannot run here: its input does not
+/// decode, it names a task that is not registered (or with other types), or
+/// it comes from another build.
+///
+/// # Examples
+///
+/// A backend's worker thread, in short:
+///
+/// ```no_run
+/// use mproc_pool::{run_job, Event, Events, Job};
+///
+/// fn work(job: Job, events: &dyn Events) {
+///     events.event(match run_job(&job.work, None) {
+///         Ok(output) => Event::Done { job: job.id, output },
+///         Err(error) => Event::Failed { job: job.id, error },
+///     });
+/// }
+/// ```
+pub fn run_job(
+    work: &crate::Work,
+    registry: Option<&mproc_call::Registry>,
+) -> Result<Vec<u8>, TaskError> {
+    use crate::Work;
+    match work {
+        Work::SameBuild { runner, input } => {
+            let msg = input
+                .message()
+                .map_err(|e| TaskError::Refused(format!("cannot pass the job's handles: {e}")))?;
+            match runner.call(msg) {
+                Ok(Ok(output)) => Ok(output),
+                Ok(Err(why)) => Err(TaskError::Refused(why)),
+                Err(why) => Err(TaskError::Refused(why.to_string())),
+            }
+        }
+        Work::Named { task, types, items } => {
+            let t = registry.and_then(|r| r.get(task)).ok_or_else(|| {
+                TaskError::Refused(format!("no task named {task:?} is registered here"))
+            })?;
+            if t.types() != *types {
+                return Err(TaskError::Refused(format!(
+                    "task {task:?} is registered here with other argument or result types"
+                )));
+            }
+            let mut out = ChunkResults::new();
+            for item in items.iter() {
+                IN_TASK.with(|f| f.set(true));
+                let r = t.run(item);
+                IN_TASK.with(|f| f.set(false));
+                match r {
+                    Ok(bytes) => out.push(Ok(bytes)),
+                    Err(mproc_call::CallError::Panicked(message)) => out.push(Err(message)),
+                    Err(e) => return Err(TaskError::Refused(e.to_string())),
+                }
+            }
+            Ok(out.finish())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_results_decode_as_the_workers_own() {
+        for outcomes in [
+            vec![Ok(1u64), Ok(300), Ok(u64::MAX)],
+            vec![Ok(5), Err("boom".to_string()), Ok(6)],
+            vec![],
+        ] {
+            let mut b = ChunkResults::new();
+            for o in &outcomes {
+                b.push(match o {
+                    Ok(v) => Ok(postcard::to_allocvec(v).unwrap()),
+                    Err(m) => Err(m.clone()),
+                });
+            }
+            let got = decode_each::<u64>(&b.finish()).unwrap();
+            let want: Vec<Result<u64, PoolError>> = outcomes
+                .into_iter()
+                .map(|o| o.map_err(|message| PoolError::Task(TaskError::Panicked { message })))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+}
