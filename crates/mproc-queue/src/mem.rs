@@ -7,11 +7,35 @@
 //! interleaving.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mproc_shm::{ProcessIdent, Segment};
 use mproc_sync::wait::{self, WaitResult};
 use mproc_sync::{Lock, LockGuard, LockTimeoutError, TryLockError};
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Not at all.
+    No,
+    /// Until the deadline (`None`: for ever).
+    Until(Option<Instant>),
+}
+
+impl Wait {
+    pub(crate) fn timeout(d: Duration) -> Wait {
+        Wait::Until(wait::deadline(d))
+    }
+
+    pub(crate) const FOREVER: Wait = Wait::Until(None);
+
+    pub(crate) fn deadline(self) -> Option<Instant> {
+        match self {
+            Wait::No => Some(Instant::now()),
+            Wait::Until(d) => d,
+        }
+    }
+}
 
 /// Which side's lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +79,7 @@ pub(crate) trait Mem {
     /// Takes a side's lock, waiting as `how` says; `None` when it could not.
     /// A dead holder's lock is taken over (only whole chunks are ever
     /// published, so there is nothing to repair).
-    fn lock(&self, side: Side, how: crate::ring::Wait) -> Option<Self::Guard<'_>>;
+    fn lock(&self, side: Side, how: Wait) -> Option<Self::Guard<'_>>;
 
     /// The calling process's identity bits (a `ProcessIdent`).
     fn me(&self) -> u64;
@@ -155,8 +179,7 @@ impl Mem for SegMem {
         wait::wake_all(self.u32(off));
     }
 
-    fn lock(&self, side: Side, how: crate::ring::Wait) -> Option<LockGuard<'_>> {
-        use crate::ring::Wait;
+    fn lock(&self, side: Side, how: Wait) -> Option<LockGuard<'_>> {
         let lock = match side {
             Side::Put => &self.put_lock,
             Side::Get => &self.get_lock,

@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
 use mproc_shm::{fault, Segment};
-use mproc_sync::wait::{self, WaitResult};
+use mproc_sync::wait::WaitResult;
 use mproc_sync::Lock;
 
 use crate::error::BadMessage;
 use crate::frame::{self, Assembler, Chunk, FrameError, Step, FIRST, HEADER, LAST};
+pub(crate) use crate::mem::Wait;
 use crate::mem::{Mem, SegMem, Side};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"MPQR");
@@ -137,30 +138,6 @@ pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         })
-}
-
-/// How long an operation may wait.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    /// Not at all.
-    No,
-    /// Until the deadline (`None`: for ever).
-    Until(Option<Instant>),
-}
-
-impl Wait {
-    pub(crate) fn timeout(d: Duration) -> Wait {
-        Wait::Until(wait::deadline(d))
-    }
-
-    pub(crate) const FOREVER: Wait = Wait::Until(None);
-
-    fn deadline(self) -> Option<Instant> {
-        match self {
-            Wait::No => Some(Instant::now()),
-            Wait::Until(d) => d,
-        }
-    }
 }
 
 /// Why a put did not happen.
