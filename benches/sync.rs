@@ -53,9 +53,11 @@ fn uncontended(c: &mut Criterion) {
 }
 
 /// Starts `f(args)` in a child and waits until it says it is ready.
-fn child<A>(f: fn(A), args: A, ready: &Event) -> Process
+fn child<F, M>(f: F, args: F::Args, ready: &Event) -> Process
 where
-    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    F: mproc::call::Callable<M, Output = ()>,
+    F::Args: serde::Serialize + serde::de::DeserializeOwned,
+    M: 'static,
 {
     let mut p = Process::new(f, args);
     p.start().unwrap();

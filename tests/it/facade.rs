@@ -67,7 +67,8 @@ fn every_public_path_resolves() {
     fn takes_condition_lock<L: sync::ConditionLock>() {}
     takes_condition_lock::<mproc::Lock>();
     use mproc::process;
-    let _ = mproc::Process::new::<u8, ()>;
+    fn unit(_: u8) {}
+    let _ = || mproc::Process::new(unit, 1);
     let _ = mproc::Process::from_target::<Nothing>;
     let _ = mproc::current_process;
     let _: Option<(
@@ -112,7 +113,13 @@ fn every_public_path_resolves() {
     let _ = mproc::Pool::builder;
     let _: Option<(mproc::AsyncResult<u8>, pool::Builder, pool::PoolError)> = None;
     let _: Option<pool::Imap<'_, u8, u8, std::ops::Range<u8>>> = None;
-    let _ = process::FnOffset::of;
+    let _ = || mproc::spawn(echo, 1);
+    let _: Option<(mproc::JoinHandle<u8>, process::Builder, process::JoinError)> = None;
+    let _: Option<(mproc::call::RemoteFn<u8, u8>, mproc::call::CallError)> = None;
+}
+
+fn echo(x: u8) -> u8 {
+    x
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

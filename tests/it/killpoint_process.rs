@@ -171,6 +171,32 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
+/// A `spawn`ed child SIGKILLed around sending its value: before, the join
+/// reports the signal (no value, no hang); after, the value stands.
+#[test]
+fn killpoint_spawned_child_killed_around_its_result() {
+    use mproc::process::{Builder, JoinError};
+    let leaks = LeakCheck::start();
+    for point in ["spawn.returned", "spawn.result-sent"] {
+        for method in [StartMethod::Fork, StartMethod::Spawn] {
+            // A forked child inherits the kill point; a spawned one reads
+            // it from its environment.
+            fault::die_at(point).unwrap();
+            std::env::set_var(DIE_AT_ENV, point);
+            let h = Builder::new().start_method(method).spawn(square, 12);
+            fault::clear(point);
+            std::env::remove_var(DIE_AT_ENV);
+            let got = returns_within("join", Duration::from_secs(20), move || h.unwrap().join());
+            match (point, got) {
+                ("spawn.returned", Err(JoinError::Signaled { signal: 9 })) => {}
+                ("spawn.result-sent", Ok(144)) => {}
+                (_, got) => panic!("{point} {method:?}: {got:?}"),
+            }
+        }
+    }
+    leaks.assert_clean();
+}
+
 /// A worker SIGKILLed as it takes a job: before it records the job as
 /// started, the job never ran and goes to the replacement; after, the job
 /// fails with `WorkerDied`; after it sent the result, the result stands.

@@ -47,9 +47,11 @@ fn put_announced_and_die((point, q, m, taken): (String, Q, Vec<u8>, Event)) {
 
 /// Runs `target` in a child that must die at its kill point; returns when
 /// it is reaped (an instant after its death).
-fn dies<A>(target: fn(A), args: A) -> Instant
+fn dies<F, M>(target: F, args: F::Args) -> Instant
 where
-    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    F: mproc::call::Callable<M, Output = ()>,
+    F::Args: serde::Serialize + serde::de::DeserializeOwned,
+    M: 'static,
 {
     let mut p = Process::new(target, args);
     p.start().unwrap();

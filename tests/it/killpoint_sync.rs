@@ -23,9 +23,11 @@ fn within_bound(returned: Instant, death: Instant, what: &str) {
 
 /// Runs `target` in a child that must die at its kill point; returns when
 /// it is reaped.
-fn dies<A>(target: fn(A), args: A) -> Instant
+fn dies<F, M>(target: F, args: F::Args) -> Instant
 where
-    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    F: mproc::call::Callable<M, Output = ()>,
+    F::Args: serde::Serialize + serde::de::DeserializeOwned,
+    M: 'static,
 {
     let mut p = Process::new(target, args);
     p.start().unwrap();

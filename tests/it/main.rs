@@ -13,4 +13,5 @@ mod pool_backend;
 mod process;
 mod queue;
 mod shm;
+mod spawn;
 mod sync;

@@ -383,7 +383,7 @@ fn is_gone(pid: u32) -> bool {
     !mproc_tests::is_running(pid)
 }
 
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(

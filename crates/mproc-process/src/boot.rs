@@ -1,17 +1,15 @@
-//! The child side: the bootstrap that runs before `main` in a spawned child,
-//! the code a forked child runs, and the exit rules every process follows.
+//! How a child boots: the boot message's [`Header`], the [`Runner`] that
+//! decodes and runs its target, and the preparation every child gets.
 //!
-//! # How a spawned child finds its target
-//!
-//! The parent re-executes the current binary with `MPROC_BOOT=1` and the
-//! descriptors of the transfer inherited (the last one is a segment holding
-//! the encoded boot message). A constructor in `.init_array` (Linux) or
-//! `__mod_init_func` (macOS) runs before `main`, sees the variable, decodes a
-//! [`Header`] — which names the monomorphized trampoline for the target's
-//! types by its offset from [`anchor`] — and lets the trampoline decode the
-//! body and run it. The process then exits; `main` never runs. Offsets from
-//! a symbol of the same binary survive ASLR and re-exec, so any binary works,
-//! test harnesses included, with no `init()` call.
+//! A boot message is a `Header`, a `Runner` and a body. The runner is a
+//! [`RemoteFn`] generic over the target's types; it is resolved — its
+//! build id checked — before anything else happens, so a message from
+//! another build is refused, never jumped into. The child then takes its
+//! place (working directory and environment for a forkserver child,
+//! process group, lifeline, name) and lets the runner decode the body and
+//! run it. Spawned and forkserver children get here from
+//! [`entry`](crate::entry); a forked child has its target in memory and
+//! runs it straight from `Process::start`.
 //!
 //! # Like an ordinary `main`
 //!
@@ -25,14 +23,13 @@
 //! and start in the working directory and with the environment their parent
 //! had at `start()`.
 
-use std::any::Any;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+use mproc_call::{panic_message, RemoteFn};
 use mproc_shm::transfer::{self, FdTable, SharedFd};
-use mproc_shm::Segment;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +43,6 @@ pub(crate) const BOOT_ENV: &str = "MPROC_BOOT";
 /// What a child needs to know before it can run its target.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Header {
-    /// Offset of the trampoline from `anchor`.
-    pub(crate) trampoline: u64,
     pub(crate) name: String,
     pub(crate) daemon: bool,
     /// Whether the child leads a process group of its own.
@@ -146,117 +141,36 @@ impl Inherit {
     }
 }
 
-/// A trampoline decodes the body from the message and runs the target,
-/// returning its exit code.
-pub(crate) type Trampoline = fn(&[u8], FdTable) -> i32;
-
-/// The base every function offset is taken from.
-#[inline(never)]
-pub(crate) fn anchor() -> usize {
-    anchor as fn() -> usize as usize
+/// What a target's runner gets: the body of the boot message (after the
+/// header) and the descriptors of the handles in it.
+pub(crate) struct BootInput {
+    pub(crate) body: Vec<u8>,
+    pub(crate) fds: FdTable,
 }
 
-/// The offset of a function pointer from [`anchor`].
-pub(crate) fn offset_of(addr: usize) -> u64 {
-    addr.wrapping_sub(anchor()) as u64
-}
-
-/// The address at `offset` from [`anchor`] in this process.
-pub(crate) fn address_at(offset: u64) -> usize {
-    anchor().wrapping_add(offset as usize)
-}
-
-/// A function's address as an offset that names the same function in
-/// every process running this binary, whatever its start method: how a pool
-/// sends a task's `fn` to a worker that is already running.
-///
-/// ```
-/// use mproc_process::FnOffset;
-///
-/// fn double(x: u32) -> u32 { x * 2 }
-///
-/// let off = FnOffset::of(double as fn(u32) -> u32 as usize);
-/// // In another process of the same binary (here: this one):
-/// let f = off.address();
-/// assert_eq!(f, double as fn(u32) -> u32 as usize);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FnOffset(u64);
-
-impl FnOffset {
-    /// The offset of the function at `addr` (`f as usize`).
-    pub fn of(addr: usize) -> FnOffset {
-        FnOffset(offset_of(addr))
-    }
-
-    /// The function's address in this process. Turning it back into a `fn`
-    /// is `unsafe`: the caller must know the offset came from
-    /// [`FnOffset::of`] on a function of exactly that type, in this binary.
-    pub fn address(self) -> usize {
-        address_at(self.0)
-    }
-}
-
-fn panic_text(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
-}
+/// Runs a target in the child: decodes it from the input, runs it, and
+/// returns the exit code. Named by a [`RemoteFn`], whose build id the child
+/// checks before anything runs.
+pub(crate) type Runner = RemoteFn<BootInput, i32>;
 
 /// Runs a target, turning a panic into exit code 1 and a report.
 pub(crate) fn run_guarded(report: &Report, f: impl FnOnce() -> i32) -> i32 {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(code) => code,
         Err(payload) => {
-            report.write(&panic_text(&*payload));
+            report.write(&panic_message(&*payload));
             1
         }
     }
 }
 
-/// Ends a child: its own children follow the exit rules, output is flushed,
-/// and the process exits without the parent's atexit handlers (which a
-/// forked child inherited and must not run).
-pub(crate) fn finish(code: i32) -> ! {
-    registry::exit_rules();
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    sys::exit_now(code)
-}
-
 /// Exit code of a child that could not boot (bad message, no descriptors).
 pub(crate) const BOOT_FAILED: i32 = 70;
-
-#[cfg_attr(target_os = "linux", link_section = ".init_array")]
-#[cfg_attr(target_os = "macos", link_section = "__DATA,__mod_init_func")]
-#[used]
-static BOOTSTRAP: extern "C" fn() = bootstrap;
-
-extern "C" fn bootstrap() {
-    let Some(role) = std::env::var_os(BOOT_ENV) else {
-        return;
-    };
-    like_main();
-    #[cfg(feature = "failpoints")]
-    die_at_named_points();
-    let code = match spawned_child(role == "forkserver") {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("mproc: child bootstrap failed: {e}");
-            BOOT_FAILED
-        }
-    };
-    finish(code)
-}
 
 /// What Rust's runtime does before `main` (and a child booted before `main`
 /// would otherwise miss): SIGPIPE ignored, a stack-overflow report, and
 /// panics of this thread printed under the process's name.
-fn like_main() {
+pub(crate) fn like_main() {
     sys::ignore(Signal::SIGPIPE);
     let _ = sys::report_stack_overflow();
     let _ = BOOT_THREAD.set(std::thread::current().id());
@@ -312,7 +226,7 @@ fn print_panic(info: &std::panic::PanicHookInfo<'_>) {
 /// (comma-separated) SIGKILL this process, so that tests can stop a
 /// spawned child or the forkserver mid-protocol.
 #[cfg(feature = "failpoints")]
-fn die_at_named_points() {
+pub(crate) fn die_at_named_points() {
     if let Some(names) = std::env::var_os(DIE_AT_ENV) {
         std::env::remove_var(DIE_AT_ENV);
         for name in names.to_string_lossy().split(',').filter(|n| !n.is_empty()) {
@@ -325,35 +239,8 @@ fn die_at_named_points() {
 #[cfg(feature = "failpoints")]
 pub const DIE_AT_ENV: &str = "MPROC_DIE_AT";
 
-fn spawned_child(forkserver: bool) -> Result<i32, Box<dyn std::error::Error>> {
-    // SAFETY: the parent named exactly the descriptors it handed over, and
-    // nothing in this fresh process owns them yet.
-    let table = unsafe { FdTable::from_env()? };
-    // Before main, single-threaded: clearing the variables is sound, and our
-    // own non-mproc children must not inherit them.
-    std::env::remove_var(BOOT_ENV);
-    std::env::remove_var(transfer::INHERIT_ENV);
-    if forkserver {
-        crate::forkserver::serve(table)
-    }
-    let mut fds = table.into_vec();
-    let payload = Segment::from_fd(fds.pop().ok_or("no boot payload")?)?;
-    let len = payload
-        .atomic_u64(0)
-        .ok_or("short payload")?
-        .load(Ordering::Acquire) as usize;
-    let mut bytes = vec![0u8; len.min(payload.len().saturating_sub(8))];
-    payload.read(8, &mut bytes)?;
-    drop(payload);
-    let mut table = FdTable::new();
-    for fd in fds {
-        table.push(fd);
-    }
-    run_boot(&bytes, table, None)
-}
-
 /// Runs a child from its boot bytes: the header, then the target through
-/// its trampoline. A forkserver child passes its `gate`: everything up to
+/// its runner. A forkserver child passes its `gate`: everything up to
 /// the target is done while the server sends `Started` (so the child seldom
 /// has to sleep at the gate), and the target runs only once the gate opens;
 /// at its end of file (the server died first) the child exits without
@@ -363,7 +250,11 @@ pub(crate) fn run_boot(
     table: FdTable,
     gate: Option<std::os::fd::OwnedFd>,
 ) -> Result<i32, Box<dyn std::error::Error>> {
-    let (header, used, table) = transfer::decode_prefix::<Header>(bytes, table)?;
+    let ((header, runner), used, table) =
+        transfer::decode_prefix::<(Header, Runner)>(bytes, table)?;
+    // Checked before anything else happens: a message from another build
+    // names other code by this offset, and is refused.
+    let runner = runner.resolve()?;
     if let Some(inherit) = header.inherit {
         inherit.apply()?;
     }
@@ -381,16 +272,68 @@ pub(crate) fn run_boot(
         header.daemon,
         registry::parent_info(header.parent_name, header.parent_pid, header.parent_ident),
     );
-    let address = address_at(header.trampoline);
-    // SAFETY: the offset was taken from a `Trampoline` in the parent, which
-    // runs this same binary (re-executed, or forked from a re-executed
-    // forkserver), so anchor + offset is that function here.
-    let trampoline = unsafe { std::mem::transmute::<usize, Trampoline>(address) };
-    let body = &bytes[used..];
+    let input = BootInput {
+        body: bytes[used..].to_vec(),
+        fds: table,
+    };
     if let Some(gate) = gate {
         if !matches!(sys::read_byte(std::os::fd::AsFd::as_fd(&gate)), Ok(true)) {
             sys::exit_now(BOOT_FAILED);
         }
     }
-    Ok(run_guarded(&header.report, || trampoline(body, table)))
+    Ok(run_guarded(&header.report, || runner(input)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use mproc_call::BuildId;
+
+    use super::*;
+    use crate::report::ReportSlot;
+    use crate::target::boot_message;
+
+    static RAN: AtomicBool = AtomicBool::new(false);
+
+    fn mark(_: BootInput) -> i32 {
+        RAN.store(true, Ordering::SeqCst);
+        0
+    }
+
+    fn header(report: &Report) -> Header {
+        Header {
+            name: "forged".into(),
+            daemon: false,
+            group: false,
+            parent_pid: 1,
+            parent_ident: 0,
+            parent_name: "nobody".into(),
+            report: report.clone(),
+            lifeline: None,
+            inherit: None,
+        }
+    }
+
+    #[test]
+    fn a_boot_message_from_another_build_is_refused_before_anything_runs() {
+        let slot = ReportSlot::new().unwrap();
+        let forged = RemoteFn::new(mark).with_build_id(BuildId::from_bytes([7; 16]));
+        let msg = boot_message(header(slot.report()), forged, &()).unwrap();
+        let err = run_boot(&msg.bytes, msg.fds, None).unwrap_err();
+        assert!(err.to_string().contains("another build"), "{err}");
+        assert!(!RAN.load(Ordering::SeqCst));
+        // Nothing of the child's state was set up either.
+        assert_eq!(crate::current_process().name, "MainProcess");
+    }
+
+    #[test]
+    fn a_truncated_boot_message_is_an_error() {
+        let slot = ReportSlot::new().unwrap();
+        let msg = boot_message(header(slot.report()), RemoteFn::new(mark), &()).unwrap();
+        for cut in [0, 1, msg.bytes.len() / 2] {
+            assert!(run_boot(&msg.bytes[..cut], FdTable::new(), None).is_err());
+        }
+        assert!(!RAN.load(Ordering::SeqCst));
+    }
 }

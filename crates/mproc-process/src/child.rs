@@ -31,12 +31,13 @@
 //!
 //! Every wait sleeps in slices of at most [`SLICE`], then looks again.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mproc_shm::ProcessIdent;
 
 use crate::report::ReportSlot;
+use crate::state::lock;
 use crate::sys::{self, Ended};
 
 /// The longest a wait sleeps before it looks again.
@@ -44,11 +45,6 @@ pub(crate) const SLICE: Duration = Duration::from_millis(100);
 
 /// How a child whose status was lost ended, as far as anyone can tell.
 const LOST: Ended = Ended::Signaled(libc::SIGKILL);
-
-/// Locks a std mutex; a panic elsewhere cannot leave these values broken.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A child's exit status, once known.
 #[derive(Debug, Default)]

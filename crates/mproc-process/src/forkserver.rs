@@ -66,7 +66,8 @@ use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::boot::{self, Inherit, Surroundings};
-use crate::child::{lock, End, SLICE};
+use crate::child::{End, SLICE};
+use crate::state::lock;
 use crate::state::PerProcess;
 use crate::sys::{self, Ended};
 
@@ -377,8 +378,10 @@ extern "C" fn on_sigchld(_: libc::c_int) {
     }
 }
 
-/// The server's main loop; runs in the re-executed helper and never returns.
-pub(crate) fn serve(fds: FdTable) -> ! {
+/// The server's main loop, in the re-executed helper. It returns only in a
+/// child it forked: that child's gate (see the protocol) and request, to
+/// boot from.
+pub(crate) fn serve(fds: FdTable) -> (OwnedFd, Message) {
     let Some(sock) = fds.into_vec().into_iter().next() else {
         sys::exit_now(boot::BOOT_FAILED)
     };
@@ -432,7 +435,7 @@ pub(crate) fn serve(fds: FdTable) -> ! {
                     if let Some(w) = CHLD_PIPE.get() {
                         sys::close_inherited(w.as_fd());
                     }
-                    gated_child(gate_r, msg)
+                    return (gate_r, msg);
                 }
                 Ok((Some(pid), (gate_r, gate_w))) => {
                     drop((gate_r, msg));
@@ -452,17 +455,6 @@ pub(crate) fn serve(fds: FdTable) -> ! {
             }
         }
     }
-}
-
-/// A forked child of the server: boots from the request, and runs the
-/// target once the gate opens. End of file at the gate means the server
-/// died before the client knew of this child: it runs nothing.
-fn gated_child(gate: OwnedFd, msg: Message) -> ! {
-    let code = boot::run_boot(&msg.bytes, msg.fds, Some(gate)).unwrap_or_else(|e| {
-        eprintln!("mproc: forkserver child failed to boot: {e}");
-        boot::BOOT_FAILED
-    });
-    boot::finish(code)
 }
 
 fn send(sock: &UnixStream, reply: &Reply) -> io::Result<()> {

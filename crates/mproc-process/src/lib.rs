@@ -1,5 +1,9 @@
 //! Processes for mproc: run a function or a struct target in a child.
 //!
+//! - [`spawn`] — `std::thread::spawn` for processes: `spawn(f, args)`
+//!   runs `f` in a child and [`JoinHandle::join`] returns its value, or a
+//!   [`JoinError`] that tells a panic (with its message), an exit code and a
+//!   signal apart; [`Builder`] for a name, a daemon or a start method.
 //! - [`Process`] — Python's `multiprocessing.Process`: `start`, `join`,
 //!   `join_timeout`, `is_alive`, `terminate`, `kill`, `pid`, `exitcode`
 //!   (negative for a signal), `panic_message`, daemons, `detach`.
@@ -12,10 +16,14 @@
 //!   [`is_alive`](ProcessInfo::is_alive)), [`active_children`],
 //!   [`cpu_count`], [`exit`].
 //!
-//! Targets are non-capturing `fn` items; they cross to a spawned child as
-//! offsets from a symbol of this binary, with their arguments serialized by
-//! serde + postcard. Arguments may carry mproc handles (segments, locks…):
-//! they arrive working under every start method. A constructor that runs
+//! Targets are `fn` items (or closures that capture nothing) of up to eight
+//! arguments, passed as one value — the argument itself, or a tuple for
+//! several: `spawn(add, (2, 3))`. They cross to a spawned child as a
+//! [`RemoteFn`](mproc_call::RemoteFn), checked against the binary's build
+//! id before anything runs, with their arguments (and a `spawn`'s result)
+//! serialized by serde + postcard. Arguments and results may carry mproc
+//! handles (segments, locks, queues…): they arrive working under every
+//! start method. A constructor that runs
 //! before `main` boots spawned children, so this works in any binary —
 //! `cargo test` and nextest harnesses included — without an `init()` call;
 //! and it prepares them as Rust's runtime prepares `main` (SIGPIPE ignored,
@@ -38,15 +46,30 @@
 //!
 //! # Examples
 //!
+//! A value back from a child:
+//!
+//! ```no_run
+//! fn mean(xs: Vec<f64>, weight: f64) -> f64 {
+//!     weight * xs.iter().sum::<f64>() / xs.len() as f64
+//! }
+//!
+//! let m = mproc_process::spawn(mean, (vec![1.0, 2.0, 3.0], 2.0)).join()?;
+//! assert_eq!(m, 4.0);
+//! # Ok::<(), mproc_process::JoinError>(())
+//! ```
+//!
+//! A `Process`, as in Python:
+//!
 //! ```no_run
 //! use mproc_process::{Process, StartMethod};
 //!
-//! fn square(x: u64) -> Result<(), String> {
-//!     println!("{}", x * x);
+//! fn report(name: String, x: u64) -> Result<(), String> {
+//!     println!("{name}: {}", x * x);
 //!     Ok(())
 //! }
 //!
-//! let mut p = Process::new(square, 7).start_method(StartMethod::Spawn);
+//! let mut p = Process::new(report, ("square".to_string(), 7))
+//!     .start_method(StartMethod::Spawn);
 //! p.start()?;
 //! p.join()?;
 //! assert_eq!(p.exitcode(), Some(0));
@@ -70,19 +93,28 @@ mod state;
 
 mod boot;
 mod child;
+mod entry;
+mod error;
+mod exit;
 mod forkserver;
 mod lifeline;
+mod method;
+mod payload;
 mod process;
 mod registry;
 mod report;
+mod spawn;
+mod target;
 
-pub use boot::FnOffset;
 #[cfg(feature = "failpoints")]
 pub use boot::DIE_AT_ENV;
+pub use error::ProcessError;
+pub use exit::exit;
 pub use forkserver::{forkserver_pid, stop_forkserver};
-pub use process::{
-    exit, get_start_method, set_start_method, Outcome, Process, ProcessError, StartMethod, Target,
-};
+pub use method::{get_start_method, set_start_method, StartMethod};
+pub use process::Process;
 pub use registry::{
     active_children, cpu_count, current_process, parent_process, ProcessInfo, DAEMON_EXIT_GRACE,
 };
+pub use spawn::{spawn, Builder, JoinError, JoinHandle};
+pub use target::{Outcome, Target};

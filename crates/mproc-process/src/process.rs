@@ -2,305 +2,28 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::AsFd;
+use std::marker::PhantomData;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mproc_shm::transfer::{self, FdTable, TransferError};
-use mproc_shm::{fault, ProcessIdent, Segment};
+use mproc_call::Callable;
+use mproc_shm::transfer;
+use mproc_shm::{fault, ProcessIdent};
 use nix::sys::signal::Signal;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::boot::{self, Header, Inherit, Trampoline};
-use crate::child::{lock, Child, End, Watch};
+use crate::boot::{self, Header, Inherit};
+use crate::child::{Child, End, Watch};
+use crate::error::ProcessError;
+use crate::method::{get_start_method, warn_if_threaded, StartMethod};
 use crate::registry::{self, ProcessInfo};
 use crate::report::{Report, ReportSlot};
-use crate::{lifeline, sys};
-
-/// How a child process is started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum StartMethod {
-    /// Re-execute the current binary; the child starts fresh and receives
-    /// its target and handles by transfer. Safe in any program.
-    Spawn,
-    /// `fork()` without `exec`: fastest, and the child inherits the whole
-    /// parent. Safe only in single-threaded programs: a lock held by another
-    /// thread at the fork (stdout's, say) stays held for ever in the child.
-    Fork,
-    /// Ask a single-threaded helper, started on first use, to fork the
-    /// child: fork's speed with spawn's safety. The default on Linux.
-    Forkserver,
-}
-
-/// The process-wide default: 0 until chosen, else a method's code. An
-/// atomic rather than a `OnceLock`, so that a forked child never waits on an
-/// initialization another thread of its parent had begun.
-static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
-
-impl StartMethod {
-    fn code(self) -> u8 {
-        match self {
-            StartMethod::Spawn => 1,
-            StartMethod::Fork => 2,
-            StartMethod::Forkserver => 3,
-        }
-    }
-
-    fn from_code(code: u8) -> Option<StartMethod> {
-        match code {
-            1 => Some(StartMethod::Spawn),
-            2 => Some(StartMethod::Fork),
-            3 => Some(StartMethod::Forkserver),
-            _ => None,
-        }
-    }
-
-    fn platform_default() -> StartMethod {
-        if cfg!(target_os = "linux") {
-            StartMethod::Forkserver
-        } else {
-            StartMethod::Spawn
-        }
-    }
-}
-
-/// Fork in a multi-threaded parent is allowed (test harnesses are
-/// multi-threaded), with a one-time warning through `tracing` when that
-/// feature is on: CPython 3.12's DeprecationWarning.
-fn warn_if_threaded() {
-    #[cfg(feature = "tracing")]
-    {
-        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if WARNED.load(Ordering::Relaxed) {
-            return;
-        }
-        let threads = sys::thread_count().unwrap_or(1);
-        if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                threads,
-                "StartMethod::Fork in a multi-threaded process: a lock held by another \
-                 thread at the fork stays held in the child (use Forkserver or Spawn)"
-            );
-        }
-    }
-}
-
-/// Sets the process-wide default start method, once.
-///
-/// # Errors
-///
-/// Returns the method already in force when one was set before (or when a
-/// process was already started with the default).
-pub fn set_start_method(method: StartMethod) -> Result<(), StartMethod> {
-    match DEFAULT_METHOD.compare_exchange(0, method.code(), Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Ok(()),
-        Err(now) => Err(StartMethod::from_code(now).unwrap_or(method)),
-    }
-}
-
-/// The default start method: [`StartMethod::Forkserver`] on Linux and
-/// [`StartMethod::Spawn`] on macOS (as Python 3.14), unless
-/// [`set_start_method`] chose another.
-pub fn get_start_method() -> StartMethod {
-    let _ = set_start_method(StartMethod::platform_default());
-    StartMethod::from_code(DEFAULT_METHOD.load(Ordering::Acquire))
-        .unwrap_or_else(StartMethod::platform_default)
-}
-
-/// What a target's return value means for the exit code.
-pub trait Outcome {
-    /// The exit code: 0 for success.
-    fn exit_code(self) -> i32;
-}
-
-impl Outcome for () {
-    fn exit_code(self) -> i32 {
-        0
-    }
-}
-
-impl<T, E: fmt::Debug> Outcome for Result<T, E> {
-    /// `Ok` is 0; `Err` prints the error to stderr (like `main`) and is 1.
-    fn exit_code(self) -> i32 {
-        match self {
-            Ok(_) => 0,
-            Err(e) => {
-                eprintln!("Error: {e:?}");
-                1
-            }
-        }
-    }
-}
-
-/// A struct target: the Rust form of subclassing Python's `Process` and
-/// overriding `run`. Its fields travel to the child by serde.
-///
-/// # Examples
-///
-/// ```no_run
-/// use mproc_process::{Process, Target};
-/// use serde::{Deserialize, Serialize};
-///
-/// #[derive(Serialize, Deserialize)]
-/// struct Greeter { name: String }
-///
-/// impl Target for Greeter {
-///     fn run(self) { println!("hello {}", self.name); }
-/// }
-///
-/// let mut p = Process::from_target(Greeter { name: "bob".into() });
-/// p.start()?;
-/// p.join()?;
-/// # Ok::<(), mproc_process::ProcessError>(())
-/// ```
-pub trait Target: Serialize + DeserializeOwned + Send + 'static {
-    /// The work the child does.
-    fn run(self);
-}
-
-/// A target that can run in a forked child or be encoded for a spawned one.
-trait Launch: Send {
-    fn run_here(self: Box<Self>) -> i32;
-    fn encode(self: Box<Self>, header: Header) -> Result<transfer::Message, TransferError>;
-}
-
-struct FnTarget<A, R> {
-    f: fn(A) -> R,
-    args: A,
-}
-
-/// Header first, then the body the trampoline decodes.
-#[derive(Serialize)]
-struct Boot<'a, B: Serialize> {
-    header: Header,
-    body: &'a B,
-}
-
-fn fn_trampoline<A: DeserializeOwned, R: Outcome>(bytes: &[u8], fds: FdTable) -> i32 {
-    let (f, args): (u64, A) = match transfer::decode(transfer::Message {
-        bytes: bytes.to_vec(),
-        fds,
-    }) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("mproc: cannot decode the child's arguments: {e}");
-            return 70;
-        }
-    };
-    // SAFETY: `f` is the offset of a `fn(A) -> R` taken in the parent, which
-    // runs this same binary; this trampoline was chosen for exactly A and R.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(boot::address_at(f)) };
-    f(args).exit_code()
-}
-
-impl<A, R> Launch for FnTarget<A, R>
-where
-    A: Serialize + DeserializeOwned + Send + 'static,
-    R: Outcome + 'static,
-{
-    fn run_here(self: Box<Self>) -> i32 {
-        (self.f)(self.args).exit_code()
-    }
-
-    fn encode(self: Box<Self>, mut header: Header) -> Result<transfer::Message, TransferError> {
-        header.trampoline = boot::offset_of(fn_trampoline::<A, R> as Trampoline as usize);
-        let f = boot::offset_of(self.f as usize);
-        transfer::encode(&Boot {
-            header,
-            body: &(f, self.args),
-        })
-    }
-}
-
-struct StructTarget<T>(T);
-
-fn struct_trampoline<T: Target>(bytes: &[u8], fds: FdTable) -> i32 {
-    match transfer::decode::<T>(transfer::Message {
-        bytes: bytes.to_vec(),
-        fds,
-    }) {
-        Ok(t) => {
-            t.run();
-            0
-        }
-        Err(e) => {
-            eprintln!("mproc: cannot decode the child's target: {e}");
-            70
-        }
-    }
-}
-
-impl<T: Target> Launch for StructTarget<T> {
-    fn run_here(self: Box<Self>) -> i32 {
-        self.0.run();
-        0
-    }
-
-    fn encode(self: Box<Self>, mut header: Header) -> Result<transfer::Message, TransferError> {
-        header.trampoline = boot::offset_of(struct_trampoline::<T> as Trampoline as usize);
-        transfer::encode(&Boot {
-            header,
-            body: &self.0,
-        })
-    }
-}
-
-/// Why a process operation failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum ProcessError {
-    /// `join` (or a similar call) before `start`.
-    NotStarted,
-    /// `start` on a process that was already started (CPython: "cannot
-    /// start a process twice").
-    AlreadyStarted,
-    /// `set_daemon` after `start` (CPython: "process has already started").
-    DaemonAfterStart,
-    /// A daemon process may not start children.
-    DaemonCannotStart,
-    /// The target or its arguments could not be encoded for the child.
-    Encode(TransferError),
-    /// The OS refused (fork, exec, wait).
-    Io(io::Error),
-}
-
-impl fmt::Display for ProcessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProcessError::NotStarted => f.write_str("the process has not been started"),
-            ProcessError::AlreadyStarted => f.write_str("a process can only be started once"),
-            ProcessError::DaemonAfterStart => {
-                f.write_str("the daemon flag cannot change once the process has started")
-            }
-            ProcessError::DaemonCannotStart => {
-                f.write_str("a daemon process is not allowed to start children")
-            }
-            ProcessError::Encode(e) => write!(f, "cannot send the target to the child: {e}"),
-            ProcessError::Io(e) => write!(f, "process operation failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ProcessError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ProcessError::Encode(e) => Some(e),
-            ProcessError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<io::Error> for ProcessError {
-    fn from(e: io::Error) -> ProcessError {
-        ProcessError::Io(e)
-    }
-}
+use crate::state::lock;
+use crate::target::{FnTarget, Launch, Outcome, StructTarget, Target};
+use crate::{exit, lifeline, payload, sys};
 
 /// A child process running a function or a [`Target`] (Python's
 /// `multiprocessing.Process`).
@@ -335,13 +58,25 @@ pub struct Process {
 }
 
 impl Process {
-    /// A process that will run `f(args)`; not started yet.
-    pub fn new<A, R>(f: fn(A) -> R, args: A) -> Process
+    /// A process that will run `f` with `args`; not started yet.
+    ///
+    /// `f` is a `fn` item (or a closure that captures nothing) of up to
+    /// eight arguments, given as one value: the argument itself for one,
+    /// a tuple for several — `Process::new(add, (2, 3))` runs `add(2, 3)`.
+    /// It returns `()` or a `Result` (see [`exitcode`](Process::exitcode));
+    /// to get a value back, use [`spawn`](crate::spawn).
+    pub fn new<F, M>(f: F, args: F::Args) -> Process
     where
-        A: Serialize + DeserializeOwned + Send + 'static,
-        R: Outcome + 'static,
+        F: Callable<M>,
+        F::Args: Serialize + DeserializeOwned,
+        F::Output: Outcome,
+        M: 'static,
     {
-        Process::with_launch(Box::new(FnTarget { f, args }))
+        Process::with_launch(Box::new(FnTarget {
+            f,
+            args,
+            _m: PhantomData,
+        }))
     }
 
     /// A process that will run `target.run()`; not started yet.
@@ -349,7 +84,7 @@ impl Process {
         Process::with_launch(Box::new(StructTarget(target)))
     }
 
-    fn with_launch(launch: Box<dyn Launch>) -> Process {
+    pub(crate) fn with_launch(launch: Box<dyn Launch>) -> Process {
         Process {
             name: registry::next_name(),
             daemon: false,
@@ -466,6 +201,7 @@ impl Process {
             end,
             watch,
         });
+        exit::ensure_at_exit();
         registry::add(child.clone());
         self.child = Some(child);
         Ok(())
@@ -497,7 +233,7 @@ impl Process {
                 }
                 registry::become_child(&self.name, self.daemon, parent);
                 let code = boot::run_guarded(report, || launch.run_here());
-                boot::finish(code)
+                exit::finish(code)
             }
             Some(pid) => {
                 fault::point("process.forked");
@@ -513,7 +249,6 @@ impl Process {
         inherit: Option<Inherit>,
     ) -> io::Result<Header> {
         Ok(Header {
-            trampoline: 0,
             name: self.name.clone(),
             daemon: self.daemon,
             group: self.group,
@@ -537,13 +272,8 @@ impl Process {
             .map_err(ProcessError::Encode)?;
         // The boot bytes travel in a segment of their own, the last
         // descriptor of the table, so their size has no limit.
-        let payload = Segment::anonymous(8 + msg.bytes.len())?;
-        payload.write(8, &msg.bytes).map_err(io::Error::from)?;
-        if let Some(len) = payload.atomic_u64(0) {
-            len.store(msg.bytes.len() as u64, Ordering::Release);
-        }
         let mut fds = msg.fds;
-        fds.push(payload.as_fd().try_clone_to_owned()?);
+        fds.push(payload::seal(&msg.bytes)?);
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.env(boot::BOOT_ENV, "1");
@@ -740,15 +470,4 @@ impl fmt::Debug for Process {
             .field("exitcode", &self.exitcode())
             .finish()
     }
-}
-
-/// Ends the current process with `code`, following the exit rules first
-/// (its own non-daemon children are joined, daemon children terminated).
-/// In a child, [`Process::exitcode`] then reads `code`.
-pub fn exit(code: i32) -> ! {
-    if registry::parent_process().is_some() {
-        boot::finish(code)
-    }
-    registry::exit_rules();
-    std::process::exit(code)
 }

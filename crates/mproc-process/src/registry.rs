@@ -12,14 +12,15 @@
 //! The registry lives in a [`PerProcess`]: a forked child starts with an
 //! empty one of its own and never touches its parent's locks.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mproc_shm::ProcessIdent;
 use nix::sys::signal::Signal;
 
-use crate::child::{lock, Child};
+use crate::child::Child;
+use crate::state::lock;
 use crate::state::PerProcess;
 use crate::sys;
 
@@ -100,12 +101,8 @@ pub(crate) fn next_name() -> String {
     format!("Process-{}", COUNTER.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
-/// Records a started child and makes sure the exit rules run at exit.
+/// Records a started child.
 pub(crate) fn add(child: Arc<Child>) {
-    static AT_EXIT: AtomicBool = AtomicBool::new(false);
-    if !AT_EXIT.swap(true, Ordering::AcqRel) {
-        sys::at_exit(run_exit_rules);
-    }
     lock(&registry().children).push(child);
 }
 
@@ -119,14 +116,10 @@ pub(crate) fn cleanup() {
     lock(&registry().children).retain(|child| child.ended().is_none());
 }
 
-extern "C" fn run_exit_rules() {
-    exit_rules();
-}
-
-/// The exit rules: daemon children get SIGTERM, then SIGKILL after
-/// [`DAEMON_EXIT_GRACE`], and are reaped; the others are joined; the
-/// forkserver is stopped.
-pub(crate) fn exit_rules() {
+/// The children's part of the exit rules: daemon children get SIGTERM,
+/// then SIGKILL after [`DAEMON_EXIT_GRACE`], and are reaped; the others are
+/// joined.
+pub(crate) fn settle_children() {
     let list = std::mem::take(&mut *lock(&registry().children));
     let daemons: Vec<&Arc<Child>> = list
         .iter()
@@ -146,7 +139,6 @@ pub(crate) fn exit_rules() {
     for child in &list {
         child.wait(true, None);
     }
-    crate::forkserver::stop_forkserver();
 }
 
 /// Called in a new child before its target runs: who it is and who its

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use mproc_shm::Segment;
 use serde::{Deserialize, Serialize};
 
-use crate::child::lock;
+use crate::state::lock;
 use crate::state::PerProcess;
 
 /// Slots per arena.

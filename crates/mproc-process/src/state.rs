@@ -110,3 +110,8 @@ impl<T: Send + Sync> PerProcess<T> {
         unsafe { ptr.as_ref() }
     }
 }
+
+/// Locks a std mutex; a panic elsewhere cannot leave these values broken.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,6 +1,7 @@
-//! Hello from a child process, two ways: a function target, and a struct
+//! Hello from a child process, three ways: a function target, a struct
 //! target (the Rust form of subclassing Python's `Process` and overriding
-//! `run`).
+//! `run`), and `spawn`, which hands the function's value back like
+//! `std::thread::spawn`.
 //!
 //! ```text
 //! cargo run --example hello
@@ -9,10 +10,18 @@
 use mproc::{current_process, Process, Target};
 use serde::{Deserialize, Serialize};
 
-/// A function target: any non-capturing `fn` whose argument is serde.
-fn greet(name: String) {
+/// A function target: any non-capturing `fn` of up to eight serde
+/// arguments.
+fn greet(name: String, times: u32) {
     let me = current_process();
-    println!("  hello {name}, from {} (pid {})", me.name, me.pid);
+    for i in 1..=times {
+        println!("  {i}: hello {name}, from {} (pid {})", me.name, me.pid);
+    }
+}
+
+/// A function whose value comes back to the parent.
+fn shout(name: String, excitement: usize) -> String {
+    format!("HELLO {}{}", name.to_uppercase(), "!".repeat(excitement))
 }
 
 /// A struct target: its fields are the arguments, `run` is the body.
@@ -35,8 +44,8 @@ impl Target for Greeter {
 }
 
 pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("Two ways to start a process.");
-    let mut p = Process::new(greet, "bob".to_string()).name("greeter");
+    println!("Three ways to start a process.");
+    let mut p = Process::new(greet, ("bob".to_string(), 2)).name("greeter");
     p.start()?;
     p.join()?;
     println!("  the function target exited with {:?}\n", p.exitcode());
@@ -52,5 +61,8 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
         p.get_name(),
         p.exitcode()
     );
+
+    let loud = mproc::spawn(shout, ("carol".to_string(), 3)).join()?;
+    println!("  spawn(shout, ..).join() returned {loud:?}\n");
     Ok(())
 }

@@ -10,8 +10,7 @@
 use mproc::{JoinableQueue, Process, Queue};
 
 /// Squares numbers for ever, marking each one done after its result is out.
-fn square(args: (JoinableQueue<u64>, Queue<u64>)) {
-    let (work, results) = args;
+fn square(work: JoinableQueue<u64>, results: Queue<u64>) {
     while let Ok(n) = work.get() {
         results.put(n * n).expect("put result");
         work.task_done().expect("one task_done per get");

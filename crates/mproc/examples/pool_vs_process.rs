@@ -16,8 +16,7 @@ fn sum_squares(n: u64) -> u64 {
 }
 
 /// The same task as a process target, reporting through a shared value.
-fn sum_squares_into(args: (u64, Value<u64>)) {
-    let (n, out) = args;
+fn sum_squares_into(n: u64, out: Value<u64>) {
     out.set(sum_squares(n));
 }
 

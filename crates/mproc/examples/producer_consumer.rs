@@ -18,16 +18,14 @@ use mproc::{Process, Queue};
 type Work = Queue<Option<(u32, u32)>>;
 
 /// A producer's items: `(producer, n)`.
-fn produce(args: (Work, u32)) {
-    let (q, id) = args;
+fn produce(q: Work, id: u32) {
     for n in 0..5 {
         q.put(Some((id, n))).expect("put");
     }
 }
 
 /// Takes items until a sentinel and reports how many it took.
-fn consume(args: (Work, Queue<(u32, usize)>, u32)) {
-    let (q, report, id) = args;
+fn consume(q: Work, report: Queue<(u32, usize)>, id: u32) {
     let mut taken = 0;
     while let Ok(Some((_producer, _n))) = q.get() {
         taken += 1;

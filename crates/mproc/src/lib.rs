@@ -11,9 +11,14 @@
 //!   [`transfer`](shm::transfer), [`RawValue`] / [`RawArray`], named
 //!   [`SharedMemory`], and [`FileDoc`], the locked, atomically replaced
 //!   document.
-//! - [`process`] — [`Process`]: a `fn` or a struct target in a child,
-//!   started with spawn or fork; join, terminate, exit codes, daemons,
+//! - [`process`] — [`spawn`]`(f, args).join()` for a function's value from
+//!   a child (`std::thread::spawn` for processes), and [`Process`]: a `fn`
+//!   of up to eight arguments or a struct target in a child, started by
+//!   spawn, forkserver or fork; join, terminate, exit codes, daemons,
 //!   reaping.
+//! - [`call`] — [`RemoteFn`](call::RemoteFn), the checked name of a
+//!   function another process of the same build can call, and named
+//!   [tasks](call::Task) for other machines.
 //! - [`sync`] — process-shared, crash-robust [`Lock`], [`RLock`],
 //!   [`Semaphore`], [`BoundedSemaphore`], [`Condition`], [`Event`],
 //!   [`Barrier`], and the locked [`Value`] / [`Array`].
@@ -42,6 +47,9 @@
 pub use mproc_shm as shm;
 
 #[doc(inline)]
+pub use mproc_call as call;
+
+#[doc(inline)]
 pub use mproc_pool as pool;
 #[doc(inline)]
 pub use mproc_process as process;
@@ -53,7 +61,7 @@ pub use mproc_sync as sync;
 #[doc(no_inline)]
 pub use mproc_pool::{AsyncResult, Pool};
 #[doc(no_inline)]
-pub use mproc_process::{current_process, Process, StartMethod, Target};
+pub use mproc_process::{current_process, spawn, JoinHandle, Process, StartMethod, Target};
 #[doc(no_inline)]
 pub use mproc_queue::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
 #[doc(no_inline)]
