@@ -492,12 +492,14 @@ impl<M: Mem> Ring<M> {
 
     /// Free bytes for a producer whose tail is `tail` (`None`: the positions
     /// are impossible): from its copy of head — which only put-lock holders
-    /// write — reloaded only when the copy shows too little.
-    fn room(&self, tail: Mark) -> Option<usize> {
+    /// write — reloaded only when the copy shows less than `need`. (Head is
+    /// the consumers' busiest word: a producer that reads it only when it
+    /// must leaves that cache line with them.)
+    fn room(&self, tail: Mark, need: usize) -> Option<usize> {
         let cached = Mark::unpack(self.mem.load64(OFF_CACHED_HEAD, Relaxed));
         if let Some(u) = self.unread(tail, cached) {
             let free = self.cap - u.bytes;
-            if free >= frame::footprint(self.max_chunk) {
+            if free >= need {
                 return Some(free);
             }
         }
@@ -515,7 +517,8 @@ impl<M: Mem> Ring<M> {
         deadline: Option<Instant>,
         gone: &mut Probe<'_>,
     ) -> Result<(), PutFail> {
-        let mut ready = || self.room(tail).is_none_or(|free| free >= need) || self.is_closed();
+        let mut ready =
+            || self.room(tail, need).is_none_or(|free| free >= need) || self.is_closed();
         let probe = gone.as_mut().map(|g| &mut **g as &mut dyn FnMut() -> bool);
         match self.wait_for(
             OFF_SPACE_SEQ,
@@ -525,7 +528,7 @@ impl<M: Mem> Ring<M> {
             probe,
         ) {
             Waited::Ready if self.is_closed() => Err(PutFail::Closed),
-            Waited::Ready if self.room(tail).is_none() => Err(PutFail::Corrupt),
+            Waited::Ready if self.room(tail, need).is_none() => Err(PutFail::Corrupt),
             Waited::Ready => Ok(()),
             Waited::TimedOut => Err(PutFail::Full),
             Waited::GaveUp => Err(PutFail::Gone),
@@ -582,26 +585,31 @@ impl<M: Mem> Ring<M> {
             return Err(PutFail::Closed);
         }
         let mut tail = self.tail();
-        let Some(room) = self.room(tail) else {
-            return Err(PutFail::Corrupt);
-        };
-        if matches!(how, Wait::No) {
-            let total: usize = if msg.is_empty() {
-                frame::footprint(0)
-            } else {
-                msg.chunks(self.max_chunk)
-                    .map(|c| frame::footprint(c.len()))
-                    .sum()
-            };
-            if total > room {
-                return Err(PutFail::Full);
-            }
-        }
         if msg.len() <= self.max_chunk {
             // One chunk: published whole, in one store.
-            self.await_room(tail, frame::footprint(msg.len()), deadline, &mut gone)?;
+            let need = frame::footprint(msg.len());
+            let Some(room) = self.room(tail, need) else {
+                return Err(PutFail::Corrupt);
+            };
+            if room < need {
+                if matches!(how, Wait::No) {
+                    return Err(PutFail::Full);
+                }
+                self.await_room(tail, need, deadline, &mut gone)?;
+            }
             self.publish(tail, msg, FIRST | LAST);
             return Ok(());
+        }
+        if matches!(how, Wait::No) {
+            let total: usize = msg
+                .chunks(self.max_chunk)
+                .map(|c| frame::footprint(c.len()))
+                .sum();
+            match self.room(tail, total) {
+                None => return Err(PutFail::Corrupt),
+                Some(room) if total > room => return Err(PutFail::Full),
+                Some(_) => {}
+            }
         }
         // Several chunks: consumers may see the message in part, so its
         // writer and its stream state are recorded for them.
@@ -732,9 +740,11 @@ impl<M: Mem> Ring<M> {
         deadline: Option<Instant>,
         mut gone: Probe<'_>,
     ) -> Result<(), GetFail> {
-        // Where the message being read started, and when its last chunk came.
+        // Where the message being read started, and when its last chunk came
+        // — clocked only when the rest has to be waited for, so a message
+        // that is read whole never reads the clock.
         let mut first_at = 0;
-        let mut chunk_at = Instant::now();
+        let mut chunk_at: Option<Instant> = None;
         let mut committed = false;
         loop {
             let head = self.head();
@@ -744,7 +754,8 @@ impl<M: Mem> Ring<M> {
             };
             if tail.pos == head.pos {
                 if asm.mid {
-                    match self.await_rest(first_at, deadline, chunk_at, &mut committed) {
+                    let since = *chunk_at.get_or_insert_with(Instant::now);
+                    match self.await_rest(first_at, deadline, since, &mut committed) {
                         Rest::More => {}
                         Rest::Over => asm.abandon(),
                         Rest::GaveBack => {
@@ -795,7 +806,7 @@ impl<M: Mem> Ring<M> {
             self.mem.store64(OFF_HEAD, next.pack(), SeqCst);
             fault::point("ring.head-stored");
             self.notify(OFF_SPACE_SEQ, OFF_SPACE_SLEEPERS);
-            chunk_at = Instant::now();
+            chunk_at = None;
             if step == Step::Message {
                 return Ok(());
             }
