@@ -67,7 +67,8 @@
 //! (`skip_serializing_if`) shift everything after them. Encode such a value
 //! first (`serde_json::to_string`) or drop the conditional skip. Errors name
 //! the type and say this; in debug builds `put` and `send` check that every
-//! value reads back as itself and refuse one that does not, at the sender.
+//! value of up to 1 MiB encoded reads back as itself and refuse one that
+//! does not, at the sender.
 //!
 //! # The ring
 //!
