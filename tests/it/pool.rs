@@ -615,11 +615,14 @@ fn a_callback_may_submit_tasks_with_maxtasksperchild() {
     leaks.assert_clean();
 }
 
-fn a_mebibyte(_: u64) -> Vec<u8> {
-    vec![7; 1 << 20]
+/// Byte payloads as one copy each (`serde_bytes`), not a serde element per
+/// byte: megabytes of those take seconds in an unoptimised build on a
+/// loaded machine, and this test is about sizes, not speed.
+fn a_mebibyte(_: u64) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![7; 1 << 20])
 }
 
-fn length(v: Vec<u8>) -> usize {
+fn length(v: serde_bytes::ByteBuf) -> usize {
     v.len()
 }
 
@@ -638,7 +641,9 @@ fn a_callback_submitting_a_large_job_does_not_wedge_the_result_thread() {
                 a_mebibyte,
                 0,
                 move |_| {
-                    let _ = tx.send(inner.apply_async(length, vec![1u8; 4 << 20]));
+                    let _ = tx.send(
+                        inner.apply_async(length, serde_bytes::ByteBuf::from(vec![1u8; 4 << 20])),
+                    );
                 },
                 |e| panic!("no error expected: {e}"),
             )
