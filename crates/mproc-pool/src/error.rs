@@ -36,6 +36,11 @@ pub enum TaskError {
     /// The worker could not run the job at all: its arguments or results
     /// did not decode or encode, or it runs another build.
     Refused(String),
+    /// Every worker that was given the task runs another build of the
+    /// program whose registry of tasks differs from the caller's (a name or
+    /// a type means something else there), so none would run it; a remote
+    /// backend dead-letters it after its delivery limit.
+    VersionSkew(String),
 }
 
 impl fmt::Display for TaskError {
@@ -57,6 +62,9 @@ impl fmt::Display for TaskError {
                 "the task was lost after {deliveries} deliveries (last: {reason})"
             ),
             TaskError::Refused(why) => write!(f, "the worker could not run the task: {why}"),
+            TaskError::VersionSkew(why) => {
+                write!(f, "no worker runs a build that can run this task ({why})")
+            }
         }
     }
 }

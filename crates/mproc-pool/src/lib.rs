@@ -9,7 +9,7 @@
 //!   `ready`, `successful`.
 //! - [`Imap`] — the lazy, bounded iterator of `imap` and `imap_unordered`.
 //! - Errors: a task's own failure is a [`TaskError`] ([`WorkerDied`],
-//!   [`Panicked`], `Lost`, `Refused`); a call's error is a [`PoolError`]
+//!   [`Panicked`], `Lost`, `Refused`, `VersionSkew`); a call's error is a [`PoolError`]
 //!   (`Task(TaskError)` — its `source` — `Timeout`, `Closed`, `Terminated`,
 //!   `Broken`, …); a pool that cannot be built is a [`BuildError`].
 //! - [`Backend`] — the seam between the scheduler (submission, chunking,
