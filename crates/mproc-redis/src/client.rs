@@ -504,11 +504,29 @@ impl Inner {
         let ttl = ms(self.opts.result_ttl);
         let marker_ttl = ms(self.opts.reconnect_for + Duration::from_secs(60));
         let mut batch_no = 0u64;
+        // Markers of batches known to have gone in: deleted in the next
+        // round trip (they expire anyway), so that they cost nothing while
+        // tasks stream in.
+        let mut settled: Vec<String> = Vec::new();
         loop {
             let first = match rx.recv_timeout(SLICE) {
                 Ok(j) => j,
-                Err(RecvTimeoutError::Timeout) if !self.stopped() => continue,
-                Err(_) => return,
+                Err(RecvTimeoutError::Timeout) if !self.stopped() => {
+                    if !settled.is_empty() {
+                        let del = redis::cmd("DEL").arg(&settled).clone();
+                        if conn.batch(&self.scripts, &[del]).is_ok() {
+                            settled.clear();
+                        }
+                    }
+                    continue;
+                }
+                Err(_) => {
+                    if !settled.is_empty() {
+                        let del = redis::cmd("DEL").arg(&settled).clone();
+                        let _ = conn.batch(&self.scripts, &[del]);
+                    }
+                    return;
+                }
             };
             let mut batch = vec![first];
             while batch.len() < BATCH {
@@ -519,7 +537,11 @@ impl Inner {
             }
             batch_no += 1;
             let marker = self.keys.batch(&self.id, batch_no);
-            let mut cmds = vec![redis::cmd("MULTI")];
+            let mut cmds = Vec::with_capacity(batch.len() + 4);
+            if !settled.is_empty() {
+                cmds.push(redis::cmd("DEL").arg(&settled).clone());
+            }
+            cmds.push(redis::cmd("MULTI"));
             let mut sent: Vec<JobId> = Vec::with_capacity(batch.len());
             for job in &batch {
                 let mut entry = match self.entry(job) {
@@ -555,6 +577,8 @@ impl Inner {
             if !self.send_batch(&mut conn, &cmds, &marker, &sent) {
                 return;
             }
+            settled.clear();
+            settled.push(marker);
         }
     }
 

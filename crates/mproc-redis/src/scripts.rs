@@ -12,18 +12,36 @@
 use redis::{Cmd, Script};
 
 /// Renews the leases of the tasks a worker holds (XCLAIM JUSTID resets the
-/// idle time without counting a delivery), fenced by ownership. Returns the
-/// ids it no longer owns.
+/// idle time without counting a delivery), fenced by ownership, and
+/// returns the ids it no longer owns.
 ///
-/// KEYS: tasks. ARGV: group, consumer, then (id, deliveries) pairs.
+/// Then it hands back the worker's orphans: entries pending on it that it
+/// does not hold and that nobody renewed for `min idle` — deliveries whose
+/// reply never reached it (the connection broke, or Redis restarted, while
+/// the reply was on its way). They go to the consumer that never beats, so
+/// the next janitor pass gives them to a worker at once, and with their
+/// delivery count set back: a delivery that never arrived is not spent.
+///
+/// KEYS: tasks. ARGV: group, consumer, min idle ms, released consumer,
+/// then (id, deliveries) pairs of the tasks it holds.
 pub(crate) const RENEW: &str = r"
-local lost = {}
-for i = 3, #ARGV, 2 do
+local lost, held = {}, {}
+for i = 5, #ARGV, 2 do
+  held[ARGV[i]] = true
   local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if not ok or #p == 0 or p[1][2] ~= ARGV[2] or tonumber(p[1][4]) ~= tonumber(ARGV[i + 1]) then
     table.insert(lost, ARGV[i])
   else
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+local ok, mine = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], '-', '+', 100, ARGV[2])
+if ok then
+  for _, p in ipairs(mine) do
+    if not held[p[1]] then
+      local back = math.max(tonumber(p[4]) - 1, 0)
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, p[1], 'RETRYCOUNT', back, 'JUSTID')
+    end
   end
 end
 return lost

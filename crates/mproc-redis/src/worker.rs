@@ -1023,14 +1023,19 @@ impl Host {
             .map(|(id, h)| (id.clone(), h.deliveries.to_string()))
             .collect();
         let mut cmds = vec![self.beat_cmd()];
-        if !held.is_empty() {
-            let mut args: Vec<&[u8]> = vec![GROUP.as_bytes(), self.id.as_bytes()];
-            for (id, n) in &held {
-                args.push(id.as_bytes());
-                args.push(n.as_bytes());
-            }
-            cmds.push(evalsha(&self.scripts.renew, &[&tasks], &args));
+        // Orphans: nobody renewed them for two beats.
+        let min_idle = ms(self.opts.heartbeat * 2).to_string();
+        let mut args: Vec<&[u8]> = vec![
+            GROUP.as_bytes(),
+            self.id.as_bytes(),
+            min_idle.as_bytes(),
+            RELEASED.as_bytes(),
+        ];
+        for (id, n) in &held {
+            args.push(id.as_bytes());
+            args.push(n.as_bytes());
         }
+        cmds.push(evalsha(&self.scripts.renew, &[&tasks], &args));
         let janitor = conn.connected_for() >= self.opts.heartbeat_ttl();
         if janitor {
             let room = if self.stopping() { 0 } else { self.room_left() };
@@ -1060,22 +1065,23 @@ impl Host {
             return;
         };
         let claimed = if janitor { replies.pop() } else { None };
-        if !held.is_empty() {
-            match replies.pop() {
-                Some(lost) => {
-                    if let Some(lost) = wire::array(&lost) {
-                        let mut h = self.held.lock();
-                        for id in lost.iter().filter_map(wire::text) {
-                            if let Some(h) = h.get_mut(&id) {
-                                h.lost = true;
-                            }
+        match replies.pop() {
+            Some(lost) => {
+                if let Some(lost) = wire::array(&lost) {
+                    let mut h = self.held.lock();
+                    for id in lost.iter().filter_map(wire::text) {
+                        if let Some(h) = h.get_mut(&id) {
+                            h.lost = true;
                         }
-                    } else {
-                        self.error(&format!("renewing leases failed: {lost:?}"));
                     }
+                } else {
+                    self.error(&format!(
+                        "renewing leases failed: {}",
+                        crate::client::server_error(&lost)
+                    ));
                 }
-                None => self.error("renewing leases got no reply"),
             }
+            None => self.error("renewing leases got no reply"),
         }
         if let Some(claimed) = claimed {
             match wire::claimed(&claimed) {
