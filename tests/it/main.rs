@@ -12,6 +12,7 @@ mod pool;
 mod pool_backend;
 mod process;
 mod queue;
+mod redis;
 mod shm;
 mod spawn;
 mod sync;

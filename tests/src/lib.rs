@@ -4,6 +4,9 @@
 //!   descriptors, names in `/dev/shm`) and asserts none is left at the end.
 //! - [`TempDir`] is a uniquely named directory removed on drop.
 //! - [`hex`] / [`unhex`] carry transfer bytes on a command line.
+//! - [`redis::RedisServer`] is a private redis-server for one test.
+
+pub mod redis;
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader};

@@ -26,6 +26,9 @@
 //!   [`Pipe`] / [`Connection`] over crash-safe shared-memory rings.
 //! - [`pool`] — [`Pool`]: apply, apply_async with callbacks, map, imap,
 //!   starmap; a worker that dies fails only its own task.
+//! - `redis` (feature `redis`) — the same `Pool` and a `JoinableQueue`
+//!   across machines, on Redis Streams: workers on any machine, leases,
+//!   fencing, dead letters, exactly-once results.
 //!
 //! # Example
 //!
@@ -55,6 +58,9 @@ pub use mproc_pool as pool;
 pub use mproc_process as process;
 #[doc(inline)]
 pub use mproc_queue as queue;
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use mproc_redis as redis;
 #[doc(inline)]
 pub use mproc_sync as sync;
 
