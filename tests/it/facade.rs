@@ -116,6 +116,20 @@ fn every_public_path_resolves() {
     let _ = || mproc::spawn(echo, 1);
     let _: Option<(mproc::JoinHandle<u8>, process::Builder, process::JoinError)> = None;
     let _: Option<(mproc::call::RemoteFn<u8, u8>, mproc::call::CallError)> = None;
+
+    use mproc::redis;
+    let _ = redis::RedisBackend::connect;
+    let _ = redis::RedisBackend::with_options;
+    let _ = redis::Worker::connect;
+    let _ = redis::Queue::<u8>::open;
+    let _ = redis::JoinableQueue::<u8>::open;
+    let _ = redis::Options::default;
+    let _ = redis::Registry::new;
+    let _ = redis::registry_fingerprint;
+    let _ = redis::current_worker;
+    let _: Option<(redis::Error, redis::GetError, redis::PutError<u8>)> = None;
+    let _: Option<(redis::ClientStats, redis::WorkerStats, redis::WorkerHandle)> = None;
+    let _: Option<redis::Task> = None;
 }
 
 fn echo(x: u8) -> u8 {

@@ -90,6 +90,10 @@ fn read_tag(_: ()) -> u64 {
     TAG.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+fn length(v: Vec<u8>) -> usize {
+    v.len()
+}
+
 fn cube(x: u64) -> u64 {
     x * x * x
 }
@@ -104,6 +108,7 @@ fn tasks() -> Registry {
         .with(task!(poison))
         .with(task!(whoami))
         .with(task!(read_tag))
+        .with(task!(length))
 }
 
 /// The registry of "another build" of the program: other names.
@@ -129,6 +134,7 @@ struct Cfg {
     init_tag: Option<u64>,
     other_build: bool,
     other_registry: bool,
+    reconnect_ms: u64,
 }
 
 impl Cfg {
@@ -147,6 +153,7 @@ impl Cfg {
             init_tag: None,
             other_build: false,
             other_registry: false,
+            reconnect_ms: 60_000,
         }
     }
 
@@ -157,6 +164,7 @@ impl Cfg {
             .lease(Duration::from_millis(self.lease_ms))
             .max_deliveries(self.max_deliveries)
             .result_ttl(Duration::from_millis(self.result_ttl_ms))
+            .reconnect_for(Duration::from_millis(self.reconnect_ms))
     }
 
     fn host(&self, id: &str, processes: usize) -> Cfg {
@@ -1202,5 +1210,119 @@ fn garbage_in_redis_is_an_error_never_a_panic_or_a_hang() {
         assert_eq!(stream_left(&server, "junk"), (0, 0));
     }
     drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn large_arguments_travel_as_a_blob_that_is_removed_at_completion() {
+    let leaks = LeakCheck::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    {
+        let cfg = Cfg::new(&server.url(), "big");
+        let a = Host::start(cfg.host("A", 1));
+        let (pool, _backend) = cfg.pool();
+        let big = vec![7u8; 300 << 10];
+        assert_eq!(pool.apply(length, big).unwrap(), 300 << 10);
+        assert!(server.keys("big:blob:*").is_empty());
+        pool.close();
+        pool.join().unwrap();
+        assert_eq!(a.stop(), Some(0));
+    }
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn terminate_fails_what_is_left_and_deletes_the_entries_no_worker_took() {
+    let leaks = LeakCheck::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    {
+        let cfg = Cfg::new(&server.url(), "term2");
+        let (pool, backend) = cfg.pool();
+        let pending: Vec<_> = (0..5)
+            .map(|i| pool.apply_async(square, i).unwrap())
+            .collect();
+        wait_until("the entries to be added", BOUND, || {
+            backend.stats().submitted == 5
+        });
+        pool.terminate();
+        for p in pending {
+            assert_eq!(p.get(), Err(PoolError::Terminated));
+        }
+        pool.join().unwrap();
+        assert_eq!(server.int(&["XLEN", "term2:tasks"]), 0);
+        assert!(server.keys("term2:r:*").is_empty());
+    }
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_redis_restarted_without_persistence_fails_the_tasks_it_lost() {
+    let leaks = LeakCheck::start();
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    {
+        // No worker: the tasks wait in Redis, which then forgets them.
+        let cfg = Cfg::new(&server.url(), "amnesia");
+        let (pool, backend) = cfg.pool();
+        let pending: Vec<_> = (0..3)
+            .map(|i| pool.apply_async(square, i).unwrap())
+            .collect();
+        wait_until("the entries to be added", BOUND, || {
+            backend.stats().submitted == 3
+        });
+        server.restart();
+        for p in pending {
+            match p.get_timeout(BOUND) {
+                Err(PoolError::Task(TaskError::Lost {
+                    deliveries: 0,
+                    reason,
+                })) => {
+                    assert!(reason.contains("restarted"), "{reason}");
+                }
+                other => panic!("expected the task lost, got {other:?}"),
+            }
+        }
+        assert_eq!(backend.stats().lost, 3);
+        // The pool goes on with a worker.
+        let a = Host::start(cfg.host("A", 1));
+        assert_eq!(pool.apply(square, 9).unwrap(), 81);
+        pool.close();
+        pool.join().unwrap();
+        assert_eq!(a.stop(), Some(0));
+    }
+    drop(server);
+    leaks.assert_clean();
+}
+
+#[test]
+fn a_redis_gone_for_good_breaks_the_pool_and_stops_the_workers() {
+    let leaks = LeakCheck::start();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    {
+        let mut cfg = Cfg::new(&server.url(), "down");
+        cfg.reconnect_ms = 1_000;
+        let a = Host::start(cfg.host("A", 1));
+        let (pool, _backend) = cfg.pool();
+        assert_eq!(pool.apply(square, 3).unwrap(), 9);
+        drop(server);
+        let r = pool.apply_async(square, 4).unwrap();
+        assert!(matches!(r.get_timeout(BOUND), Err(PoolError::Broken(_))));
+        assert!(matches!(pool.apply(square, 5), Err(PoolError::Broken(_))));
+        // The worker gives up too, and says so by its exit code.
+        let p = a;
+        wait_until("the worker to give up", BOUND, || !p.p.is_alive());
+        p.p.join().unwrap();
+        assert_eq!(p.p.exitcode(), Some(3));
+        drop(pool);
+    }
     leaks.assert_clean();
 }

@@ -768,8 +768,8 @@ impl Inner {
                 continue;
             }
             next = now + self.opts.heartbeat;
-            if conn.opened() != seen || run_id.is_none() {
-                // A new connection: has the server restarted since?
+            if !conn.is_connected() || conn.opened() != seen || run_id.is_none() {
+                // (Re)connecting: has the server restarted since?
                 match conn.run(&self.scripts, server_run_id) {
                     Ok(id) => {
                         seen = conn.opened();

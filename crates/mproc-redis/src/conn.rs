@@ -122,6 +122,11 @@ impl Conn {
         self.opened
     }
 
+    /// Whether a connection is open now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.con.is_some()
+    }
+
     /// How long the current connection has been up (zero without one).
     pub(crate) fn connected_for(&self) -> Duration {
         self.connected_at.map_or(Duration::ZERO, |t| t.elapsed())

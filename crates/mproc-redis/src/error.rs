@@ -17,6 +17,9 @@ pub enum Error {
     Workers(String),
     /// Something read from Redis was not what this protocol writes.
     Corrupt(String),
+    /// Redis stayed unreachable for longer than
+    /// [`Options::reconnect_for`](crate::Options::reconnect_for).
+    Unreachable(String),
     /// The options do not make sense together (a lease shorter than two
     /// heartbeats, an empty namespace).
     Options(String),
@@ -31,6 +34,7 @@ impl fmt::Display for Error {
             Error::Workers(why) => write!(f, "the local worker processes failed: {why}"),
             Error::Corrupt(why) => write!(f, "unreadable data in redis: {why}"),
             Error::Options(why) => write!(f, "bad options: {why}"),
+            Error::Unreachable(why) => write!(f, "redis could not be reached for {why}"),
         }
     }
 }

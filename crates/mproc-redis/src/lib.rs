@@ -6,7 +6,7 @@
 //!   callbacks, `map`, `starmap`, `imap`, `imap_unordered`, chunking,
 //!   `close` / `join` / `terminate` and `AsyncResult` work as on the local
 //!   pool: code written for one runs on the other by changing the
-//!   constructor.
+//!   constructor (and registering its functions).
 //! - [`Worker`] — runs in your own binary on any machine:
 //!   `Worker::connect(url)?.tasks(tasks).processes(n).run()` supervises `n`
 //!   local worker processes (the local pool: initializer and
@@ -15,10 +15,13 @@
 //!   on SIGTERM.
 //! - [`Queue`] and [`JoinableQueue`] — `put` / `get` (with timeouts),
 //!   `task_done`, `join`, `close`, for processes on many machines.
-//! - [`Options`] — namespace, lease, heartbeat, delivery limit, result TTL.
+//! - [`Options`] — namespace, lease, heartbeat, delivery limit, result TTL,
+//!   how long to keep trying to reach Redis.
+//! - [`task!`], [`Registry`] — the functions other machines may run, by
+//!   name (re-exported from `mproc-call`).
 //!
-//! The [guide] says how to deploy, what is promised and what each failure
-//! does.
+//! The [guide] ("Running across machines") says how to deploy, what is
+//! promised, what each failure does and what survives a Redis restart.
 //!
 //! # Examples
 //!
@@ -40,27 +43,45 @@
 //! }
 //! let pool = RedisBackend::connect(url)?.tasks(tasks()).pool()?;
 //! assert_eq!(pool.map(square, 0..10)?, (0..10).map(square).collect::<Vec<_>>());
+//! let r = pool.apply_async(square, 7)?;
+//! assert_eq!(r.get()?, 49);
+//! pool.close();
+//! pool.join()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # Promises
 //!
 //! **At-least-once execution, exactly-once results.** A task runs at least
-//! once and may run more than once (its worker died or was cut off after it
-//! started: it runs again elsewhere); its caller gets exactly one result,
-//! because the task id is the idempotency key of the completion. Tasks
-//! with side effects outside their result must tolerate a second run.
+//! once and may run more than once (its worker died, was stopped or was cut
+//! off after it started: it runs again elsewhere); its caller gets exactly
+//! one result, because each completion is fenced by ownership and the task
+//! id is the idempotency key of the result. Tasks with side effects outside
+//! their result must tolerate a second run.
 //!
 //! **Only registered functions run.** A task travels as a registered name,
 //! a fingerprint of its argument and result types, and postcard arguments;
-//! no code and no pointer crosses the network. A worker refuses a task from
-//! a build whose registry differs from its own (version skew).
+//! no code and no pointer crosses the network. A worker of another build
+//! runs it only if its registry has the same fingerprint; otherwise the
+//! caller gets [`TaskError::VersionSkew`](mproc_pool::TaskError::VersionSkew).
+//!
+//! **Never hang on a dead peer** (invariant 9): a dead or stopped worker's
+//! tasks run elsewhere within about three heartbeats; a task that kills
+//! every worker is dead-lettered after its delivery limit and its caller
+//! gets [`TaskError::Lost`](mproc_pool::TaskError::Lost) with the count; a
+//! Redis that stays away breaks the pool instead of leaving it waiting.
+//!
+//! **Untrusted bytes.** Everything read from Redis is parsed as untrusted
+//! input: a malformed entry or reply is an error that names it (logged,
+//! counted, dead-lettered), never a panic or a hang.
 //!
 //! # Platform support
 //!
-//! redis-server 6.2 or newer (streams, XAUTOCLAIM), standalone or behind
-//! Sentinel; not Redis Cluster (the scripts touch keys of several slots).
-//! Workers run where mproc's pool runs (Linux, macOS).
+//! redis-server 6.2 or newer (streams, XAUTOCLAIM), standalone; not Redis
+//! Cluster (the scripts touch keys of several slots). AUTH and ACL users in
+//! the URL; TLS (`rediss://`) with the `tls` feature — untested by this
+//! crate's suite (see the guide). Workers run where mproc's pool runs
+//! (Linux, macOS).
 
 #![warn(missing_docs)]
 

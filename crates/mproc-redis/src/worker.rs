@@ -301,9 +301,8 @@ impl Worker {
     ///
     /// [`Error::NoTasks`] without [`tasks`](Worker::tasks);
     /// [`Error::Workers`] when the local processes cannot be started or
-    /// keep dying in their initializer; [`Error::Redis`] or
-    /// [`Error::Server`] when Redis stayed unreachable for longer than
-    /// [`Options::reconnect_for`].
+    /// keep dying in their initializer; [`Error::Unreachable`] when Redis
+    /// stayed unreachable for longer than [`Options::reconnect_for`].
     pub fn run(self) -> Result<(), Error> {
         crate::sys::catch_stop_signals().map_err(|e| Error::Workers(e.to_string()))?;
         let handle = self.start()?;
@@ -686,9 +685,11 @@ impl Host {
                     continue;
                 }
                 Err(e) => {
-                    if conn.failing_for() > Some(self.opts.reconnect_for) {
-                        self.fail(e.into());
-                        return;
+                    if let Some(failing) = conn.failing_for() {
+                        if failing > self.opts.reconnect_for {
+                            self.fail(Error::Unreachable(format!("{failing:?} (last: {e})")));
+                            return;
+                        }
                     }
                     std::thread::sleep(SLICE);
                     continue;
@@ -868,9 +869,7 @@ impl Host {
             }
             if let Some(failing) = conn.failing_for() {
                 if failing > self.opts.reconnect_for {
-                    self.fail(Error::Server(format!(
-                        "redis could not be reached for {failing:?}"
-                    )));
+                    self.fail(Error::Unreachable(format!("{failing:?}")));
                     break;
                 }
                 // Not a hot loop while Redis is away.
