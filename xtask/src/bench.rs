@@ -37,6 +37,9 @@ enum Reference {
     Python(&'static str, &'static str),
     /// Another of our criterion benches (a Rust floor, such as a bare futex).
     Rust(&'static str),
+    /// A peer of the Redis pool, measured by `benches/python/redis_peers.py`
+    /// in a venv where xtask installs it from PyPI: the key it prints.
+    Peer(&'static str),
 }
 
 /// One row of the table.
@@ -308,6 +311,78 @@ const SCENARIOS: &[Scenario] = &[
         target: Some(0.9),
         per_core: true,
     },
+    Scenario {
+        id: "redis/apply_round_trip",
+        title: "Redis pool: apply round trip, 2 workers on loopback, vs Celery 5 (Redis broker + backend)",
+        reference: Reference::Peer("celery_apply"),
+        items: 0,
+        target: Some(5.0),
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/apply_round_trip",
+        title: "Redis pool: apply round trip vs RQ (2 workers)",
+        reference: Reference::Peer("rq_apply"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/apply_round_trip",
+        title: "Redis pool: apply round trip vs a Ray remote function (2 CPUs)",
+        reference: Reference::Peer("ray_remote_apply"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/apply_round_trip",
+        title: "Redis pool: apply round trip vs Ray's Pool(2).apply",
+        reference: Reference::Peer("ray_pool_apply"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/apply_async_10k_gather",
+        title: "Redis pool: 10,000 trivial tasks submitted then gathered vs Celery 5 (a group)",
+        reference: Reference::Peer("celery_10k"),
+        items: 10_000,
+        target: Some(10.0),
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/apply_async_10k_gather",
+        title: "Redis pool: 10,000 tasks vs Ray remote functions",
+        reference: Reference::Peer("ray_remote_10k"),
+        items: 10_000,
+        target: Some(2.0),
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/apply_async_10k_gather",
+        title: "Redis pool: 10,000 tasks vs RQ",
+        reference: Reference::Peer("rq_10k"),
+        items: 10_000,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/apply_async_10k_gather",
+        title: "Redis pool: 10,000 tasks vs the raw Redis floor (XADD + XREADGROUP + XACK, ≤ 3× its time)",
+        reference: Reference::Rust("redis/raw_floor_10k"),
+        items: 10_000,
+        target: Some(1.0 / 3.0),
+        per_core: false,
+    },
+    Scenario {
+        id: "redis/map_10k_default",
+        title: "Redis pool: map of 10,000 items, default chunks, vs Ray's Pool(2).map",
+        reference: Reference::Peer("ray_pool_map_10k"),
+        items: 10_000,
+        target: None,
+        per_core: false,
+    },
 ];
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
@@ -339,11 +414,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     )?;
 
     let python = run_python(quick);
+    let peers = crate::peers::run(quick);
+    let redis_missing = !crate::peers::redis_server_installed();
     let mut missing = Vec::new();
     let mut rows: Vec<Row<'_>> = Vec::new();
     for s in SCENARIOS {
         let ours = Spread::of(&criterion_dir, s.id);
-        if ours.is_none() {
+        let mut note = None;
+        let needs_redis = s.id.starts_with("redis/");
+        if ours.is_none() && needs_redis && redis_missing {
+            note = Some("redis-server is not installed".to_string());
+        } else if ours.is_none() {
             missing.push(s.id.to_string());
         }
         let reference = match s.reference {
@@ -359,13 +440,32 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             },
             Reference::Rust(id) => {
                 let v = Spread::of(&criterion_dir, id).map(|sp| sp.median);
-                if v.is_none() {
+                if v.is_none() && !(needs_redis && redis_missing) {
                     missing.push(id.to_string());
                 }
                 v
             }
+            // A peer that could not be installed or run says why instead.
+            Reference::Peer(key) => match &peers {
+                Ok(p) => {
+                    let v = p.value(key);
+                    if v.is_none() {
+                        note = Some(p.why_not(key));
+                    }
+                    v
+                }
+                Err(why) => {
+                    note = Some(why.clone());
+                    None
+                }
+            },
         };
-        rows.push(Row { s, ours, reference });
+        rows.push(Row {
+            s,
+            ours,
+            reference,
+            note,
+        });
     }
 
     let machine = Machine::read(python.as_ref().ok().map(|(_, v)| v.as_str()));
@@ -533,6 +633,7 @@ fn report_json(machine: &Machine, rows: &[Row<'_>], memory: Option<&str>) -> ser
             "ratio": r.ratio(),
             "target": r.target(),
             "met": r.met(),
+            "note": r.note,
         })).collect::<Vec<_>>(),
         "imap_memory": memory,
     })
@@ -582,6 +683,8 @@ struct Row<'a> {
     s: &'a Scenario,
     ours: Option<Spread>,
     reference: Option<f64>,
+    /// Why a measurement is missing (a peer that did not install).
+    note: Option<String>,
 }
 
 impl Row<'_> {
@@ -630,7 +733,7 @@ fn run_python(quick: bool) -> Result<(BTreeMap<String, f64>, String)> {
         .iter()
         .filter_map(|s| match s.reference {
             Reference::Python(script, _) => Some(script),
-            Reference::Rust(_) => None,
+            Reference::Rust(_) | Reference::Peer(_) => None,
         })
         .collect();
     scripts.dedup();
@@ -698,12 +801,16 @@ fn markdown(rows: &[Row<'_>]) -> String {
                 show(Some(sp.max), r.s.items)
             )
         });
+        let reference = match (&r.reference, &r.note) {
+            (None, Some(note)) => format!("n/a: {}", note.replace('|', "/")),
+            _ => show(r.reference, r.s.items),
+        };
         let _ = writeln!(
             t,
             "| {} | {} | {spread} | {} | {} | {} | {} |",
             r.s.title,
             show(r.ours.map(|sp| sp.median), r.s.items),
-            show(r.reference, r.s.items),
+            reference,
             r.ratio().map_or("—".into(), show_ratio),
             r.target().map_or("—".into(), |x| format!("≥ {x:.2}×")),
             r.met()

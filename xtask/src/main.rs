@@ -14,6 +14,7 @@
 mod bench;
 mod ci;
 mod cmd;
+mod peers;
 mod stress;
 mod test;
 #[cfg(test)]

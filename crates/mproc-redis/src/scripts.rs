@@ -47,42 +47,66 @@ end
 return lost
 ";
 
-/// Completes a task. The ownership check comes first: the entry must be
+/// Completes a batch of tasks, each as one atomic step of one script.
+///
+/// For each task the ownership check comes first: the entry must be
 /// pending on this consumer *with the delivery count of this worker's
 /// claim* — any later claim raised it — or the result is refused (0) and
 /// counted. Then the done-marker (`HSETNX` in the client's done hash, keyed
 /// by the job: one result per task, ever), the result XADDed to the
-/// client's result stream (both expire unless the client reads them),
-/// XACK, XDEL, and the task's blob and failure note removed. Returns 1
-/// (result sent), 2 (the task had a result already: nothing sent), 0
-/// (refused: not ours any more).
+/// client's result stream (both expire unless the client reads them), and
+/// the task's blob and failure note removed; the batch's entries are
+/// XACKed and XDELed together. Each task's code: 1 (result sent), 2 (the
+/// task had a result already: nothing sent), 0 (refused: not ours any
+/// more), 3 (its result stream could not take it).
 ///
 /// A repeat of a completion that went through (its reply was lost with a
 /// connection) finds its own mark in the done hash and returns 1 again.
 ///
-/// KEYS: tasks, reply, done, stats, blob, why. ARGV: group, entry id,
-/// consumer, deliveries, job, kind, value, ttl ms.
+/// KEYS: tasks, stats. ARGV: group, consumer, ttl ms, then per task nine
+/// fields: entry id, deliveries, job, kind, value, result stream, done
+/// hash, blob key ('' for none), failure-note key ('' for none).
 pub(crate) const COMPLETE: &str = r"
-local mark = ARGV[3] .. '/' .. ARGV[4]
-local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if not ok or #p == 0 or p[1][2] ~= ARGV[3] or tonumber(p[1][4]) ~= tonumber(ARGV[4]) then
-  if redis.call('HGET', KEYS[3], ARGV[5]) == mark then return 1 end
-  redis.call('HINCRBY', KEYS[4], 'refused', 1)
-  return 0
-end
-local r = 2
-if redis.call('HSETNX', KEYS[3], ARGV[5], mark) == 1 then
-  local sent = pcall(redis.call, 'XADD', KEYS[2], '*', 'job', ARGV[5], 'k', ARGV[6], 'v', ARGV[7])
-  if sent then
-    redis.call('PEXPIRE', KEYS[2], ARGV[8])
-    r = 1
+local tasks, group, me, ttl = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local out, acked, expire, refused = {}, {}, {}, 0
+for i = 4, #ARGV - 8, 9 do
+  local id, count, job, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local reply, done, blob, why = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+  local mark = me .. '/' .. count
+  local ok, p = pcall(redis.call, 'XPENDING', tasks, group, id, id, 1)
+  local r = 0
+  if not ok or #p == 0 or p[1][2] ~= me or tonumber(p[1][4]) ~= tonumber(count) then
+    if redis.call('HGET', done, job) == mark then
+      r = 1
+    else
+      refused = refused + 1
+    end
+  else
+    r = 2
+    if redis.call('HSETNX', done, job, mark) == 1 then
+      if pcall(redis.call, 'XADD', reply, '*', 'job', job, 'k', kind, 'v', value) then
+        r = 1
+        expire[reply] = done
+      else
+        r = 3
+      end
+    end
+    table.insert(acked, id)
+    if blob ~= '' then redis.call('DEL', blob) end
+    if why ~= '' then redis.call('DEL', why) end
   end
-  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+  table.insert(out, r)
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-redis.call('DEL', KEYS[5], KEYS[6])
-return r
+if #acked > 0 then
+  redis.call('XACK', tasks, group, unpack(acked))
+  redis.call('XDEL', tasks, unpack(acked))
+end
+for reply, done in pairs(expire) do
+  redis.call('PEXPIRE', reply, ttl)
+  redis.call('PEXPIRE', done, ttl)
+end
+if refused > 0 then redis.call('HINCRBY', KEYS[2], 'refused', refused) end
+return out
 ";
 
 /// Hands a task back, fenced by ownership: it moves to the consumer that

@@ -564,6 +564,8 @@ struct Done {
     task_id: String,
     index: u64,
     reply: String,
+    /// Its arguments are in a blob key (deleted at completion).
+    blob: bool,
     what: Finished,
 }
 
@@ -761,12 +763,14 @@ impl Host {
             }
             Err(why) => return self.drop_malformed(conn, &e, &why),
         };
+        let in_blob = t.args.is_none();
         let done = |what: Finished| Done {
             entry: e.id.clone(),
             deliveries,
             task_id: t.task_id.clone(),
             index: t.index,
             reply: t.reply.clone(),
+            blob: in_blob,
             what,
         };
         self.held.lock().insert(
@@ -901,65 +905,89 @@ impl Host {
         self.ended.store(true, Ordering::Release);
     }
 
-    /// The command that completes or hands back one finished task.
-    fn finish_cmd(&self, d: &Done) -> redis::Cmd {
+    /// The command that hands back one finished task: with a reason (a
+    /// delivery spent), or — stopping — with its delivery count set back.
+    fn release_cmd(&self, d: &Done) -> redis::Cmd {
         let (tasks, why) = (self.keys.tasks(), self.keys.why(&d.task_id));
         let ttl = ms(self.opts.result_ttl).to_string();
         let count = d.deliveries.to_string();
-        let release = |reason: &str, retry: &str| {
-            evalsha(
-                &self.scripts.release,
-                &[&tasks, &why],
-                &[
-                    GROUP.as_bytes(),
-                    d.entry.as_bytes(),
-                    self.id.as_bytes(),
-                    count.as_bytes(),
-                    reason.as_bytes(),
-                    RELEASED.as_bytes(),
-                    ttl.as_bytes(),
-                    retry.as_bytes(),
-                ],
-            )
+        let (reason, retry) = match &d.what {
+            Finished::Died(reason) => (format!("{reason} (on worker {})", self.id), String::new()),
+            _ => (String::new(), d.deliveries.saturating_sub(1).to_string()),
         };
-        let (kind, value): (&str, &[u8]) = match &d.what {
-            Finished::Ran(out) => (wire::OK, out),
-            Finished::Refused(why) => (wire::REFUSED, why.as_bytes()),
-            Finished::Died(reason) => {
-                let reason = format!("{reason} (on worker {})", self.id);
-                return release(&reason, "");
-            }
-            Finished::Stopped | Finished::Broken(_) => {
-                return release("", &d.deliveries.saturating_sub(1).to_string());
-            }
-        };
-        let (done, stats, blob) = (
-            Keys::done(&d.reply),
-            self.keys.stats(),
-            self.keys.blob(&d.task_id),
-        );
-        let index = d.index.to_string();
         evalsha(
-            &self.scripts.complete,
-            &[&tasks, &d.reply, &done, &stats, &blob, &why],
+            &self.scripts.release,
+            &[&tasks, &why],
             &[
                 GROUP.as_bytes(),
                 d.entry.as_bytes(),
                 self.id.as_bytes(),
                 count.as_bytes(),
-                index.as_bytes(),
-                kind.as_bytes(),
-                value,
+                reason.as_bytes(),
+                RELEASED.as_bytes(),
                 ttl.as_bytes(),
+                retry.as_bytes(),
             ],
         )
     }
 
+    /// The one command that completes `done` (each a result or a refusal).
+    fn complete_cmd(&self, done: &[&Done]) -> redis::Cmd {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(self.scripts.complete.get_hash())
+            .arg(2)
+            .arg(self.keys.tasks())
+            .arg(self.keys.stats())
+            .arg(GROUP)
+            .arg(&self.id)
+            .arg(ms(self.opts.result_ttl));
+        for d in done {
+            let (kind, value): (&str, &[u8]) = match &d.what {
+                Finished::Ran(out) => (wire::OK, out),
+                Finished::Refused(why) => (wire::REFUSED, why.as_bytes()),
+                _ => (wire::REFUSED, b"not a completion"),
+            };
+            let blob = if d.blob {
+                self.keys.blob(&d.task_id)
+            } else {
+                String::new()
+            };
+            // A failure note exists only for a task delivered before.
+            let why = if d.deliveries > 1 {
+                self.keys.why(&d.task_id)
+            } else {
+                String::new()
+            };
+            c.arg(&d.entry)
+                .arg(d.deliveries)
+                .arg(d.index)
+                .arg(kind)
+                .arg(value)
+                .arg(&d.reply)
+                .arg(Keys::done(&d.reply))
+                .arg(blob)
+                .arg(why);
+        }
+        c
+    }
+
     /// Completes or hands back what the local pool finished, in one round
-    /// trip. What could not be sent (Redis away) stays in `pending`.
+    /// trip: one script call completes every result. What could not be
+    /// sent (Redis away) stays in `pending`.
     fn finish(&self, conn: &mut Conn, pending: &mut Vec<Done>) {
-        let cmds: Vec<redis::Cmd> = pending.iter().map(|d| self.finish_cmd(d)).collect();
-        let Ok(replies) = conn.batch(&self.scripts, &cmds) else {
+        let completes = |d: &Done| matches!(d.what, Finished::Ran(_) | Finished::Refused(_));
+        let completing: Vec<&Done> = pending.iter().filter(|d| completes(d)).collect();
+        let mut cmds = Vec::new();
+        if !completing.is_empty() {
+            cmds.push(self.complete_cmd(&completing));
+        }
+        cmds.extend(
+            pending
+                .iter()
+                .filter(|d| !completes(d))
+                .map(|d| self.release_cmd(d)),
+        );
+        let Ok(mut replies) = conn.batch(&self.scripts, &cmds) else {
             return;
         };
         if let Some(why) = pending.iter().find_map(|d| match &d.what {
@@ -968,36 +996,41 @@ impl Host {
         }) {
             self.fail(Error::Workers(why));
         }
-        let mut held = self.held.lock();
-        for (d, r) in pending.drain(..).zip(replies) {
-            let s = &self.stats;
-            let completes = matches!(d.what, Finished::Ran(_) | Finished::Refused(_));
-            match (&r, completes) {
-                (Value::ServerError(_), _) => {
-                    s.errors.fetch_add(1, Ordering::Relaxed);
-                    eprintln!(
-                        "mproc-redis: worker {}: redis refused to settle entry {}: {}",
-                        self.id,
-                        d.entry,
-                        crate::client::server_error(&r)
-                    );
-                }
-                (Value::Int(1), true) => {
-                    s.completed.fetch_add(1, Ordering::Relaxed);
-                }
-                (Value::Int(2), true) => {
-                    s.already_done.fetch_add(1, Ordering::Relaxed);
-                }
-                (_, true) => {
-                    s.fenced.fetch_add(1, Ordering::Relaxed);
-                }
-                (Value::Int(1), false) => {
-                    s.released.fetch_add(1, Ordering::Relaxed);
-                }
-                (_, false) => {
-                    s.fenced.fetch_add(1, Ordering::Relaxed);
+        // The completion codes, one per completing task, in order.
+        let codes: Vec<Value> = if completing.is_empty() {
+            Vec::new()
+        } else {
+            match replies.remove(0) {
+                Value::Array(codes) if codes.len() == completing.len() => codes,
+                other => {
+                    self.error(&format!(
+                        "redis refused to settle {} results: {}",
+                        completing.len(),
+                        crate::client::server_error(&other)
+                    ));
+                    vec![Value::Nil; completing.len()]
                 }
             }
+        };
+        let (mut codes, mut releases) = (codes.into_iter(), replies.into_iter());
+        let s = &self.stats;
+        let mut held = self.held.lock();
+        for d in pending.drain(..) {
+            let counter = if completes(&d) {
+                match codes.next() {
+                    Some(Value::Int(1)) => &s.completed,
+                    Some(Value::Int(2)) => &s.already_done,
+                    Some(Value::Int(0)) => &s.fenced,
+                    _ => &s.errors,
+                }
+            } else {
+                match releases.next() {
+                    Some(Value::Int(1)) => &s.released,
+                    Some(Value::Int(0)) => &s.fenced,
+                    _ => &s.errors,
+                }
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             if held
                 .get(&d.entry)
                 .is_some_and(|h| h.deliveries == d.deliveries)
@@ -1112,10 +1145,11 @@ impl Host {
                 task_id: String::new(),
                 index: 0,
                 reply: String::new(),
+                blob: false,
                 what: Finished::Stopped,
             })
             .collect();
-        let cmds: Vec<redis::Cmd> = held.iter().map(|d| self.finish_cmd(d)).collect();
+        let cmds: Vec<redis::Cmd> = held.iter().map(|d| self.release_cmd(d)).collect();
         if let Ok(replies) = conn.batch(&self.scripts, &cmds) {
             let n = replies
                 .iter()
