@@ -56,7 +56,9 @@ return lost
 /// by the job: one result per task, ever), the result XADDed to the
 /// client's result stream (both expire unless the client reads them), and
 /// the task's blob and failure note removed; the batch's entries are
-/// XACKed and XDELed together. Each task's code: 1 (result sent), 2 (the
+/// XACKed together. (The entries themselves go with the janitor's trim:
+/// deleting them one by one — XDEL — was a third of Redis's time on
+/// 10,000 tasks.) Each task's code: 1 (result sent), 2 (the
 /// task had a result already: nothing sent), 0 (refused: not ours any
 /// more), 3 (its result stream could not take it).
 ///
@@ -99,7 +101,6 @@ for i = 4, #ARGV - 8, 9 do
 end
 if #acked > 0 then
   redis.call('XACK', tasks, group, unpack(acked))
-  redis.call('XDEL', tasks, unpack(acked))
 end
 for reply, done in pairs(expire) do
   redis.call('PEXPIRE', reply, ttl)
@@ -162,6 +163,9 @@ return #p
 /// result (`skew` when the last reason was a version skew), the
 /// dead-letter stream a record — instead of being run.
 ///
+/// It also trims the task stream of the entries every consumer is done
+/// with (acknowledged ones below the oldest pending entry).
+///
 /// A worker (`me` set) claims up to `room` tasks to itself; a client (`me`
 /// empty) claims nothing and only dead-letters tasks that have used up
 /// their deliveries. Returns `[cursor, [[id, deliveries, fields], …]]`.
@@ -217,6 +221,20 @@ local function fields_of(id)
 end
 local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', tasks, group)
 if not ok then return {cursor, out} end
+-- The trim: entries every consumer is done with go, a node at a time —
+-- those below the oldest pending entry, or when none is pending, below the
+-- last one delivered (entries not yet delivered are never touched).
+local floor = redis.call('XPENDING', tasks, group)[2]
+if not floor then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', tasks)) do
+    local name, last = nil, nil
+    for i = 1, #g - 1, 2 do
+      if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    if name == group then floor = last end
+  end
+end
+if floor then redis.call('XTRIM', tasks, 'MINID', '~', floor) end
 -- The fast path: consumers whose heartbeat expired.
 for _, c in ipairs(consumers) do
   local name, pending = nil, 0
