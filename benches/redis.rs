@@ -1,6 +1,6 @@
 //! mproc-redis benches: a private redis-server on a loopback TCP port, two
-//! workers (two worker hosts of this binary, one process each), and a
-//! client pool in this process. Python peers (Celery, RQ, Ray) in
+//! workers (two worker hosts of this binary, one process each, prefetch
+//! 64), and a client pool in this process. Python peers (Celery, RQ, Ray) in
 //! `python/redis_peers.py`; the raw Redis floor — XADD, XREADGROUP and
 //! XACK from Rust, no protocol — here.
 //!
@@ -89,19 +89,11 @@ impl Drop for Server {
 
 fn host(args: (String, String)) {
     let (url, id) = args;
-    let prefetch: usize = std::env::var("BENCH_PREFETCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let r = Worker::connect(&url).and_then(|w| {
-        let w = w.tasks(tasks).processes(1).id(id);
-        let w = if prefetch > 0 {
-            w.prefetch(prefetch)
-        } else {
-            w
-        };
-        w.run()
-    });
+    // Tuned for trivial tasks, as a Celery user tunes its prefetch
+    // multiplier (the peer runs with the same prefetch): 64 tasks held per
+    // worker, the round trip to Redis hidden behind them.
+    let r =
+        Worker::connect(&url).and_then(|w| w.tasks(tasks).processes(1).prefetch(64).id(id).run());
     if let Err(e) = r {
         eprintln!("bench worker: {e}");
         std::process::exit(1);

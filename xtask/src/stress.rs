@@ -1,5 +1,5 @@
 //! `cargo xtask stress [--minutes N]`: the cross-process sync, queue,
-//! process, pool and kill-point suites and the exactly-once checker, over
+//! process, pool, Redis and kill-point suites and the exactly-once checker, over
 //! and over, on both
 //! wait layers (futex and portable), while a CPU hog keeps every core busy
 //! (two spinning processes per core). Races show up under load: wave 1 lost
@@ -40,8 +40,9 @@ const LAYERS: [Layer; 2] = [
     },
 ];
 
-/// The suites that run under load: every cross-process suite.
-const FILTER: &str = "test(/^(sync|queue|process|pool|killpoint)/)";
+/// The suites that run under load: every cross-process suite (the Redis
+/// suites skip themselves where no redis-server is installed).
+const FILTER: &str = "test(/^(sync|queue|process|pool|killpoint|redis)/)";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let minutes = match args {

