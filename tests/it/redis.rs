@@ -533,7 +533,7 @@ fn a_worker_stopped_past_its_lease_is_fenced_and_one_result_arrives() {
         a.signal(libc::SIGCONT);
         // A completes late: the completion script refuses it.
         wait_until("A's late result to be refused", BOUND, || {
-            hget(&server, "stop:stats", "refused") == 1
+            hget(&server, "stop:stats", "refused") >= 1
         });
         let stats = backend.stats();
         assert_eq!((stats.results, stats.duplicates), (1, 0));
@@ -642,7 +642,7 @@ fn a_worker_cut_off_from_redis_is_fenced_and_no_result_is_duplicated() {
         assert_eq!(r.get().unwrap(), (1, "B".to_string()));
         proxy.restore();
         wait_until("A's late result to be refused", BOUND, || {
-            hget(&server, "cut:stats", "refused") == 1
+            hget(&server, "cut:stats", "refused") >= 1
         });
         let stats = backend.stats();
         assert_eq!((stats.results, stats.duplicates), (1, 0));
@@ -830,7 +830,7 @@ fn ten_thousand_tasks_leave_redis_memory_bounded() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        let (mem0, keys0) = (used(&server), server.int(&["DBSIZE"]));
+        let mem0 = used(&server);
         let pending: Vec<_> = (0..10_000u64)
             .map(|i| pool.apply_async(square, i).unwrap())
             .collect();
@@ -843,27 +843,30 @@ fn ten_thousand_tasks_leave_redis_memory_bounded() {
         );
         let stats = backend.stats();
         assert_eq!((stats.results, stats.duplicates), (20_100, 0));
-        // Nothing is left of the 20,000 tasks: no entry, no pending entry,
-        // no done-marker (cleared as results are read), no result, no
-        // batch marker.
+        // Nothing is left of the 20,000 tasks: no entry pending or
+        // undelivered, no done-marker (cleared as results are read), no
+        // result, no batch marker; settled entries go with the janitors'
+        // next trim (every heartbeat), which leaves a node or two.
         assert_eq!(stream_left(&server, "mem"), (0, 0));
+        let tasks_bytes = || server.int(&["MEMORY", "USAGE", "mem:tasks"]);
+        wait_until("the task stream to be trimmed", BOUND, || {
+            tasks_bytes() < 16 << 10
+        });
         let grown = used(&server) - mem0;
         assert!(
             grown < 1 << 20,
             "redis grew by {grown} bytes over 20,000 tasks"
         );
-        assert!(server.int(&["DBSIZE"]) <= keys0, "{:?}", server.keys("*"));
         pool.close();
         pool.join().unwrap();
+        // The tasks', results' and client's keys are all gone. (A loaded
+        // machine may delay a beat past the heartbeat TTL: a task then runs
+        // twice and the late completion is counted in mem:stats, a hash of
+        // fixed size — never a second result.)
         let mut left = server.keys("*");
         left.sort();
+        left.retain(|k| k != "mem:stats");
         assert_eq!(left, ["mem:tasks", "mem:w:A", "mem:w:B"]);
-        // What the trim leaves: at most a node or two of settled entries.
-        let tasks_bytes = server.int(&["MEMORY", "USAGE", "mem:tasks"]);
-        assert!(
-            tasks_bytes < 64 << 10,
-            "the task stream holds {tasks_bytes} bytes"
-        );
         assert_eq!(a.stop(), Some(0));
         assert_eq!(b.stop(), Some(0));
     }
@@ -917,7 +920,10 @@ fn sigterm_lets_running_tasks_finish_or_hands_them_back_without_spending_a_deliv
         let d = dir.path().to_string_lossy().into_owned();
         let mut cfg = Cfg::new(&server.url(), "term");
         // One delivery only: a hand-back that spent it would dead-letter.
+        // (A one-second heartbeat: with one delivery, a beat delayed past
+        // the heartbeat TTL on a loaded machine would dead-letter too.)
         cfg.max_deliveries = 1;
+        cfg.heartbeat_ms = 1_000;
         let (pool, _backend) = cfg.pool();
 
         // A long grace: the running task finishes, then the worker leaves.
