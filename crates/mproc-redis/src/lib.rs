@@ -65,7 +65,7 @@
 //! runs it only if its registry has the same fingerprint; otherwise the
 //! caller gets [`TaskError::VersionSkew`](mproc_pool::TaskError::VersionSkew).
 //!
-//! **Never hang on a dead peer** (invariant 9): a dead or stopped worker's
+//! **Never hang on a dead peer** (DESIGN decision 9): a dead or stopped worker's
 //! tasks run elsewhere within about three heartbeats; a task that kills
 //! every worker is dead-lettered after its delivery limit and its caller
 //! gets [`TaskError::Lost`](mproc_pool::TaskError::Lost) with the count; a
