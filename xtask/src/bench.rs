@@ -775,8 +775,10 @@ fn show(ns: Option<f64>, items: u64) -> String {
         let per_s = items as f64 * 1e9 / ns;
         return if per_s >= 1e6 {
             format!("{:.2}M/s", per_s / 1e6)
-        } else {
+        } else if per_s >= 1e3 {
             format!("{:.1}k/s", per_s / 1e3)
+        } else {
+            format!("{per_s:.1}/s")
         };
     }
     if ns < 1e3 {
