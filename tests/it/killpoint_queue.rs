@@ -11,7 +11,7 @@ use mproc::queue::{GetError, PutError};
 use mproc::shm::{fault, ProcessIdent, RawValue};
 use mproc::sync::Event;
 use mproc::{Process, Queue};
-use mproc_tests::{blocked, LeakCheck};
+use mproc_tests::{blocked, dies, LeakCheck};
 
 /// How soon after a death every survivor's blocking call must return.
 const BOUND: Duration = Duration::from_secs(1);
@@ -43,25 +43,6 @@ fn put_announced_and_die((point, q, m, taken): (String, Q, Vec<u8>, Event)) {
     fault::on("lock.taken", move || taken.set()).unwrap();
     fault::die_at(&point).unwrap();
     q.put(m).unwrap();
-}
-
-/// Runs `target` in a child that must die at its kill point; returns when
-/// it is reaped (an instant after its death).
-fn dies<F, M>(target: F, args: F::Args) -> Instant
-where
-    F: mproc::call::Callable<M, Output = ()>,
-    F::Args: serde::Serialize + serde::de::DeserializeOwned,
-    M: 'static,
-{
-    let mut p = Process::new(target, args);
-    p.start().unwrap();
-    p.join().unwrap();
-    assert_eq!(
-        p.exitcode(),
-        Some(-9),
-        "the child never reached its kill point"
-    );
-    Instant::now()
 }
 
 fn within_bound(returned: Instant, death: Instant, what: &str) {

@@ -11,7 +11,7 @@ use mproc::sync::{
     Barrier, BrokenBarrier, Condition, Event, Lock, LockTimeoutError, RLock, Semaphore, WaitError,
 };
 use mproc::Process;
-use mproc_tests::{blocked, LeakCheck};
+use mproc_tests::{blocked, dies, LeakCheck};
 
 const BOUND: Duration = Duration::from_secs(1);
 const LONG: Duration = Duration::from_secs(20);
@@ -19,25 +19,6 @@ const LONG: Duration = Duration::from_secs(20);
 fn within_bound(returned: Instant, death: Instant, what: &str) {
     let late = returned.saturating_duration_since(death);
     assert!(late <= BOUND, "{what} returned {late:?} after the death");
-}
-
-/// Runs `target` in a child that must die at its kill point; returns when
-/// it is reaped.
-fn dies<F, M>(target: F, args: F::Args) -> Instant
-where
-    F: mproc::call::Callable<M, Output = ()>,
-    F::Args: serde::Serialize + serde::de::DeserializeOwned,
-    M: 'static,
-{
-    let mut p = Process::new(target, args);
-    p.start().unwrap();
-    p.join().unwrap();
-    assert_eq!(
-        p.exitcode(),
-        Some(-9),
-        "the child never reached its kill point"
-    );
-    Instant::now()
 }
 
 fn lock_and_die((point, lock): (String, Lock)) {

@@ -358,3 +358,27 @@ impl<R> Blocked<R> {
         self.handle.join().expect("the blocking call panicked")
     }
 }
+
+/// Runs `target` in a child that must SIGKILL itself at a kill point
+/// (configured by the target); returns the instant it was reaped, just after
+/// its death.
+///
+/// # Panics
+///
+/// When the child cannot be started or did not die by SIGKILL.
+pub fn dies<F, M>(target: F, args: F::Args) -> std::time::Instant
+where
+    F: mproc::call::Callable<M, Output = ()>,
+    F::Args: serde::Serialize + serde::de::DeserializeOwned,
+    M: 'static,
+{
+    let mut p = mproc::Process::new(target, args);
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(
+        p.exitcode(),
+        Some(-9),
+        "the child never reached its kill point"
+    );
+    std::time::Instant::now()
+}

@@ -25,12 +25,12 @@ use mproc_shm::transfer::{self, FdTable, Message, SharedFd, TransferError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::boot::{BootInput, Header, BOOT_FAILED};
+use crate::boot::{BootInput, Header};
 use crate::error::ProcessError;
 use crate::method::StartMethod;
 use crate::payload;
 use crate::process::Process;
-use crate::target::{boot_message, decode_body, Launch};
+use crate::target::{boot_message, decode_body, resolve_or_refuse, Launch};
 
 /// Runs `f` with `args` in a new child process, like
 /// [`std::thread::spawn`]; [`JoinHandle::join`] returns its value.
@@ -379,12 +379,9 @@ where
         Ok(v) => v,
         Err(code) => return code,
     };
-    match f.resolve() {
+    match resolve_or_refuse(&f) {
         Ok(f) => send_result(&UnixStream::from(results.into_owned()), &f(args)),
-        Err(e) => {
-            eprintln!("mproc: refused to run the child's function: {e}");
-            BOOT_FAILED
-        }
+        Err(code) => code,
     }
 }
 

@@ -147,13 +147,23 @@ where
         Ok(v) => v,
         Err(code) => return code,
     };
-    match f.resolve() {
+    match resolve_or_refuse(&f) {
         Ok(f) => f(args).exit_code(),
-        Err(e) => {
-            eprintln!("mproc: refused to run the child's function: {e}");
-            BOOT_FAILED
-        }
+        Err(code) => code,
     }
+}
+
+/// Resolves the function a child was sent; one from another build (or of
+/// other types) is reported and ends the child with [`BOOT_FAILED`].
+pub(crate) fn resolve_or_refuse<A, R>(f: &RemoteFn<A, R>) -> Result<fn(A) -> R, i32>
+where
+    A: 'static,
+    R: 'static,
+{
+    f.resolve().map_err(|e| {
+        eprintln!("mproc: refused to run the child's function: {e}");
+        BOOT_FAILED
+    })
 }
 
 impl<F, M> Launch for FnTarget<F, M>
