@@ -56,6 +56,10 @@ fn child(forkserver: bool) -> Result<i32, Box<dyn std::error::Error>> {
     std::env::remove_var(BOOT_ENV);
     std::env::remove_var(transfer::INHERIT_ENV);
     if forkserver {
+        // Every child checks the build id of the function it is sent: read
+        // it once here, so that each forked child inherits it instead of
+        // walking its program headers again.
+        let _ = mproc_call::BuildId::current();
         let (gate, request) = forkserver::serve(table);
         return boot::run_boot(&request.bytes, request.fds, Some(gate));
     }
