@@ -5,6 +5,8 @@
 //!   a fingerprint of its types, checked by [`RemoteFn::resolve`] — the one
 //!   place in mproc where an address from another process becomes code.
 //!   `Process`, `spawn` and `Pool` send every function this way.
+//! - [`ContextFn`] — the same for `fn(&C, A) -> R`: a function of a shared
+//!   context and one item (a pool's `map_with`).
 //! - [`Callable`] — what can be sent: `fn` items (or closures that capture
 //!   nothing) of up to eight arguments, whose arguments travel as one value.
 //! - [`catch_panic`] — a panic turned into its message, the same way for
@@ -55,5 +57,5 @@ pub use build::BuildId;
 pub use error::CallError;
 pub use func::Callable;
 pub use panic::{catch_panic, panic_message};
-pub use remote::RemoteFn;
+pub use remote::{ContextFn, RemoteFn};
 pub use task::{type_fingerprint, Registry, Task};

@@ -204,6 +204,123 @@ impl<A: 'static, R: 'static> RemoteFn<A, R> {
     }
 }
 
+/// Calls the function of type `F` with a borrowed context (the code a
+/// [`ContextFn`] names).
+fn invoke_with<F, C, A, R>(ctx: &C, item: A) -> R
+where
+    F: Fn(&C, A) -> R + Copy,
+{
+    conjure::<F>()(ctx, item)
+}
+
+/// A function of a borrowed context and one item, `fn(&C, A) -> R`, named
+/// for another process of the same build as [`RemoteFn`] names functions
+/// (same checks: the build id and a fingerprint of the types). It is how a
+/// pool's `map_with` shares one context with every item of a chunk without
+/// cloning it per item.
+///
+/// # Examples
+///
+/// ```
+/// use mproc_call::ContextFn;
+///
+/// fn scale(by: &Vec<f64>, i: usize) -> f64 {
+///     by[i] * 2.0
+/// }
+///
+/// let f = ContextFn::new(scale);
+/// let bytes = postcard::to_allocvec(&f)?;
+/// let g: ContextFn<Vec<f64>, usize, f64> = postcard::from_bytes(&bytes)?;
+/// assert_eq!(g.call(&vec![1.0, 1.5], 1)?, 3.0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct ContextFn<C, A, R> {
+    offset: u64,
+    build: BuildId,
+    types: u64,
+    #[serde(skip)]
+    _f: PhantomData<fn(&C, A) -> R>,
+}
+
+impl<C, A, R> Clone for ContextFn<C, A, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C, A, R> Copy for ContextFn<C, A, R> {}
+
+impl<C, A, R> fmt::Debug for ContextFn<C, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextFn")
+            .field("offset", &format_args!("{:#x}", self.offset))
+            .field("build", &self.build)
+            .finish()
+    }
+}
+
+/// The fingerprint of a context function's types: that of the fn-pointer
+/// type itself, so it never equals a [`RemoteFn`]'s of the same parts.
+fn context_types<C: 'static, A: 'static, R: 'static>() -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    TypeId::of::<fn(&C, A) -> R>().hash(&mut h);
+    h.finish()
+}
+
+impl<C: 'static, A: 'static, R: 'static> ContextFn<C, A, R> {
+    /// Names `f`, a `fn` item (or a closure that captures nothing) taking
+    /// the context by reference and one item.
+    pub fn new<F>(f: F) -> ContextFn<C, A, R>
+    where
+        F: Fn(&C, A) -> R + Copy + Send + Sync + 'static,
+    {
+        let () = NoCaptures::<F>::OK;
+        let _ = f;
+        let code: fn(&C, A) -> R = invoke_with::<F, C, A, R>;
+        ContextFn {
+            offset: (code as usize).wrapping_sub(anchor()) as u64,
+            build: BuildId::current(),
+            types: context_types::<C, A, R>(),
+            _f: PhantomData,
+        }
+    }
+
+    /// The function, in this process.
+    ///
+    /// # Errors
+    ///
+    /// As [`RemoteFn::resolve`].
+    pub fn resolve(&self) -> Result<fn(&C, A) -> R, CallError> {
+        let here = BuildId::current();
+        if self.build != here {
+            return Err(CallError::OtherBuild {
+                sent: self.build,
+                here,
+            });
+        }
+        if self.types != context_types::<C, A, R>() {
+            return Err(CallError::WrongType);
+        }
+        let address = anchor().wrapping_add(self.offset as usize);
+        // SAFETY: as in `RemoteFn::resolve`: (1) the build ids match, so the
+        // offset names the same code here as where it was taken; (2) that
+        // code is `invoke_with::<F, C, A, R>` coerced to `fn(&C, A) -> R`,
+        // and the fingerprint of exactly that type matches ours.
+        Ok(unsafe { std::mem::transmute::<usize, fn(&C, A) -> R>(address) })
+    }
+
+    /// Calls the function here.
+    ///
+    /// # Errors
+    ///
+    /// As [`resolve`](ContextFn::resolve).
+    pub fn call(&self, ctx: &C, item: A) -> Result<R, CallError> {
+        Ok(self.resolve()?(ctx, item))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +349,25 @@ mod tests {
         assert_eq!(f8.call((1, 2, 3, 4, 5, 6, 7, 8)), Ok(36));
         let closure = RemoteFn::new(|a: String, b: String| a + &b);
         assert_eq!(closure.call(("a".into(), "b".into())), Ok("ab".to_string()));
+    }
+
+    // A context is lent as `&C`, and this one is a Vec.
+    #[allow(clippy::ptr_arg)]
+    fn weigh(w: &Vec<u32>, i: usize) -> u32 {
+        w[i] * 10
+    }
+
+    #[test]
+    fn a_context_function_round_trips_and_checks_its_types() {
+        let f: ContextFn<Vec<u32>, usize, u32> =
+            postcard::from_bytes(&postcard::to_allocvec(&ContextFn::new(weigh)).unwrap()).unwrap();
+        assert_eq!(f.call(&vec![1, 2], 1), Ok(20));
+        let bytes = postcard::to_allocvec(&ContextFn::new(weigh)).unwrap();
+        let wrong: ContextFn<Vec<u32>, usize, u64> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(wrong.call(&vec![1], 0), Err(CallError::WrongType));
+        // Not taken for a RemoteFn of the same parts either.
+        let remote: RemoteFn<(Vec<u32>, usize), u32> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(remote.call((vec![1], 0)), Err(CallError::WrongType));
     }
 
     #[test]
