@@ -1,6 +1,7 @@
 //! Cross-process suites. Every test runs real child processes (fixtures in
 //! `tests/src/bin/`), reaps them, and ends with a `LeakCheck`.
 
+mod asyncs;
 mod facade;
 #[cfg(feature = "failpoints")]
 mod killpoint_process;
@@ -11,8 +12,10 @@ mod killpoint_sync;
 mod pool;
 mod pool_backend;
 mod process;
+mod progress;
 mod queue;
 mod redis;
 mod shm;
 mod spawn;
 mod sync;
+mod tracing_events;

@@ -17,7 +17,7 @@
 
 use std::cell::Cell;
 
-use mproc_call::{catch_panic, RemoteFn};
+use mproc_call::{catch_panic, ContextFn, RemoteFn};
 use mproc_shm::transfer::{self, Message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,42 @@ where
 {
     let runner = RemoteFn::new(run_chunk::<A, R>);
     let msg = transfer::encode(&(f, items)).map_err(|e| PoolError::Codec(e.to_string()))?;
+    Ok((
+        runner,
+        LocalInput {
+            bytes: msg.bytes,
+            fds: msg.fds.into_vec(),
+        },
+    ))
+}
+
+/// The runner of chunks of `f(&ctx, item)`: the input is
+/// `(ContextFn<C, A, R>, C, Vec<A>)`, the context decoded once per chunk.
+fn run_chunk_with<C, A, R>(input: Message) -> Result<Vec<u8>, String>
+where
+    C: DeserializeOwned + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    let (f, ctx, items): (ContextFn<C, A, R>, C, Vec<A>) =
+        transfer::decode(input).map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
+    let f = f.resolve().map_err(|e| e.to_string())?;
+    run_items(items, |a| f(&ctx, a))
+}
+
+/// The runner for `f(&ctx, item)` and the input of one chunk.
+pub(crate) fn same_build_with<C, A, R>(
+    f: ContextFn<C, A, R>,
+    ctx: &C,
+    items: &[A],
+) -> Result<(Runner, LocalInput), PoolError>
+where
+    C: Serialize + DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    let runner = RemoteFn::new(run_chunk_with::<C, A, R>);
+    let msg = transfer::encode(&(f, ctx, items)).map_err(|e| PoolError::Codec(e.to_string()))?;
     Ok((
         runner,
         LocalInput {

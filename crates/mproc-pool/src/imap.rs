@@ -14,9 +14,26 @@ use crate::{Pool, PoolError};
 /// Makes the job for a chunk of items.
 pub(crate) type MakeWork<A> = Box<dyn Fn(&[A]) -> Result<Work, PoolError> + Send + Sync>;
 
+/// Makes the hook of [`Imap::on_progress`].
+type Hook = Box<dyn FnMut(u64, Option<u64>) + Send>;
+
+struct Done<R> {
+    chunks: HashMap<u64, Vec<Result<R, PoolError>>>,
+    /// The task of a stream that found nothing to yield.
+    #[cfg(feature = "async")]
+    waker: Option<std::task::Waker>,
+}
+
 struct Shared<R> {
-    done: Mutex<HashMap<u64, Vec<Result<R, PoolError>>>>,
+    done: Mutex<Done<R>>,
     arrived: Condvar,
+}
+
+/// What the iterator can do now without waiting.
+enum Step<T> {
+    Item(T),
+    End,
+    Wait,
 }
 
 /// The iterator of [`Pool::imap`] (in input order) and
@@ -26,6 +43,16 @@ struct Shared<R> {
 /// a bounded number of chunks in flight, so an endless input runs in flat
 /// memory. Each item is the task's result or the pool's error for that item
 /// (a panic, or the death of the worker that ran its chunk).
+///
+/// Its [`size_hint`](Iterator::size_hint) is exact when its input's is,
+/// and it is an [`ExactSizeIterator`] when its input is: indicatif's
+/// `.progress()` works on it directly and counts items, whatever the chunk
+/// size. [`on_progress`](Imap::on_progress) takes a plain hook instead.
+///
+/// With the `async` feature it is also a `futures_core::Stream`: the pool's
+/// result thread wakes the task, no thread waits for it. Submitting the
+/// next chunks happens in `poll_next` and may wait briefly for room in a
+/// worker's job pipe (backpressure).
 pub struct Imap<'p, A, R, I> {
     pool: &'p Pool,
     make: MakeWork<A>,
@@ -38,6 +65,11 @@ pub struct Imap<'p, A, R, I> {
     taken: u64,
     exhausted: bool,
     buffer: VecDeque<Result<R, PoolError>>,
+    /// Items sent and not yet yielded (the buffer's included).
+    pending: u64,
+    /// Items yielded.
+    yielded: u64,
+    progress: Option<Hook>,
     /// The pool's refusal, yielded once instead of any result.
     refused: Option<PoolError>,
     _args: std::marker::PhantomData<fn(A)>,
@@ -64,13 +96,20 @@ where
             ordered,
             window: (4 * pool.processes() as u64).max(128),
             shared: Arc::new(Shared {
-                done: Mutex::new(HashMap::new()),
+                done: Mutex::new(Done {
+                    chunks: HashMap::new(),
+                    #[cfg(feature = "async")]
+                    waker: None,
+                }),
                 arrived: Condvar::new(),
             }),
             submitted: 0,
             taken: 0,
             exhausted: false,
             buffer: VecDeque::new(),
+            pending: 0,
+            yielded: 0,
+            progress: None,
             refused,
             _args: std::marker::PhantomData,
         }
@@ -81,6 +120,19 @@ where
     /// # Errors
     ///
     /// [`PoolError::ZeroChunksize`] for 0.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let it = pool.imap(square, vec![1, 2, 3, 4, 5]).chunksize(2)?;
+    /// assert_eq!(it.len(), 5); // items, not chunks
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn chunksize(mut self, chunksize: usize) -> Result<Self, PoolError> {
         if chunksize == 0 {
             return Err(PoolError::ZeroChunksize);
@@ -90,9 +142,72 @@ where
     }
 
     /// Chunks in flight at most (default: 4 per worker, at least 128).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let n = pool.imap(square, 0..1_000).window(8).count();
+    /// assert_eq!(n, 1_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn window(mut self, chunks: usize) -> Self {
         self.window = chunks.max(1) as u64;
         self
+    }
+
+    /// Calls `hook(done, total)` after each item is yielded: `done` counts
+    /// items (never chunks), `total` is the number of items when the input
+    /// says exactly how many it has (`None` otherwise).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let results: Vec<_> = pool
+    ///     .imap(square, 0..1_000)
+    ///     .chunksize(50)?
+    ///     .on_progress(|done, total| eprint!("\r{done}/{}", total.unwrap_or(0)))
+    ///     .collect();
+    /// assert_eq!(results.len(), 1_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_progress(mut self, hook: impl FnMut(u64, Option<u64>) + Send + 'static) -> Self {
+        self.progress = Some(Box::new(hook));
+        self
+    }
+
+    /// Advances `bar` by one for each item yielded, and sets its length to
+    /// the number of items when the input says exactly how many (the
+    /// `progress` feature, indicatif). The bar is finished with the last
+    /// item.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use indicatif::ProgressBar;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let bar = ProgressBar::hidden();
+    /// let n = pool.imap(square, 0..500).chunksize(25)?.progress_bar(bar.clone()).count();
+    /// assert_eq!((n, bar.position()), (500, 500));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "progress")]
+    pub fn progress_bar(self, bar: indicatif::ProgressBar) -> Self {
+        self.on_progress(crate::progress::bar_hook(bar))
     }
 
     /// Sends chunks while the window has room and the input lasts.
@@ -105,10 +220,19 @@ where
             }
             let (index, len) = (self.submitted, chunk.len());
             self.submitted += 1;
+            self.pending += len as u64;
             let shared = self.shared.clone();
             let file = move |items: Vec<Result<R, PoolError>>| {
-                shared.done.lock().insert(index, items);
+                let mut done = shared.done.lock();
+                done.chunks.insert(index, items);
+                #[cfg(feature = "async")]
+                let waker = done.waker.take();
+                drop(done);
                 shared.arrived.notify_all();
+                #[cfg(feature = "async")]
+                if let Some(w) = waker {
+                    w.wake();
+                }
             };
             match (self.make)(&chunk) {
                 Ok(work) => self.pool.scheduler().submit(
@@ -116,7 +240,16 @@ where
                     len,
                     Box::new(move |out| {
                         let items = match out.and_then(|b| decode_each::<R>(&b)) {
-                            Ok(items) => items,
+                            Ok(items) if items.len() == len => items,
+                            // One result per item, always: the length is
+                            // what `size_hint` promised.
+                            Ok(items) => {
+                                let e = PoolError::Codec(format!(
+                                    "a chunk of {len} items came back with {} results",
+                                    items.len()
+                                ));
+                                (0..len).map(|_| Err(e.clone())).collect()
+                            }
                             Err(e) => (0..len).map(|_| Err(e.clone())).collect(),
                         };
                         file(items);
@@ -125,6 +258,55 @@ where
                 ),
                 Err(e) => file((0..len).map(|_| Err(e.clone())).collect()),
             }
+        }
+    }
+
+    /// Whether the chunk to yield next has arrived.
+    fn arrived(&self, done: &Done<R>) -> bool {
+        if self.ordered {
+            done.chunks.contains_key(&self.taken)
+        } else {
+            !done.chunks.is_empty()
+        }
+    }
+
+    /// Yields what can be yielded without waiting.
+    fn step(&mut self) -> Step<Result<R, PoolError>> {
+        if let Some(e) = self.refused.take() {
+            self.exhausted = true;
+            return Step::Item(Err(e));
+        }
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                self.pending -= 1;
+                self.yielded += 1;
+                if self.progress.is_some() {
+                    let total = match self.size_hint() {
+                        (lo, Some(hi)) if lo == hi => Some(self.yielded + lo as u64),
+                        _ => None,
+                    };
+                    if let Some(hook) = self.progress.as_mut() {
+                        hook(self.yielded, total);
+                    }
+                }
+                return Step::Item(item);
+            }
+            self.fill();
+            if self.taken == self.submitted {
+                return Step::End;
+            }
+            let mut done = self.shared.done.lock();
+            let key = if self.ordered {
+                Some(self.taken)
+            } else {
+                done.chunks.keys().next().copied()
+            };
+            let Some(items) = key.and_then(|k| done.chunks.remove(&k)) else {
+                return Step::Wait;
+            };
+            drop(done);
+            self.taken += 1;
+            self.buffer.extend(items);
         }
     }
 }
@@ -138,36 +320,87 @@ where
     type Item = Result<R, PoolError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.refused.take() {
-            self.exhausted = true;
-            return Some(Err(e));
-        }
         loop {
-            if let Some(item) = self.buffer.pop_front() {
-                return Some(item);
-            }
-            self.fill();
-            if self.taken == self.submitted {
-                return None;
-            }
-            let mut done = self.shared.done.lock();
-            let items = loop {
-                let key = if self.ordered {
-                    Some(self.taken)
-                } else {
-                    done.keys().next().copied()
-                };
-                if let Some(items) = key.and_then(|k| done.remove(&k)) {
-                    break items;
+            match self.step() {
+                Step::Item(item) => return Some(item),
+                Step::End => return None,
+                Step::Wait => {
+                    let mut done = self.shared.done.lock();
+                    while !self.arrived(&done) {
+                        self.shared.arrived.wait(&mut done);
+                    }
                 }
-                self.shared.arrived.wait(&mut done);
-            };
-            drop(done);
-            self.taken += 1;
-            self.buffer.extend(items);
+            }
         }
     }
+
+    /// Exact when the input's is: the items not yet pulled from the input
+    /// plus those sent and not yet yielded.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.refused.is_some() {
+            return (1, Some(1));
+        }
+        let (lo, hi) = if self.exhausted {
+            (0, Some(0))
+        } else {
+            self.input.size_hint()
+        };
+        let pending = usize::try_from(self.pending).unwrap_or(usize::MAX);
+        (
+            lo.saturating_add(pending),
+            hi.and_then(|h| h.checked_add(pending)),
+        )
+    }
 }
+
+impl<A, R, I> ExactSizeIterator for Imap<'_, A, R, I>
+where
+    A: Serialize,
+    R: Serialize + DeserializeOwned + Send + 'static,
+    I: ExactSizeIterator<Item = A>,
+{
+}
+
+#[cfg(feature = "async")]
+impl<A, R, I> futures_core::Stream for Imap<'_, A, R, I>
+where
+    A: Serialize,
+    R: Serialize + DeserializeOwned + Send + 'static,
+    I: Iterator<Item = A>,
+{
+    type Item = Result<R, PoolError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.step() {
+                Step::Item(item) => return std::task::Poll::Ready(Some(item)),
+                Step::End => return std::task::Poll::Ready(None),
+                Step::Wait => {
+                    let mut done = this.shared.done.lock();
+                    if this.arrived(&done) {
+                        continue;
+                    }
+                    // Under the lock a chunk is filed under: the next one
+                    // to arrive finds this waker.
+                    done.waker = Some(cx.waker().clone());
+                    return std::task::Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        Iterator::size_hint(self)
+    }
+}
+
+/// Nothing of an `Imap` is ever pinned in place (its input is pulled
+/// through `&mut`), so it may move freely.
+impl<A, R, I> Unpin for Imap<'_, A, R, I> {}
 
 impl<A, R, I> std::fmt::Debug for Imap<'_, A, R, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

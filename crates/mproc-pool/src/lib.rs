@@ -93,6 +93,15 @@
 
 #![warn(missing_docs)]
 
+/// A `tracing` event of target `mproc::pool` with the `tracing` feature;
+/// nothing (its arguments not even evaluated) without.
+macro_rules! event {
+    ($level:ident, $($rest:tt)*) => {{
+        #[cfg(feature = "tracing")]
+        tracing::$level!(target: "mproc::pool", $($rest)*);
+    }};
+}
+
 mod sys;
 
 pub mod backend;
@@ -102,6 +111,7 @@ mod error;
 mod imap;
 pub mod local;
 mod pool;
+mod progress;
 mod result;
 mod worker;
 
@@ -112,3 +122,9 @@ pub use error::{BuildError, PoolError, TaskError};
 pub use imap::Imap;
 pub use pool::Pool;
 pub use result::AsyncResult;
+#[cfg(feature = "async")]
+pub use result::ResultFuture;
+
+/// Re-exported for [`Pool::map_progress`] and [`Imap::progress_bar`].
+#[cfg(feature = "progress")]
+pub use indicatif;

@@ -394,6 +394,13 @@ impl Local {
         };
         st.watchers.retain(|w| !w.is_finished());
         st.watchers.push(watcher);
+        event!(
+            info,
+            worker = slot,
+            generation = gen,
+            pid = process.pid().unwrap_or(0),
+            "worker started"
+        );
         st.workers[slot] = Some(Worker {
             gen,
             process,
@@ -489,6 +496,7 @@ impl Local {
                 runner,
                 input: &input.bytes,
             });
+            event!(debug, job = id, seq, worker = slot, "task dispatched");
             if let (Some(ends), Ok(bytes)) = (pipe.as_ref(), bytes) {
                 // A dead worker's pipe refuses: its watcher reports the
                 // death, and the job, sent but never started, is sent again.
@@ -632,6 +640,27 @@ impl Local {
                 return;
             };
             let code = w.process.exitcode();
+            // A worker that leaves with exit code 0 and nothing in flight
+            // retired (maxtasksperchild); any other end is a death.
+            #[cfg(feature = "tracing")]
+            if code == Some(0) && w.inflight.is_empty() {
+                tracing::info!(
+                    target: "mproc::pool",
+                    worker = slot,
+                    pid = w.pid(),
+                    tasks = w.assigned,
+                    "worker retired"
+                );
+            } else {
+                tracing::warn!(
+                    target: "mproc::pool",
+                    worker = slot,
+                    pid = w.pid(),
+                    exit_code = code,
+                    in_flight = w.inflight.len(),
+                    "worker died"
+                );
+            }
             let died = TaskError::WorkerDied {
                 pid: w.pid(),
                 signal: code.filter(|&c| c < 0).map(|c| -c),
@@ -652,6 +681,11 @@ impl Local {
             }
             // Older than anything in the backlog: in front, in order.
             for id in again.into_iter().rev() {
+                event!(
+                    info,
+                    job = id,
+                    "task retried (its worker died before starting it)"
+                );
                 st.backlog.push_front(id);
             }
             if !w.ready {

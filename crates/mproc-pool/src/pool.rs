@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use mproc_call::{panic_message, Callable, RemoteFn};
+use mproc_call::{panic_message, Callable, ContextFn, RemoteFn};
 use parking_lot::{Condvar, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -24,6 +24,7 @@ use crate::backend::{Backend, Calls, Event, Events, Job, JobId, Work};
 use crate::chunk;
 use crate::error::PoolError;
 use crate::imap::Imap;
+use crate::progress::Hook;
 use crate::result::{AsyncResult, Slot};
 use crate::Builder;
 
@@ -35,10 +36,13 @@ pub(crate) type Handler = Box<dyn FnOnce(Result<Vec<u8>, PoolError>) + Send>;
 /// down with it.
 fn run_handler(handler: Handler, outcome: Result<Vec<u8>, PoolError>) {
     if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(outcome))) {
-        eprintln!(
-            "mproc-pool: a result callback panicked: {}",
-            panic_message(&*p)
-        );
+        let message = panic_message(&*p);
+        // With `tracing` the subscriber decides where it goes; without, it
+        // must still be seen.
+        #[cfg(feature = "tracing")]
+        tracing::error!(target: "mproc::pool", %message, "a result callback panicked");
+        #[cfg(not(feature = "tracing"))]
+        eprintln!("mproc-pool: a result callback panicked: {message}");
     }
 }
 
@@ -84,16 +88,21 @@ impl Events for Scheduler {
     fn event(&self, event: Event) {
         match event {
             Event::Done { job, output } => {
+                event!(debug, job, "task done");
                 if let Some(h) = self.take(job) {
                     run_handler(h, Ok(output));
                 }
             }
             Event::Failed { job, error } => {
+                event!(warn, job, %error, "task failed");
                 if let Some(h) = self.take(job) {
                     run_handler(h, Err(PoolError::Task(error)));
                 }
             }
-            Event::Broken(why) => self.break_pool(why),
+            Event::Broken(why) => {
+                event!(error, %why, "pool broken");
+                self.break_pool(why)
+            }
         }
     }
 }
@@ -144,6 +153,35 @@ impl Scheduler {
         })
     }
 
+    /// The job for `f(&ctx, item)` over `items`: the context travels once
+    /// with the chunk, not with each item.
+    pub(crate) fn work_with<C, A, R>(
+        &self,
+        f: ContextFn<C, A, R>,
+        ctx: &C,
+        items: &[A],
+    ) -> Result<Work, PoolError>
+    where
+        C: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        match &self.calls {
+            Calls::SameBuild => {
+                let (runner, input) = chunk::same_build_with(f, ctx, items)?;
+                Ok(Work::SameBuild {
+                    runner,
+                    input: Arc::new(input),
+                })
+            }
+            // A named task takes its item alone; its context would have to
+            // travel in every item.
+            Calls::Named(_) => Err(PoolError::NotRegistered(std::any::type_name::<
+                ContextFn<C, A, R>,
+            >())),
+        }
+    }
+
     /// Hands a job to the backend, with the handler for its outcome. With
     /// `even_if_closed`, a closed pool still takes it (the later chunks of
     /// an `imap` begun before `close`). If the pool refuses, the handler
@@ -161,6 +199,7 @@ impl Scheduler {
             st.jobs.insert(id, handler);
             id
         };
+        event!(debug, job = id, items, "task submitted");
         self.backend.submit(Job { id, work, items });
     }
 
@@ -244,6 +283,10 @@ struct Gather<R> {
     /// The error of the lowest-numbered failed chunk.
     first_error: Option<(usize, PoolError)>,
     finish: Option<Finish<R>>,
+    /// Reports items done (successful or not) as chunks come back.
+    progress: Option<Hook>,
+    done_items: u64,
+    total_items: u64,
 }
 
 /// A pool of workers: CPython's `multiprocessing.Pool`.
@@ -523,7 +566,7 @@ impl Pool {
         I: IntoIterator<Item = F::Args>,
     {
         let items: Vec<F::Args> = iterable.into_iter().collect();
-        self.gather(f, items, Some(chunksize), Box::new(|_| {}))?
+        self.gather(f, items, Some(chunksize), Box::new(|_| {}), None)?
             .get()
     }
 
@@ -557,7 +600,7 @@ impl Pool {
         I: IntoIterator<Item = F::Args>,
     {
         let items: Vec<F::Args> = iterable.into_iter().collect();
-        self.gather(f, items, None, Box::new(|_| {}))
+        self.gather(f, items, None, Box::new(|_| {}), None)
     }
 
     /// [`map_async`](Pool::map_async) with callbacks: `callback` gets the
@@ -602,6 +645,7 @@ impl Pool {
                 Ok(v) => callback(v),
                 Err(e) => error_callback(e),
             }),
+            None,
         )
     }
 
@@ -666,6 +710,144 @@ impl Pool {
         self.map_async(f, iterable)
     }
 
+    /// [`map`](Pool::map), calling `on_progress(done, total)` as chunks come
+    /// back. Both count *items*, never chunks (`total` is always `Some`):
+    /// with a chunk size of 50, `done` goes 50, 100, … up to `total`. The
+    /// hook runs on the thread that files results: keep it quick.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Pool::map).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let v = pool.map_on_progress(square, 0..1_000, |done, total| {
+    ///     eprint!("\r{done}/{}", total.unwrap_or(0));
+    /// })?;
+    /// assert_eq!(v.len(), 1_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_on_progress<F, M, I>(
+        &self,
+        f: F,
+        iterable: I,
+        on_progress: impl FnMut(u64, Option<u64>) + Send + 'static,
+    ) -> Result<Vec<F::Output>, PoolError>
+    where
+        F: Callable<M>,
+        F::Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned + Send,
+        I: IntoIterator<Item = F::Args>,
+    {
+        let items: Vec<F::Args> = iterable.into_iter().collect();
+        self.gather(
+            f,
+            items,
+            None,
+            Box::new(|_| {}),
+            Some(Box::new(on_progress)),
+        )?
+        .get()
+    }
+
+    /// [`map`](Pool::map) with an indicatif bar (the `progress` feature):
+    /// its length is set to the number of items and it advances by the
+    /// items of each chunk that comes back; it is finished at the end.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Pool::map).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use indicatif::ProgressBar;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let bar = ProgressBar::new(0);
+    /// let v = pool.map_progress(square, 0..10_000, bar.clone())?;
+    /// assert_eq!((v.len(), bar.position()), (10_000, 10_000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "progress")]
+    pub fn map_progress<F, M, I>(
+        &self,
+        f: F,
+        iterable: I,
+        bar: indicatif::ProgressBar,
+    ) -> Result<Vec<F::Output>, PoolError>
+    where
+        F: Callable<M>,
+        F::Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned + Send,
+        I: IntoIterator<Item = F::Args>,
+    {
+        self.map_on_progress(f, iterable, crate::progress::bar_hook(bar))
+    }
+
+    /// `f(&ctx, item)` for every item, in order: one context — a model, a
+    /// lookup table, a handle — shared by every task (rayon's `map_with`,
+    /// Python's `partial(f, ctx)`).
+    ///
+    /// `ctx` is serialized once per chunk and sent with the chunk; a worker
+    /// decodes it once and lends it to each item of the chunk. With the
+    /// default chunk size that is about four copies per worker, whatever
+    /// the number of items. (Not once per worker: a worker may be replaced,
+    /// and a chunk must be able to run on any worker, so each carries what
+    /// it needs.) `ctx` may carry mproc handles.
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Pool::map); [`PoolError::Codec`] when `ctx` cannot be
+    /// serialized; [`PoolError::NotRegistered`] on a pool of named tasks
+    /// (other machines), whose tasks take one value: put the context in
+    /// each item there.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    ///
+    /// fn price(table: &HashMap<String, u32>, item: String) -> u32 {
+    ///     table.get(&item).copied().unwrap_or(0)
+    /// }
+    ///
+    /// let table = HashMap::from([("apple".to_string(), 3), ("pear".to_string(), 5)]);
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let got = pool.map_with(price, table, vec!["pear".to_string(), "fig".into()])?;
+    /// assert_eq!(got, [5, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_with<F, C, A, R, I>(&self, f: F, ctx: C, iterable: I) -> Result<Vec<R>, PoolError>
+    where
+        F: Fn(&C, A) -> R + Copy + Send + Sync + 'static,
+        C: Serialize + DeserializeOwned + Send + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize + DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+    {
+        let f = ContextFn::new(f);
+        let items: Vec<A> = iterable.into_iter().collect();
+        self.gather_works(
+            items,
+            None,
+            |c| self.sched.work_with(f, &ctx, c),
+            Box::new(|_| {}),
+            None,
+        )?
+        .get()
+    }
+
     /// Sends `items` in chunks and gathers the results in order.
     fn gather<F, M>(
         &self,
@@ -673,11 +855,34 @@ impl Pool {
         items: Vec<F::Args>,
         chunksize: Option<usize>,
         notify: Notify<F::Output>,
+        progress: Option<Hook>,
     ) -> Result<AsyncResult<Vec<F::Output>>, PoolError>
     where
         F: Callable<M>,
         F::Args: Serialize + DeserializeOwned,
         F::Output: Serialize + DeserializeOwned + Send,
+    {
+        self.gather_works(
+            items,
+            chunksize,
+            |c| self.sched.work(f, c),
+            notify,
+            progress,
+        )
+    }
+
+    /// Cuts `items` into chunks, makes each a job with `work`, sends them
+    /// and gathers the results in order.
+    fn gather_works<A, R>(
+        &self,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+        work: impl Fn(&[A]) -> Result<Work, PoolError>,
+        notify: Notify<R>,
+        progress: Option<Hook>,
+    ) -> Result<AsyncResult<Vec<R>>, PoolError>
+    where
+        R: Serialize + DeserializeOwned + Send + 'static,
     {
         self.sched.check_open()?;
         let chunksize = match chunksize {
@@ -685,18 +890,22 @@ impl Pool {
             Some(n) => n,
             None => default_chunksize(items.len(), self.sched.parallelism),
         };
+        let total_items = items.len() as u64;
         let works = items
             .chunks(chunksize)
-            .map(|c| Ok((self.sched.work(f, c)?, c.len())))
+            .map(|c| Ok((work(c)?, c.len())))
             .collect::<Result<Vec<_>, PoolError>>()?;
         drop(items);
         let slot = Slot::new();
         let filled = slot.clone();
-        let finish: Finish<F::Output> = Box::new(move |r| {
+        let finish: Finish<R> = Box::new(move |r| {
             notify(&r);
             filled.fill(r);
         });
         if works.is_empty() {
+            if let Some(mut hook) = progress {
+                hook(0, Some(0));
+            }
             finish(Ok(Vec::new()));
             return Ok(AsyncResult { slot });
         }
@@ -705,6 +914,9 @@ impl Pool {
             remaining: works.len(),
             first_error: None,
             finish: Some(finish),
+            progress,
+            done_items: 0,
+            total_items,
         }));
         for (i, (work, len)) in works.into_iter().enumerate() {
             let gather = gather.clone();
@@ -712,8 +924,13 @@ impl Pool {
                 work,
                 len,
                 Box::new(move |out| {
-                    let part = out.and_then(|b| chunk::decode_all::<F::Output>(&b));
+                    let part = out.and_then(|b| chunk::decode_all::<R>(&b));
                     let mut g = gather.lock();
+                    g.done_items += len as u64;
+                    let (done, total) = (g.done_items, g.total_items);
+                    if let Some(hook) = g.progress.as_mut() {
+                        hook(done, Some(total));
+                    }
                     match part {
                         Ok(v) => g.parts[i] = Some(v),
                         Err(e) => {

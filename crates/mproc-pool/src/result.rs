@@ -16,6 +16,10 @@ enum State<R> {
 pub(crate) struct Slot<R> {
     state: Mutex<State<R>>,
     ready: Condvar,
+    /// The task of an awaited result, woken by `fill` (set only under the
+    /// `state` lock, by a poll that found the result pending).
+    #[cfg(feature = "async")]
+    waker: Mutex<Option<std::task::Waker>>,
 }
 
 impl<R> Slot<R> {
@@ -23,6 +27,8 @@ impl<R> Slot<R> {
         Arc::new(Slot {
             state: Mutex::new(State::Pending),
             ready: Condvar::new(),
+            #[cfg(feature = "async")]
+            waker: Mutex::new(None),
         })
     }
 
@@ -32,6 +38,13 @@ impl<R> Slot<R> {
         if let State::Pending = *st {
             *st = State::Ready(r);
             self.ready.notify_all();
+        }
+        drop(st);
+        // A poll that found it pending stored its waker under the state
+        // lock, before this fill took it: the waker is here now.
+        #[cfg(feature = "async")]
+        if let Some(w) = self.waker.lock().take() {
+            w.wake();
         }
     }
 }
@@ -145,5 +158,72 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
         f.debug_struct("AsyncResult")
             .field("ready", &self.ready())
             .finish()
+    }
+}
+
+/// The future of an awaited [`AsyncResult`] (the `async` feature):
+/// `pool.apply_async(f, x)?.await`.
+///
+/// No thread waits for it: the pool's result thread, which fills the
+/// result, wakes the task.
+#[cfg(feature = "async")]
+#[must_use = "futures do nothing unless awaited"]
+pub struct ResultFuture<R> {
+    slot: Arc<Slot<R>>,
+}
+
+#[cfg(feature = "async")]
+impl<R> std::future::Future for ResultFuture<R> {
+    type Output = Result<R, PoolError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut st = self.slot.state.lock();
+        match std::mem::replace(&mut *st, State::Taken) {
+            State::Ready(r) => std::task::Poll::Ready(r),
+            State::Taken => std::task::Poll::Ready(Err(PoolError::Taken)),
+            State::Pending => {
+                *st = State::Pending;
+                *self.slot.waker.lock() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl<R> std::fmt::Debug for ResultFuture<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultFuture")
+            .field("ready", &!matches!(*self.slot.state.lock(), State::Pending))
+            .finish()
+    }
+}
+
+/// `pool.apply_async(f, x)?.await`: the result without blocking the
+/// task's thread (the `async` feature).
+///
+/// # Examples
+///
+/// ```no_run
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// # futures_executor::block_on(async {
+/// let pool = mproc_pool::Pool::new(2)?;
+/// assert_eq!(pool.apply_async(square, 7)?.await?, 49);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+#[cfg(feature = "async")]
+impl<R> std::future::IntoFuture for AsyncResult<R> {
+    type Output = Result<R, PoolError>;
+    type IntoFuture = ResultFuture<R>;
+
+    fn into_future(self) -> ResultFuture<R> {
+        ResultFuture { slot: self.slot }
     }
 }

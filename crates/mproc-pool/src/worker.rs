@@ -125,6 +125,16 @@ pub(crate) struct WorkerArgs {
     pub(crate) init: Option<InitArgs>,
 }
 
+/// Reports why a worker gives up, just before it exits with [`BAD_JOB`]: on
+/// stderr — a worker has no `tracing` subscriber of its own unless forked
+/// from a parent that has one — and as an error event with `tracing`. The
+/// parent sees the worker die and replaces it (or breaks the pool).
+fn fatal(message: &str) {
+    eprintln!("mproc-pool: {message}");
+    #[cfg(feature = "tracing")]
+    tracing::error!(target: "mproc::pool", pid = std::process::id(), "worker gives up: {message}");
+}
+
 /// Exit code of a worker whose job pipe carried something unreadable.
 const BAD_JOB: i32 = 70;
 
@@ -152,11 +162,11 @@ pub(crate) fn worker_main(a: WorkerArgs) {
         match init.runner.call(input) {
             Ok(Ok(())) => {}
             Ok(Err(why)) => {
-                eprintln!("mproc-pool: {why}");
+                fatal(&why);
                 mproc_process::exit(BAD_JOB);
             }
             Err(why) => {
-                eprintln!("mproc-pool: the initializer cannot run here: {why}");
+                fatal(&format!("the initializer cannot run here: {why}"));
                 mproc_process::exit(BAD_JOB);
             }
         }
@@ -172,7 +182,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     while a.jobs.recv_bytes_into(&mut buf).is_ok() && !buf.is_empty() {
         fault::point("pool.job-received");
         let Ok(job) = postcard::from_bytes::<WireJob<'_>>(&buf) else {
-            eprintln!("mproc-pool: a job could not be read");
+            fatal("a job could not be read");
             mproc_process::exit(BAD_JOB);
         };
         let fds = if job.fds == 0 {
@@ -181,7 +191,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
             match transfer::recv(&fd_socket) {
                 Ok(m) => m.fds,
                 Err(e) => {
-                    eprintln!("mproc-pool: a job's descriptors did not arrive: {e}");
+                    fatal(&format!("a job's descriptors did not arrive: {e}"));
                     mproc_process::exit(BAD_JOB);
                 }
             }

@@ -64,6 +64,10 @@ struct EndState {
     /// An orphan's identity, read when the forkserver died (`None`: it had
     /// ended by then).
     ident: Option<ProcessIdent>,
+    /// Tasks awaiting a forkserver's child, woken when its report (or the
+    /// server's death) is filed.
+    #[cfg(feature = "async")]
+    wakers: Vec<std::task::Waker>,
 }
 
 impl End {
@@ -77,12 +81,16 @@ impl End {
         let mut st = lock(&self.state);
         st.status.get_or_insert(status);
         let wake = st.waiters > 0;
+        #[cfg(feature = "async")]
+        let tasks = std::mem::take(&mut st.wakers);
         // Notified after the unlock, so that a woken waiter does not find
         // the lock still held.
         drop(st);
         if wake {
             self.changed.notify_all();
         }
+        #[cfg(feature = "async")]
+        tasks.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// The report will never come: the forkserver died; `ident` is the
@@ -92,10 +100,14 @@ impl End {
         st.orphaned = true;
         st.ident = ident;
         let wake = st.waiters > 0;
+        #[cfg(feature = "async")]
+        let tasks = std::mem::take(&mut st.wakers);
         drop(st);
         if wake {
             self.changed.notify_all();
         }
+        #[cfg(feature = "async")]
+        tasks.into_iter().for_each(std::task::Waker::wake);
     }
 }
 
@@ -118,6 +130,12 @@ pub(crate) struct Child {
     pub(crate) report: ReportSlot,
     pub(crate) end: Arc<End>,
     pub(crate) watch: Watch,
+    /// How it was started (for the exit event).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) method: crate::StartMethod,
+    /// Its end was told to `tracing` (once, by whoever saw it first).
+    #[cfg(feature = "tracing")]
+    pub(crate) told: std::sync::atomic::AtomicBool,
 }
 
 impl Child {
@@ -148,6 +166,24 @@ impl Child {
     /// Waits until the child has ended (`block`) or `deadline` passes;
     /// without `block`, looks once. The status, once known.
     pub(crate) fn wait(&self, block: bool, deadline: Option<Instant>) -> Option<Ended> {
+        let ended = self.wait_inner(block, deadline);
+        #[cfg(feature = "tracing")]
+        if let Some(status) = ended {
+            if !self.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(
+                    target: "mproc::process",
+                    pid = self.pid,
+                    name = %self.name,
+                    method = ?self.method,
+                    exit_code = status.code(),
+                    "process exited"
+                );
+            }
+        }
+        ended
+    }
+
+    fn wait_inner(&self, block: bool, deadline: Option<Instant>) -> Option<Ended> {
         let mut nap = Duration::from_micros(50);
         let mut st = lock(&self.end.state);
         loop {
@@ -244,5 +280,127 @@ impl Child {
         // ECHILD: someone reaped it behind our back (`waitpid(-1)` elsewhere
         // in the program); its status is lost.
         reaped.unwrap_or(Some(LOST))
+    }
+}
+
+/// What an awaiting future keeps between polls.
+#[cfg(feature = "async")]
+#[derive(Debug, Default)]
+pub(crate) struct AsyncWait {
+    registration: Option<mproc_shm::waker::Registration>,
+    /// Our own child's pidfd, in the current tokio runtime's reactor.
+    #[cfg(all(feature = "tokio", target_os = "linux"))]
+    pidfd: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+/// Which condition of a child a watcher thread waits for.
+#[cfg(feature = "async")]
+const EXIT: u32 = 0x6578_6974;
+
+#[cfg(feature = "async")]
+impl Child {
+    /// The status once the child has ended, else arranges for the task to
+    /// be woken when it does:
+    ///
+    /// - a forkserver's child: the client's reader thread, which files the
+    ///   server's report, wakes the task (no thread of ours waits);
+    /// - our own child under a tokio runtime (the `tokio` feature, Linux):
+    ///   its pidfd in the runtime's reactor (`AsyncFd`);
+    /// - otherwise (our own child without tokio, macOS, a forkserver's
+    ///   orphan): a watcher thread per child sleeps in the blocking wait
+    ///   (`mproc_shm::waker`).
+    pub(crate) fn poll_ended(
+        self: &Arc<Self>,
+        cx: &mut std::task::Context<'_>,
+        wait: &mut AsyncWait,
+    ) -> std::task::Poll<Ended> {
+        use std::task::Poll;
+        if let Some(status) = self.ended() {
+            return Poll::Ready(status);
+        }
+        if let Watch::Server = self.watch {
+            let mut st = lock(&self.end.state);
+            if let Some(status) = st.status {
+                return Poll::Ready(status);
+            }
+            if !st.orphaned {
+                if !st.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    st.wakers.push(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+        }
+        #[cfg(all(feature = "tokio", target_os = "linux"))]
+        if let Some(poll) = self.poll_pidfd(cx, wait) {
+            return poll;
+        }
+        let child = self.clone();
+        let key = mproc_shm::waker::Key {
+            object: self.pid as usize,
+            condition: EXIT,
+        };
+        mproc_shm::waker::wake_when(
+            &mut wait.registration,
+            key,
+            cx.waker(),
+            Arc::new(move |d| child.wait(true, Instant::now().checked_add(d)).is_some()),
+        );
+        Poll::Pending
+    }
+
+    /// Waits on our own child's pidfd in the current tokio runtime; `None`
+    /// when that does not apply (no runtime, a forkserver's child, no
+    /// pidfd): the caller falls back to a watcher thread.
+    #[cfg(all(feature = "tokio", target_os = "linux"))]
+    fn poll_pidfd(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        wait: &mut AsyncWait,
+    ) -> Option<std::task::Poll<Ended>> {
+        use std::task::Poll;
+        use tokio::io::unix::AsyncFd;
+        use tokio::io::Interest;
+        // A runtime built without its IO driver makes tokio panic at
+        // registration; that is caught once, and from then on this process
+        // uses watcher threads.
+        static NO_REACTOR: std::sync::atomic::AtomicBool =
+            std::sync::atomic::AtomicBool::new(false);
+        if wait.pidfd.is_none() {
+            if NO_REACTOR.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            tokio::runtime::Handle::try_current().ok()?;
+            let fd = self.pidfd()?;
+            let registered = std::panic::catch_unwind(move || {
+                // SAFETY: an `OwnedFd` is an open descriptor that stays
+                // open, and is the same descriptor, for as long as it is
+                // owned — here by the `AsyncFd`, until it is dropped.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            });
+            match registered {
+                Ok(r) => wait.pidfd = Some(r.ok()?),
+                Err(_) => {
+                    NO_REACTOR.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
+        let fd = wait.pidfd.as_ref()?;
+        loop {
+            match fd.poll_read_ready(cx) {
+                Poll::Pending => return Some(Poll::Pending),
+                Poll::Ready(Err(_)) => {
+                    wait.pidfd = None;
+                    return None;
+                }
+                Poll::Ready(Ok(mut ready)) => {
+                    // Readable: the child has exited; reap it.
+                    if let Some(status) = self.ended() {
+                        return Some(Poll::Ready(status));
+                    }
+                    ready.clear_ready();
+                }
+            }
+        }
     }
 }

@@ -38,7 +38,7 @@ extern "C" fn entry() {
     let code = match child(role == "forkserver") {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mproc: child bootstrap failed: {e}");
+            crate::report::fatal(&format!("child bootstrap failed: {e}"));
             BOOT_FAILED
         }
     };

@@ -91,6 +91,8 @@ mod sys;
 
 mod state;
 
+#[cfg(feature = "async")]
+mod asyncs;
 mod boot;
 mod child;
 mod entry;
@@ -118,3 +120,6 @@ pub use registry::{
 };
 pub use spawn::{spawn, Builder, JoinError, JoinHandle};
 pub use target::{Outcome, Target};
+
+#[cfg(feature = "async")]
+pub use asyncs::{Join, JoinFuture};

@@ -173,6 +173,14 @@ impl Process {
         let launch = lock(&self.target)
             .take()
             .ok_or(ProcessError::AlreadyStarted)?;
+        #[cfg(feature = "tracing")]
+        let _span = tracing::info_span!(
+            target: "mproc::process",
+            "start",
+            name = %self.name,
+            daemon = self.daemon
+        )
+        .entered();
         registry::cleanup();
         lifeline::ensure()?;
         let report = ReportSlot::new()?;
@@ -200,7 +208,19 @@ impl Process {
             report,
             end,
             watch,
+            method,
+            #[cfg(feature = "tracing")]
+            told: std::sync::atomic::AtomicBool::new(false),
         });
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            target: "mproc::process",
+            pid,
+            name = %self.name,
+            method = ?method,
+            daemon = self.daemon,
+            "process started"
+        );
         exit::ensure_at_exit();
         registry::add(child.clone());
         self.child = Some(child);
@@ -327,6 +347,12 @@ impl Process {
                 ) => return Err(e.into()),
             }
         }
+    }
+
+    /// The started child, if any.
+    #[cfg(feature = "async")]
+    pub(crate) fn child(&self) -> Option<&Arc<Child>> {
+        self.child.as_ref()
     }
 
     fn started(&self) -> Result<&Arc<Child>, ProcessError> {

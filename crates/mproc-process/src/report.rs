@@ -130,3 +130,15 @@ impl Report {
         }
     }
 }
+
+/// Reports why a child cannot run its function, just before it exits with
+/// [`BOOT_FAILED`](crate::boot::BOOT_FAILED) or a refusal code: on stderr —
+/// the one channel a child that has not reached user code has; a spawned or
+/// forkserver child has no `tracing` subscriber of its own — and, with the
+/// `tracing` feature, as an error event too (a forked child inherits its
+/// parent's subscriber).
+pub(crate) fn fatal(message: &str) {
+    eprintln!("mproc: {message}");
+    #[cfg(feature = "tracing")]
+    tracing::error!(target: "mproc::process", pid = std::process::id(), "{message}");
+}

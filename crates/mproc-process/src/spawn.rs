@@ -242,6 +242,12 @@ impl<R: DeserializeOwned> JoinHandle<R> {
 }
 
 impl<R> JoinHandle<R> {
+    /// The child's process, once started.
+    #[cfg(feature = "async")]
+    pub(crate) fn process(&self) -> Option<&Process> {
+        self.process.as_ref()
+    }
+
     /// Whether the child has ended (a child that never started has).
     pub fn is_finished(&self) -> bool {
         self.process.as_ref().is_none_or(|p| !p.is_alive())

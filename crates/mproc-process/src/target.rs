@@ -125,7 +125,7 @@ pub(crate) fn decode_body<B: DeserializeOwned>(input: BootInput, what: &str) -> 
         fds: input.fds,
     })
     .map_err(|e| {
-        eprintln!("mproc: cannot decode the child's {what}: {e}");
+        crate::report::fatal(&format!("cannot decode the child's {what}: {e}"));
         BOOT_FAILED
     })
 }
@@ -161,7 +161,7 @@ where
     R: 'static,
 {
     f.resolve().map_err(|e| {
-        eprintln!("mproc: refused to run the child's function: {e}");
+        crate::report::fatal(&format!("refused to run the child's function: {e}"));
         BOOT_FAILED
     })
 }

@@ -84,6 +84,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "async")]
+mod asyncs;
 mod codec;
 mod error;
 pub mod frame;
@@ -107,3 +109,6 @@ pub use queue::{
     DEFAULT_CAPACITY,
 };
 pub use select::{wait, Waitable};
+
+#[cfg(feature = "async")]
+pub use asyncs::{Get, Put, Recv};

@@ -397,6 +397,34 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     }
 }
 
+#[cfg(feature = "async")]
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// A receive that does not wait: `None` when nothing is there yet and
+    /// the peer lives.
+    pub(crate) fn try_recv_now(&self) -> Option<Result<T, RecvError>> {
+        with_buf(|buf| match self.recv_raw(buf, Wait::No) {
+            Ok(()) => Some(codec::decode(buf).map_err(RecvError::Bad)),
+            Err(GetFail::Empty) => None,
+            Err(f) => Some(Err(recv_error(f))),
+        })
+    }
+
+    /// The receiving ring and how to wait until a receive would not block
+    /// (a message, or the peer gone); `None` on a send-only end.
+    pub(crate) fn readiness(&self) -> Option<(Ring, mproc_shm::waker::ReadyFn)> {
+        let rx = self.rx.clone()?;
+        let ring = rx.clone();
+        let life = self.life.clone();
+        Some((
+            rx,
+            Arc::new(move |d| {
+                let mut gone = || life.peer_gone();
+                ring.poll(Wait::timeout(d), Some(&mut gone)) || life.peer_gone()
+            }),
+        ))
+    }
+}
+
 /// The messages of a receiving end, each as it comes, until the peer is
 /// gone and everything it sent is read ([`Connection::iter`], `for x in
 /// &conn`). A message that cannot be read is an `Err` item, and iteration

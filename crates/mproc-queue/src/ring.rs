@@ -374,6 +374,13 @@ impl<M: Mem> Ring<M> {
     pub(crate) fn close(&self) {
         if self.mem.load32(OFF_CLOSED, SeqCst) == 0 && self.mem.add32(OFF_CLOSED, 1, SeqCst) == 0 {
             fault::point("ring.closed");
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                target: "mproc::queue",
+                pid = std::process::id(),
+                messages_left = self.len(),
+                "queue closed"
+            );
             for seq in [OFF_DATA_SEQ, OFF_SPACE_SEQ, OFF_JOIN_SEQ] {
                 self.mem.add32(seq, 1, SeqCst);
                 self.mem.wake_all(seq);
@@ -696,6 +703,43 @@ impl<M: Mem> Ring<M> {
     fn has_data(&self) -> bool {
         let head = self.head();
         self.tail().pos != head.pos
+    }
+
+    /// The bytes a message of `len` bytes takes in the ring, chunk headers
+    /// included.
+    #[cfg(feature = "async")]
+    pub(crate) fn footprint(&self, len: usize) -> usize {
+        if len == 0 {
+            return frame::footprint(0);
+        }
+        let (full, rest) = (len / self.max_chunk, len % self.max_chunk);
+        full * frame::footprint(self.max_chunk) + if rest > 0 { frame::footprint(rest) } else { 0 }
+    }
+
+    /// Waits until a put of a message taking `need` bytes would find room
+    /// (and, in a bounded queue, an item slot) or the ring is closed, without
+    /// writing anything: it reads the real positions and caches nothing
+    /// (invariant 1: only put-lock holders write the head cache). `false` on
+    /// timeout.
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_room(&self, need: usize, how: Wait) -> bool {
+        let mut ready = || {
+            if self.is_closed() {
+                return true;
+            }
+            let u = self.unread_snapshot();
+            (self.maxsize == 0 || u.messages < self.maxsize) && self.cap - u.bytes >= need
+        };
+        !matches!(
+            self.wait_for(
+                OFF_SPACE_SEQ,
+                OFF_SPACE_SLEEPERS,
+                how.deadline(),
+                &mut ready,
+                None
+            ),
+            Waited::TimedOut
+        )
     }
 
     /// Waits until a message can be read, the ring is closed or the probe

@@ -14,6 +14,9 @@
 //!   reused pid is never taken for a dead process; the liveness probe that
 //!   every crate of mproc uses.
 //! - [`fault`] — named kill points for tests (the `failpoints` feature).
+//! - `waker` — with the `async` feature: one watcher thread per watched
+//!   object turns cross-process wake-ups into std `Waker` calls, for the
+//!   async ends of queues, pipes and processes.
 //! - [`FileDoc`] — a document in a file, read under a shared lock and replaced
 //!   atomically under an exclusive one; a writer killed mid-update leaves the
 //!   old document or the new one, never a torn one.
@@ -58,6 +61,8 @@ mod named;
 mod segment;
 pub mod transfer;
 mod value;
+#[cfg(feature = "async")]
+pub mod waker;
 
 pub use doc::{DocError, FileDoc, Format, Json, Postcard};
 pub use ident::ProcessIdent;

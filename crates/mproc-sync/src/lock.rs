@@ -540,12 +540,27 @@ pub(crate) fn acquired(r: Result<bool, Miss>) -> Result<Acquired, AcquireError> 
     }
 }
 
+/// Tells the `tracing` subscriber (the `tracing` feature) that a lock was
+/// taken with its previous holder dead.
+#[inline]
+fn owner_died_event() {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        target: "mproc::sync",
+        pid = std::process::id(),
+        "lock taken after its holder died (OwnerDied): repair the data, then mark_consistent"
+    );
+}
+
 /// A blocking acquire's outcome as a guard or [`OwnerDied`].
 pub(crate) fn locked<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> LockResult<G> {
     // A blocking acquire without a deadline only ever gets the lock.
     debug_assert!(r.is_ok());
     match r {
-        Ok(true) => Err(OwnerDied::new(guard())),
+        Ok(true) => {
+            owner_died_event();
+            Err(OwnerDied::new(guard()))
+        }
         Ok(false) | Err(_) => Ok(guard()),
     }
 }
@@ -554,7 +569,10 @@ pub(crate) fn locked<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> Loc
 pub(crate) fn tried<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> TryLockResult<G> {
     match r {
         Ok(false) => Ok(guard()),
-        Ok(true) => Err(TryLockError::OwnerDied(OwnerDied::new(guard()))),
+        Ok(true) => {
+            owner_died_event();
+            Err(TryLockError::OwnerDied(OwnerDied::new(guard())))
+        }
         Err(_) => Err(TryLockError::WouldBlock),
     }
 }
@@ -563,7 +581,10 @@ pub(crate) fn tried<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> TryL
 pub(crate) fn timed<G>(r: Result<bool, Miss>, guard: impl FnOnce() -> G) -> LockTimeoutResult<G> {
     match r {
         Ok(false) => Ok(guard()),
-        Ok(true) => Err(LockTimeoutError::OwnerDied(OwnerDied::new(guard()))),
+        Ok(true) => {
+            owner_died_event();
+            Err(LockTimeoutError::OwnerDied(OwnerDied::new(guard())))
+        }
         Err(_) => Err(LockTimeoutError::Timeout),
     }
 }
