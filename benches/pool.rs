@@ -36,6 +36,19 @@ fn pools(c: &mut Criterion) {
         })
     });
 
+    // The same round trip awaited (the `async` feature) on the simplest
+    // executor: the pool's result thread wakes the task, nothing polls.
+    g.bench_function("apply_async_await", |b| {
+        b.iter(|| {
+            futures_executor::block_on(async {
+                pool.apply_async(square, black_box(7))
+                    .unwrap()
+                    .await
+                    .unwrap()
+            })
+        })
+    });
+
     g.sample_size(10);
     g.bench_function("map_1e6_default", |b| {
         b.iter(|| pool.map(square, 0..1_000_000u64).unwrap())

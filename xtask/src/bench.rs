@@ -279,6 +279,22 @@ const SCENARIOS: &[Scenario] = &[
         per_core: false,
     },
     Scenario {
+        id: "pool/apply_async_await",
+        title: "Pool apply_async awaited (futures executor) vs Python's apply_async + get",
+        reference: Reference::Python("pool.py", "apply_async_get"),
+        items: 0,
+        target: Some(5.0),
+        per_core: false,
+    },
+    Scenario {
+        id: "pool/apply_async_await",
+        title: "Pool apply_async awaited vs blocking get (ours; the cost of async)",
+        reference: Reference::Rust("pool/apply_async_get"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
         id: "pool/map_1e6_default",
         title: "Pool(2).map(x*x) over 1e6 items, default chunks",
         reference: Reference::Python("pool.py", "map_1e6_default"),

@@ -9,36 +9,38 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::Result;
-use mproc::Lock;
+use mproc::{Lock, Process};
 
-fn main() -> Result<()> {
-    if let Some(args) = common::child_role() {
-        return printer(&args);
-    }
-    let lock = Lock::new()?;
-    for mode in ["without", "with"] {
-        println!("-- three printers {mode} the lock --");
-        let kids = (0..3)
-            .map(|_| common::spawn_with("print", &lock, &[mode], Stdio::inherit()))
-            .collect::<Result<Vec<_>>>()?;
-        common::reap(kids)?;
-    }
-    Ok(())
-}
-
-fn printer(args: &[String]) -> Result<()> {
-    let lock: Lock = common::handles(&args[1])?;
-    let _guard = match args.get(2).map(String::as_str) {
-        Some("with") => Some(lock.lock()?),
-        _ => None,
-    };
+/// A printer: the lock is handed to the child as an argument, like any
+/// value; `with` says whether to take it.
+fn printer(lock: Lock, with: bool) -> Result<()> {
+    let _guard = if with { Some(lock.lock()?) } else { None };
     let me = std::process::id();
     println!("  {me}: start");
     std::thread::sleep(Duration::from_millis(5 + common::jitter(20)));
     println!("  {me}: end");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let lock = Lock::new()?;
+    for with in [false, true] {
+        println!(
+            "-- three printers {} the lock --",
+            if with { "with" } else { "without" }
+        );
+        let mut printers = Vec::new();
+        for _ in 0..3 {
+            let mut p = Process::new(printer, (lock.clone(), with));
+            p.start()?;
+            printers.push(p);
+        }
+        for p in &printers {
+            p.join()?;
+        }
+    }
     Ok(())
 }
