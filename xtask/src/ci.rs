@@ -49,6 +49,7 @@ const LIBS: &[&str] = &[
     "mproc-process",
     "mproc-queue",
     "mproc-pool",
+    "mproc-redis",
 ];
 
 /// The optional parts users turn on, each checked alone on the façade.

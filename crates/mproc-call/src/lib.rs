@@ -43,6 +43,7 @@
 //! without either is identified by a hash of the executable file.
 
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 mod sys;
 

@@ -286,6 +286,7 @@ fn push_varint(out: &mut Vec<u8>, mut n: u64) {
 ///         Err(error) => Event::Failed { job: job.id, error },
 ///     });
 /// }
+/// # let _ = work;
 /// ```
 pub fn run_job(
     work: &crate::Work,

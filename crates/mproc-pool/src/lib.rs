@@ -92,6 +92,7 @@
 //! [`Panicked`]: TaskError::Panicked
 
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 /// A `tracing` event of target `mproc::pool` with the `tracing` feature;
 /// nothing (its arguments not even evaluated) without.

@@ -341,6 +341,21 @@ impl Pool {
 
     /// Options: processes, initializer, maxtasksperchild, start method, or
     /// another backend.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn init(tag: String) {
+    ///     println!("worker {tag}");
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::builder()
+    ///     .processes(2)
+    ///     .initializer(init, "ready".to_string())
+    ///     .build()?;
+    /// # drop(pool);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -367,12 +382,28 @@ impl Pool {
     }
 
     /// How many tasks run at once (the workers of a local pool).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let pool = mproc_pool::Pool::new(3)?;
+    /// assert_eq!(pool.processes(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn processes(&self) -> usize {
         self.sched.parallelism
     }
 
     /// The pids of the local workers alive now (a replaced worker has a new
     /// one); empty for workers that are not local processes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// assert_eq!(pool.worker_pids().len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
         self.sched.backend.worker_pids()
     }
@@ -1034,12 +1065,48 @@ impl Pool {
 
     /// No more tasks: later calls fail with [`PoolError::Closed`]; tasks
     /// already submitted run to the end.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use mproc_pool::PoolError;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let r = pool.apply_async(square, 3)?;
+    /// pool.close();
+    /// assert_eq!(pool.apply(square, 4), Err(PoolError::Closed));
+    /// assert_eq!(r.get()?, 9); // accepted before close: it finishes
+    /// pool.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.sched.close();
     }
 
     /// Stops at once: unfinished tasks fail with [`PoolError::Terminated`]
     /// and the workers are stopped. [`join`](Pool::join) reaps them.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use mproc_pool::PoolError;
+    ///
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, 10_000)?;
+    /// pool.terminate();
+    /// assert_eq!(r.get(), Err(PoolError::Terminated));
+    /// pool.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn terminate(&self) {
         self.sched.terminate();
     }

@@ -235,7 +235,7 @@ pub(crate) fn die_at_named_points() {
     }
 }
 
-/// The variable [`die_at_named_points`] reads.
+/// The variable `die_at_named_points` reads.
 #[cfg(feature = "failpoints")]
 pub const DIE_AT_ENV: &str = "MPROC_DIE_AT";
 

@@ -86,6 +86,7 @@
 //! so its pipes become close-on-exec a call after they are made.
 
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 mod sys;
 

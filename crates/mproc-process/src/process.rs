@@ -65,6 +65,19 @@ impl Process {
     /// a tuple for several — `Process::new(add, (2, 3))` runs `add(2, 3)`.
     /// It returns `()` or a `Result` (see [`exitcode`](Process::exitcode));
     /// to get a value back, use [`spawn`](crate::spawn).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".to_string());
+    /// p.start()?;
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new<F, M>(f: F, args: F::Args) -> Process
     where
         F: Callable<M>,
@@ -80,6 +93,29 @@ impl Process {
     }
 
     /// A process that will run `target.run()`; not started yet.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use mproc_process::{Process, Target};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Count {
+    ///     to: u32,
+    /// }
+    ///
+    /// impl Target for Count {
+    ///     fn run(self) {
+    ///         (0..self.to).for_each(|i| println!("{i}"));
+    ///     }
+    /// }
+    ///
+    /// let mut p = Process::from_target(Count { to: 3 });
+    /// p.start()?;
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_target<T: Target>(target: T) -> Process {
         Process::with_launch(Box::new(StructTarget(target)))
     }
@@ -96,6 +132,17 @@ impl Process {
     }
 
     /// Sets the name (default `Process-N`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let p = mproc_process::Process::new(greet, "bob".into()).name("greeter");
+    /// assert_eq!(p.get_name(), "greeter");
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Process {
         self.name = name.into();
         self
@@ -106,6 +153,17 @@ impl Process {
     /// [`DAEMON_EXIT_GRACE`](crate::DAEMON_EXIT_GRACE)), killed when its
     /// parent process dies — whichever thread started it — and not allowed to
     /// start children.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let p = mproc_process::Process::new(greet, "bob".into()).daemon(true);
+    /// assert!(p.is_daemon());
+    /// ```
     pub fn daemon(mut self, daemon: bool) -> Process {
         self.daemon = daemon;
         self
@@ -113,6 +171,21 @@ impl Process {
 
     /// Chooses the start method for this process (default:
     /// [`get_start_method`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use mproc_process::{Process, StartMethod};
+    ///
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = Process::new(greet, "bob".into()).start_method(StartMethod::Spawn);
+    /// p.start()?;
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start_method(mut self, method: StartMethod) -> Process {
         self.method = Some(method);
         self
@@ -121,6 +194,20 @@ impl Process {
     /// Starts the child in a process group of its own, so that
     /// [`terminate`](Process::terminate) and [`kill`](Process::kill) reach
     /// everything it starts too.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".into()).process_group(true);
+    /// p.start()?;
+    /// p.terminate()?; // the child and everything it started
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn process_group(mut self, own_group: bool) -> Process {
         self.group = own_group;
         self
@@ -131,6 +218,21 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::DaemonAfterStart`] after `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".into());
+    /// p.set_daemon(true)?;
+    /// p.start()?;
+    /// assert!(p.set_daemon(false).is_err()); // too late once started
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_daemon(&mut self, daemon: bool) -> Result<(), ProcessError> {
         if self.child.is_some() {
             return Err(ProcessError::DaemonAfterStart);
@@ -140,16 +242,53 @@ impl Process {
     }
 
     /// The name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let p = mproc_process::Process::new(greet, "bob".into());
+    /// assert!(p.get_name().starts_with("Process-"));
+    /// ```
     pub fn get_name(&self) -> &str {
         &self.name
     }
 
     /// Whether the process is (to be) a daemon.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let p = mproc_process::Process::new(greet, "bob".into());
+    /// assert!(!p.is_daemon());
+    /// ```
     pub fn is_daemon(&self) -> bool {
         self.daemon
     }
 
     /// The pid, once started.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".into());
+    /// assert_eq!(p.pid(), None);
+    /// p.start()?;
+    /// assert!(p.pid().is_some());
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.pid)
     }
@@ -162,6 +301,20 @@ impl Process {
     /// [`ProcessError::DaemonCannotStart`] inside a daemon;
     /// [`ProcessError::Encode`] when the arguments cannot be serialized;
     /// [`ProcessError::Io`] when fork or exec fails.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".into());
+    /// p.start()?;
+    /// assert!(p.start().is_err()); // once only
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn start(&mut self) -> Result<(), ProcessError> {
         if self.child.is_some() {
             return Err(ProcessError::AlreadyStarted);
@@ -375,6 +528,20 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::NotStarted`] before `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".into());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self) -> Result<(), ProcessError> {
         self.started()?;
         self.poll(true, None);
@@ -387,6 +554,23 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::NotStarted`] before `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// fn nap(ms: u64) {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(nap, 500);
+    /// p.start()?;
+    /// p.join_timeout(Duration::from_millis(10))?;
+    /// assert_eq!(p.exitcode(), None); // still running
+    /// p.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<(), ProcessError> {
         self.started()?;
         // No deadline when the timeout is too far to represent.
@@ -396,6 +580,20 @@ impl Process {
 
     /// Whether the child has been started and has not ended (reaping it if
     /// it has).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".into());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_alive(&self) -> bool {
         self.child.is_some() && self.poll(false, None).is_none()
     }
@@ -403,11 +601,40 @@ impl Process {
     /// The exit code: `None` before the end; 0 after a normal return; 1
     /// after a panic or an `Err`; `n` after [`exit`]`(n)`; `-N` after
     /// signal N.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn fail(code: i32) {
+    ///     mproc_process::exit(code)
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(fail, 3);
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn exitcode(&self) -> Option<i32> {
         self.poll(false, None).map(|e| e.code())
     }
 
     /// The message of the panic that ended the child, if one did.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn boom(n: u32) {
+    ///     panic!("no {n}")
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(boom, 7);
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.panic_message().as_deref(), Some("no 7"));
+    /// assert_eq!(p.exitcode(), Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn panic_message(&self) -> Option<String> {
         self.poll(false, None)?;
         self.child.as_ref()?.report.read()
@@ -431,6 +658,23 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::NotStarted`]; the OS error from `kill`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn forever(_: ()) {
+    ///     loop {
+    ///         std::thread::park();
+    ///     }
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(forever, ());
+    /// p.start()?;
+    /// p.terminate()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(-15)); // SIGTERM
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn terminate(&self) -> Result<(), ProcessError> {
         self.send(Signal::SIGTERM)
     }
@@ -441,6 +685,23 @@ impl Process {
     /// # Errors
     ///
     /// [`ProcessError::NotStarted`]; the OS error from `kill`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn forever(_: ()) {
+    ///     loop {
+    ///         std::thread::park();
+    ///     }
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(forever, ());
+    /// p.start()?;
+    /// p.kill()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(-9)); // SIGKILL
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kill(&self) -> Result<(), ProcessError> {
         self.send(Signal::SIGKILL)
     }

@@ -45,7 +45,7 @@ fn key(ring: &Ring, condition: u32) -> Key {
 }
 
 /// The future of [`Queue::get_async`]: the oldest item, or why there is
-/// none. Cancel-safe (see the [module docs](self)).
+/// none. Cancel-safe (see the [crate docs](crate#async)).
 #[must_use = "futures do nothing unless awaited"]
 #[derive(Debug)]
 pub struct Get<'a, T> {
@@ -203,7 +203,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 }
 
 /// The future of [`Connection::recv_async`]: the next message, or why
-/// there is none. Cancel-safe (see the [module docs](self)).
+/// there is none. Cancel-safe (see the [crate docs](crate#async)).
 #[must_use = "futures do nothing unless awaited"]
 #[derive(Debug)]
 pub struct Recv<'a, T> {

@@ -21,9 +21,28 @@
 //! Items are any `Serialize + DeserializeOwned` type, encoded with postcard.
 //! Each queue or pipe direction is one ring in an anonymous shared segment;
 //! its handles are `Clone` and serde, and arrive working in a child passed
-//! them as [`Process`](../mproc_process/struct.Process.html) arguments, under
+//! them as `Process` arguments (mproc-process), under
 //! every start method. Attaching a ring as the wrong item type, or a queue as
 //! a pipe, is a clear error.
+//!
+//! # Async
+//!
+//! With the `async` feature, `Queue::get_async`, `Queue::put_async` and
+//! `Connection::recv_async` wait without blocking the task's thread, under
+//! any executor (std `Waker`s only). Each poll makes the non-blocking
+//! attempt on the task's own thread; when it finds nothing, one watcher
+//! thread per waited-on ring and direction in this process — shared by
+//! every waiting future, started only then, gone a second after its last
+//! waiter — sleeps on the ring's wake-up word and wakes the tasks. (A
+//! futex word in shared memory is not something epoll or kqueue can
+//! watch, so some thread must sleep on it; the sync API never starts one.)
+//!
+//! **Cancel safety.** `get_async` and `recv_async` are cancel-safe: an item
+//! is taken only inside a `poll` that returns it, so a future dropped at
+//! any point — in a `select!`, on a timeout — loses nothing, and the next
+//! get receives the item. A `put_async` dropped before it completes has not
+//! put its item (it is dropped with the future). An item larger than the
+//! whole ring is put blocking, as it must stream through in pieces.
 //!
 //! # Divergences from CPython
 //!
@@ -83,6 +102,7 @@
 //! `os_sync_wait_on_address`, or its portable fallback).
 
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "async")]
 mod asyncs;

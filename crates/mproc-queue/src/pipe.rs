@@ -64,6 +64,16 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     /// # Errors
     ///
     /// The OS error when a segment or a lifeline cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mproc_queue::Pipe::<u32>::duplex()?;
+    /// a.send(1)?;
+    /// b.send(2)?;
+    /// assert_eq!((b.recv()?, a.recv()?), (1, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn duplex() -> io::Result<(Connection<T>, Connection<T>)> {
         let (ab, ba) = (new_ring::<T>()?, new_ring::<T>()?);
         let (a, b) = lifelines()?;
@@ -79,6 +89,18 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     /// # Errors
     ///
     /// The OS error when the segment or a lifeline cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mproc_queue::{Pipe, SendError};
+    ///
+    /// let (rx, tx) = Pipe::<u32>::simplex()?;
+    /// tx.send(5)?;
+    /// assert_eq!(rx.recv()?, 5);
+    /// assert!(matches!(rx.send(6), Err(SendError::NotWritable(6))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn simplex() -> io::Result<(Connection<T>, Connection<T>)> {
         let ring = new_ring::<T>()?;
         let (r, s) = lifelines()?;
@@ -249,6 +271,15 @@ impl<T> Connection<T> {
     /// [`SendError::Disconnected`] when the peer is gone (noticed within a millisecond of its going),
     /// [`SendError::NotWritable`] on a receive-only end; the bytes are given
     /// back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (rx, tx) = mproc_queue::Pipe::<()>::simplex()?;
+    /// tx.send_bytes(b"raw")?;
+    /// assert_eq!(rx.recv_bytes()?, b"raw");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<(), SendError<Vec<u8>>> {
         self.send_raw(bytes).map_err(|e| e.map(|()| bytes.to_vec()))
     }
@@ -276,6 +307,15 @@ impl<T> Connection<T> {
     ///
     /// [`RecvError::Disconnected`] once the peer is gone and everything it
     /// sent has been read; [`RecvError::NotReadable`] on a send-only end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (rx, tx) = mproc_queue::Pipe::<()>::simplex()?;
+    /// tx.send_bytes(&[1, 2, 3])?;
+    /// assert_eq!(rx.recv_bytes()?, [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
         let mut buf = Vec::new();
         self.recv_bytes_into(&mut buf)?;
@@ -288,6 +328,17 @@ impl<T> Connection<T> {
     /// # Errors
     ///
     /// As [`recv_bytes`](Connection::recv_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (rx, tx) = mproc_queue::Pipe::<()>::simplex()?;
+    /// tx.send_bytes(b"abc")?;
+    /// let mut buf = Vec::with_capacity(64);
+    /// assert_eq!(rx.recv_bytes_into(&mut buf)?, 3);
+    /// assert_eq!(buf, b"abc");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         self.recv_raw(buf, Wait::FOREVER).map_err(recv_error)?;
         Ok(buf.len())
@@ -304,6 +355,18 @@ impl<T> Connection<T> {
     /// Whether a `recv` would return at once — a message is waiting, or the
     /// peer is gone — waiting at most `timeout` for it (`Duration::ZERO`:
     /// just look).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (rx, tx) = mproc_queue::Pipe::<u8>::simplex()?;
+    /// assert!(!rx.poll(Duration::ZERO));
+    /// tx.send(1)?;
+    /// assert!(rx.poll(Duration::from_secs(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poll(&self, timeout: Duration) -> bool {
         let Some(rx) = &self.rx else {
             return false;
@@ -314,6 +377,19 @@ impl<T> Connection<T> {
 
     /// Drops this handle of the end. The peer sees `Disconnected` once every
     /// handle of this end, in every process, is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mproc_queue::{Pipe, RecvError};
+    ///
+    /// let (rx, tx) = Pipe::<u8>::simplex()?;
+    /// tx.send(1)?;
+    /// tx.close();
+    /// assert_eq!(rx.recv(), Ok(1)); // what was sent is still read
+    /// assert_eq!(rx.recv(), Err(RecvError::Disconnected));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {}
 }
 
@@ -351,6 +427,15 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// [`SendError::NotWritable`] on a receive-only end,
     /// [`SendError::Encode`] when the item cannot be serialized; the item is
     /// given back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (rx, tx) = mproc_queue::Pipe::<Vec<String>>::simplex()?;
+    /// tx.send(vec!["a".into(), "b".into()])?;
+    /// assert_eq!(rx.recv()?.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
         with_buf(|buf| {
             if let Err(message) = codec::encode(&item, buf) {
@@ -370,6 +455,15 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// [`RecvError::Disconnected`] once the peer is gone and everything it
     /// sent has been read; [`RecvError::NotReadable`] on a send-only end;
     /// [`RecvError::Bad`] for a message that cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = mproc_queue::Pipe::<(u8, bool)>::duplex()?;
+    /// a.send((1, true))?;
+    /// assert_eq!(b.recv()?, (1, true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv(&self) -> Result<T, RecvError> {
         with_buf(|buf| {
             self.recv_raw(buf, Wait::FOREVER).map_err(recv_error)?;
@@ -383,6 +477,17 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     ///
     /// [`RecvTimeoutError::Timeout`] after about `timeout`, and the errors of
     /// [`recv`](Connection::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mproc_queue::{Pipe, RecvTimeoutError};
+    ///
+    /// let (rx, _tx) = Pipe::<u8>::simplex()?;
+    /// assert_eq!(rx.recv_timeout(Duration::from_millis(10)), Err(RecvTimeoutError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
         with_buf(|buf| {
             self.recv_raw(buf, Wait::timeout(timeout))

@@ -29,7 +29,7 @@ pub const DEFAULT_CAPACITY: usize = 2 << 20;
 /// through it in pieces.
 ///
 /// A handle is `Clone` and serde: clone it for threads, pass it as a
-/// [`Process`](../mproc_process/struct.Process.html) argument for children.
+/// `Process` argument (mproc-process) for children.
 /// Items are FIFO per producer; producers take turns whole items at a time.
 ///
 /// # Examples
@@ -111,27 +111,70 @@ impl<T> Queue<T> {
 
     /// Items in the queue (CPython's `qsize`): whole items, across every
     /// process. Exact at the moment it is read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::new()?;
+    /// q.put(1u8)?;
+    /// q.put(2u8)?;
+    /// assert_eq!(q.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.ring.len() as usize
     }
 
     /// Whether the queue holds no item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::<u8>::new()?;
+    /// assert!(q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.ring.len() == 0
     }
 
     /// Whether a bounded queue holds `maxsize` items (never for a queue
     /// without an item limit; its ring may still be out of room).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::bounded(1)?;
+    /// q.put(1u8)?;
+    /// assert!(q.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_full(&self) -> bool {
         self.ring.maxsize().is_some_and(|m| self.ring.len() >= m)
     }
 
     /// The item limit of a [`bounded`](Queue::bounded) queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::<u8>::bounded(8)?;
+    /// assert_eq!(q.maxsize(), Some(8));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn maxsize(&self) -> Option<usize> {
         self.ring.maxsize().map(|m| m as usize)
     }
 
     /// The size of the ring's data area, in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::<u8>::with_capacity_bytes(1000)?;
+    /// assert_eq!(q.capacity_bytes(), 1024); // a power of two
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn capacity_bytes(&self) -> usize {
         self.ring.capacity()
     }
@@ -139,16 +182,46 @@ impl<T> Queue<T> {
     /// Closes the queue for every process: later puts fail with `Closed`;
     /// gets drain what is left, then fail with `Closed` instead of blocking.
     /// Blocked puts and gets wake up. Calling it again does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mproc_queue::{PutError, Queue};
+    ///
+    /// let q = Queue::new()?;
+    /// q.put(1u8)?;
+    /// q.close();
+    /// assert!(matches!(q.put(2), Err(PutError::Closed(2))));
+    /// assert_eq!(q.get()?, 1); // what was in it drains
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.ring.close();
     }
 
     /// Whether the queue was closed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::<u8>::new()?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.ring.is_closed()
     }
 
     /// What went wrong so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::<u8>::new()?;
+    /// assert_eq!(q.stats().abandoned, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         Stats {
             abandoned: self.ring.abandoned(),
@@ -163,6 +236,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// The OS error when the shared segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q: mproc_queue::Queue<String> = mproc_queue::Queue::new()?;
+    /// q.put("hi".into())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> io::Result<Queue<T>> {
         Queue::with_capacity_bytes(DEFAULT_CAPACITY)
     }
@@ -174,6 +255,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// `InvalidInput` for `maxsize` 0 or above 2^24 - 1; the OS error when
     /// the segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mproc_queue::{Queue, TryPutError};
+    ///
+    /// let q = Queue::bounded(1)?;
+    /// q.put(1u8)?;
+    /// assert!(matches!(q.try_put(2), Err(TryPutError::Full(2))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bounded(maxsize: usize) -> io::Result<Queue<T>> {
         if maxsize == 0 {
             return Err(io::Error::new(
@@ -192,6 +284,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// `InvalidInput` above 64 MiB; the OS error when the segment cannot be
     /// made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::with_capacity_bytes(4096)?;
+    /// q.put(vec![0u8; 1000])?;
+    /// assert_eq!((q.capacity_bytes(), q.get()?.len()), (4096, 1000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_capacity_bytes(bytes: usize) -> io::Result<Queue<T>> {
         Queue::with_limits(bytes, 0, Kind::Queue)
     }
@@ -216,6 +317,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`PutError::Closed`] when the queue is (or gets) closed;
     /// [`PutError::Encode`] when the item cannot be serialized. Either way the
     /// item is given back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::new()?;
+    /// q.put((1u32, "one".to_string()))?;
+    /// assert_eq!(q.get()?, (1, "one".to_string()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_with(item, Wait::FOREVER)
             .map_err(|(value, e)| match e {
@@ -231,6 +341,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`TryPutError::Full`] when there is no room (an item larger than the
     /// free space never fits here: use `put`), `Closed`, `Encode`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mproc_queue::{Queue, TryPutError};
+    ///
+    /// let q = Queue::bounded(1)?;
+    /// q.try_put(1u8)?;
+    /// assert!(matches!(q.try_put(2), Err(TryPutError::Full(2))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_put(&self, item: T) -> Result<(), TryPutError<T>> {
         self.put_with(item, Wait::No).map_err(try_put_error)
     }
@@ -242,6 +363,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`TryPutError::Full`] after the timeout, `Closed`, `Encode`. An item
     /// larger than the ring that timed out half-way is abandoned (counted
     /// in [`stats`](Queue::stats)), never delivered in part.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mproc_queue::{Queue, TryPutError};
+    ///
+    /// let q = Queue::bounded(1)?;
+    /// q.put(1u8)?;
+    /// let r = q.put_timeout(2, Duration::from_millis(10));
+    /// assert!(matches!(r, Err(TryPutError::Full(2))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), TryPutError<T>> {
         self.put_with(item, Wait::timeout(timeout))
             .map_err(try_put_error)
@@ -264,6 +398,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`GetError::Closed`] when the queue is closed and empty;
     /// [`GetError::Bad`] for a message that cannot be read (the queue goes on).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::new()?;
+    /// q.put(7u64)?;
+    /// assert_eq!(q.get()?, 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self) -> Result<T, GetError> {
         self.get_with(Wait::FOREVER).map_err(|f| match f {
             GetFail::Bad(e) => GetError::Bad(e),
@@ -277,6 +420,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`TryGetError::Empty`], [`TryGetError::Closed`] (closed and empty),
     /// [`TryGetError::Bad`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mproc_queue::{Queue, TryGetError};
+    ///
+    /// let q = Queue::<u8>::new()?;
+    /// assert_eq!(q.try_get(), Err(TryGetError::Empty));
+    /// q.close();
+    /// assert_eq!(q.try_get(), Err(TryGetError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_get(&self) -> Result<T, TryGetError> {
         self.get_with(Wait::No).map_err(|f| match f {
             GetFail::Empty => TryGetError::Empty,
@@ -291,6 +446,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`GetTimeoutError::Timeout`] after about `timeout`,
     /// [`GetTimeoutError::Closed`], [`GetTimeoutError::Bad`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mproc_queue::{GetTimeoutError, Queue};
+    ///
+    /// let q = Queue::<u8>::new()?;
+    /// assert_eq!(q.get_timeout(Duration::from_millis(10)), Err(GetTimeoutError::Timeout));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.get_with(Wait::timeout(timeout)).map_err(|f| match f {
             GetFail::Empty => GetTimeoutError::Timeout,
@@ -359,6 +525,14 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// # Errors
     ///
     /// The OS error when the shared segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::SimpleQueue::<u8>::new()?;
+    /// assert!(q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> io::Result<SimpleQueue<T>> {
         Queue::new().map(SimpleQueue)
     }
@@ -368,6 +542,15 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// # Errors
     ///
     /// As [`Queue::put`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::SimpleQueue::new()?;
+    /// q.put("x".to_string())?;
+    /// assert_eq!(q.get()?, "x");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.0.put(item)
     }
@@ -377,16 +560,45 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// # Errors
     ///
     /// As [`Queue::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::SimpleQueue::new()?;
+    /// q.put(3u8)?;
+    /// assert_eq!(q.get()?, 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self) -> Result<T, GetError> {
         self.0.get()
     }
 
     /// Whether the queue holds no item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::SimpleQueue::new()?;
+    /// q.put(1u8)?;
+    /// assert!(!q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// As [`Queue::close`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mproc_queue::{GetError, SimpleQueue};
+    ///
+    /// let q = SimpleQueue::<u8>::new()?;
+    /// q.close();
+    /// assert_eq!(q.get(), Err(GetError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.0.close();
     }
@@ -472,6 +684,17 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     ///
     /// The OS error when the shared segment cannot be made.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let jobs = mproc_queue::JoinableQueue::new()?;
+    /// jobs.put(1u32)?;
+    /// let _job = jobs.get()?;
+    /// jobs.task_done()?;
+    /// jobs.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> io::Result<JoinableQueue<T>> {
         Queue::with_limits(DEFAULT_CAPACITY, 0, Kind::Joinable).map(JoinableQueue)
     }
@@ -481,6 +704,14 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// # Errors
     ///
     /// As [`Queue::bounded`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let jobs = mproc_queue::JoinableQueue::<u32>::bounded(16)?;
+    /// assert_eq!(jobs.maxsize(), Some(16));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bounded(maxsize: usize) -> io::Result<JoinableQueue<T>> {
         if maxsize == 0 {
             return Err(io::Error::new(
@@ -499,6 +730,17 @@ impl<T> JoinableQueue<T> {
     ///
     /// [`TaskDoneError`] when every item put is already marked done; the
     /// count is left as it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let jobs = mproc_queue::JoinableQueue::new()?;
+    /// jobs.put(1u8)?;
+    /// jobs.get()?;
+    /// jobs.task_done()?;
+    /// assert!(jobs.task_done().is_err()); // more task_done than items
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         if self.0.ring.task_done() {
             Ok(())
@@ -508,17 +750,48 @@ impl<T> JoinableQueue<T> {
     }
 
     /// Items put and not yet marked done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let jobs = mproc_queue::JoinableQueue::new()?;
+    /// jobs.put(1u8)?;
+    /// jobs.get()?;
+    /// assert_eq!(jobs.unfinished(), 1); // taken, not yet done
+    /// jobs.task_done()?;
+    /// assert_eq!(jobs.unfinished(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unfinished(&self) -> usize {
         self.0.ring.unfinished() as usize
     }
 
     /// Blocks until every item put has been marked done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let jobs = mproc_queue::JoinableQueue::<u8>::new()?;
+    /// jobs.join(); // nothing unfinished: returns at once
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self) {
         self.0.ring.join(None);
     }
 
     /// [`join`](JoinableQueue::join) for at most `timeout`; `true` when every
     /// item is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let jobs = mproc_queue::JoinableQueue::new()?;
+    /// jobs.put(1u8)?;
+    /// assert!(!jobs.join_timeout(Duration::from_millis(10)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         self.0.ring.join(wait::deadline(timeout))
     }
@@ -593,11 +866,33 @@ impl<T: Serialize + DeserializeOwned> Iterator for IntoIter<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Every item, each as it comes, until the queue is closed and drained
     /// (see [`Iter`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::new()?;
+    /// for i in 0..3u8 {
+    ///     q.put(i)?;
+    /// }
+    /// q.close();
+    /// let all: Vec<u8> = q.iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(all, [0, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn iter(&self) -> Iter<'_, T> {
         Iter { q: self }
     }
 
     /// The items waiting now, without blocking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let q = mproc_queue::Queue::new()?;
+    /// q.put(1u8)?;
+    /// assert_eq!(q.try_iter().count(), 1); // stops when empty, closed or not
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_iter(&self) -> TryIter<'_, T> {
         TryIter { q: self }
     }

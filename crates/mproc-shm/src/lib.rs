@@ -51,6 +51,7 @@
 //! `F_PREALLOCATE`, and shm sizes are rounded up to whole pages.
 
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 mod sys;
 

@@ -60,6 +60,7 @@
 //! platform.
 
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 mod sys;
 

@@ -5,46 +5,103 @@
 //! types at its root; it adds no logic of its own. Depend on a single crate
 //! (say `mproc-shm`) when that is all you need.
 //!
-//! # Modules
+//! # Example
 //!
-//! - [`shm`] — file-backed IPC: shared [`Segment`]s, handle
-//!   [`transfer`](shm::transfer), [`RawValue`] / [`RawArray`], named
-//!   [`SharedMemory`], and [`FileDoc`], the locked, atomically replaced
-//!   document.
-//! - [`process`] — [`spawn`]`(f, args).join()` for a function's value from
-//!   a child (`std::thread::spawn` for processes), and [`Process`]: a `fn`
-//!   of up to eight arguments or a struct target in a child, started by
-//!   spawn, forkserver or fork; join, terminate, exit codes, daemons,
-//!   reaping.
-//! - [`call`] — [`RemoteFn`](call::RemoteFn), the checked name of a
-//!   function another process of the same build can call, and named
-//!   [tasks](call::Task) for other machines.
-//! - [`sync`] — process-shared, crash-robust [`Lock`], [`RLock`],
-//!   [`Semaphore`], [`BoundedSemaphore`], [`Condition`], [`Event`],
-//!   [`Barrier`], and the locked [`Value`] / [`Array`].
-//! - [`queue`] — [`Queue`], [`SimpleQueue`], [`JoinableQueue`] and
-//!   [`Pipe`] / [`Connection`] over crash-safe shared-memory rings.
-//! - [`pool`] — [`Pool`]: apply, apply_async with callbacks, map, imap,
-//!   starmap; a worker that dies fails only its own task.
+//! A child process puts into a queue that the parent reads; the child is
+//! started by the forkserver on Linux (spawn on macOS), and the queue
+//! arrives in it working, as an argument:
+//!
+//! ```no_run
+//! use mproc::{Process, Queue};
+//!
+//! fn produce(q: Queue<String>, n: u32) {
+//!     for i in 0..n {
+//!         q.put(format!("item {i}")).expect("open");
+//!     }
+//!     q.close();
+//! }
+//!
+//! let q = Queue::new()?;
+//! let mut p = Process::new(produce, (q.clone(), 3)).name("producer");
+//! p.start()?;
+//! let got: Vec<String> = q.iter().collect::<Result<_, _>>()?;
+//! p.join()?;
+//! assert_eq!((got.len(), p.exitcode()), (3, Some(0)));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Processes
+//!
+//! - [`spawn`]`(f, args).join()` — a function's value from a child
+//!   (`std::thread::spawn` for processes); [`JoinHandle`].
+//! - [`Process`] — Python's `Process`: a `fn` of up to eight arguments or a
+//!   struct [`Target`] in a child; `start`, `join`, `join_timeout`,
+//!   `terminate`, `kill`, exit codes, daemons, `detach`.
+//! - [`StartMethod`] — forkserver (the Linux default), spawn (the macOS
+//!   default), fork; [`process::set_start_method`].
+//! - [`current_process`], [`process::parent_process`],
+//!   [`process::active_children`], [`process::cpu_count`].
+//! - [`call`] — [`RemoteFn`](call::RemoteFn), how a function is named for
+//!   another process of the same build, and named [tasks](call::Task) for
+//!   other machines.
+//!
+//! # Pools
+//!
+//! - [`Pool`] — `apply`, `apply_async` (an [`AsyncResult`]), `map`,
+//!   `map_with`, `starmap`, `imap` / `imap_unordered` (an
+//!   [`Imap`](pool::Imap), exact-sized), callbacks, progress hooks; a worker
+//!   that dies fails only its own task. [`pool::Builder`] for an
+//!   initializer, `maxtasksperchild`, a start method or another
+//!   [`Backend`](pool::Backend).
+//!
+//! # Across machines
+//!
 //! - `redis` (feature `redis`) — the same `Pool` and a `JoinableQueue`
 //!   across machines, on Redis Streams: workers on any machine, leases,
 //!   fencing, dead letters, exactly-once results.
 //!
-//! # Example
+//! # Queues and pipes
 //!
-//! ```
-//! use mproc::{FileDoc, RawArray};
+//! - [`Queue`], [`SimpleQueue`], [`JoinableQueue`] — multi-producer,
+//!   multi-consumer, iterable until closed.
+//! - [`Pipe`] / [`Connection`] — two ends; a gone peer is `Disconnected`.
+//! - [`queue::wait`] — block until any of several ends is ready.
 //!
-//! let squares = RawArray::<u64>::new(4)?;
-//! for i in 0..4 {
-//!     squares.set(i, (i * i) as u64)?;
-//! }
-//! assert_eq!(squares.to_vec(), [0, 1, 4, 9]);
-//! # let _ = std::marker::PhantomData::<FileDoc<()>>;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! # Synchronization
+//!
+//! - Crash-robust [`Lock`] (a dead holder's lock is handed on with
+//!   `OwnerDied`), [`RLock`], [`Semaphore`], [`BoundedSemaphore`],
+//!   [`Condition`], [`Event`], [`Barrier`].
+//! - [`Value`] / [`Array`] — shared data under a lock.
+//!
+//! # Shared memory and files
+//!
+//! - [`Segment`] — shared memory (memfd / shm / a file);
+//!   [`RawValue`] / [`RawArray`] without a lock; named [`SharedMemory`].
+//! - [`FileDoc`] — a document in a file, updated under a lock and replaced
+//!   atomically.
+//! - [`shm::transfer`] — how handles and descriptors reach other processes
+//!   ([`SharedFd`](shm::transfer::SharedFd) for a socket or a file).
+//!
+//! # Optional features
+//!
+//! - `async` — `AsyncResult: IntoFuture`, `Imap: Stream`, `JoinHandle:
+//!   IntoFuture`, `Process::join_async`, `Queue::get_async` / `put_async`,
+//!   `Connection::recv_async`, under any executor.
+//! - `tokio` — with `async`, a child's exit awaited on its pidfd in
+//!   tokio's reactor (Linux).
+//! - `progress` — indicatif bars for `map` and `imap`, counted in items.
+//! - `tracing` — spans and events for processes, pool tasks and workers,
+//!   queue close and locks whose holder died.
+//! - `redis`, `redis-tls` — `mproc::redis`, and `rediss://` URLs for it.
+//!
+//! # Modules
+//!
+//! [`shm`], [`call`], [`sync`], [`process`], [`queue`], [`pool`] (and
+//! `redis` with its feature): one per crate, each usable alone.
 
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 
 #[doc(inline)]
 pub use mproc_shm as shm;
