@@ -138,9 +138,18 @@ fn killpoint_parent_killed_while_starting_a_child() {
             go.set();
             // Not a speed bound: the orphans need only be scheduled to end,
             // which on a machine under a CPU hog can take seconds.
+            // One scan of /proc can miss a process (a reader racing the
+            // processes that come and go): the group is gone when two scans
+            // in a row find nobody, and a third must agree.
             let start = Instant::now();
-            while !group_members(group).is_empty() && start.elapsed() < Duration::from_secs(30) {
-                std::thread::yield_now();
+            let mut empty_scans = 0;
+            while empty_scans < 2 && start.elapsed() < Duration::from_secs(30) {
+                if group_members(group).is_empty() {
+                    empty_scans += 1;
+                } else {
+                    empty_scans = 0;
+                    std::thread::yield_now();
+                }
             }
             let left = group_members(group);
             for &(pid, _) in &left {
