@@ -12,24 +12,10 @@ use mproc::process::{self, ProcessError, DIE_AT_ENV};
 use mproc::shm::{fault, transfer};
 use mproc::sync::Event;
 use mproc::{Pool, Process, StartMethod, Value};
-use mproc_tests::{hex, LeakCheck, Lines};
+use mproc_tests::{hex, returns_within, LeakCheck, Lines};
 
 fn count_up(v: Value<u64>) {
     v.update(|x| *x += 1);
-}
-
-/// Runs `f` on a thread; fails the test if it has not returned by `limit`.
-fn returns_within<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
 }
 
 /// The forkserver SIGKILLs itself at each step of a request. Before

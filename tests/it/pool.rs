@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mproc::pool::{PoolError, TaskError};
 use mproc::sync::Event;
 use mproc::{Pool, Process, Queue, StartMethod};
-use mproc_tests::LeakCheck;
+use mproc_tests::{returns_within, LeakCheck};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -510,21 +510,6 @@ fn ctrl_c_ends_the_parent_and_its_workers() {
 // ---------------------------------------------------------------------------
 // Issue 11: drops and joins that return, a result thread that never wedges,
 // initializer arguments that carry handles.
-
-/// Runs `f` on a thread and fails the test if it has not returned within
-/// `limit` (the thread is left behind; the test fails anyway).
-fn returns_within<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
-}
 
 #[test]
 fn dropping_a_pool_after_its_tasks_returns() {

@@ -382,3 +382,22 @@ where
     );
     std::time::Instant::now()
 }
+
+/// Runs `f` on a thread and fails the test if it has not returned within
+/// `limit` (the thread is left behind; the test fails anyway).
+///
+/// # Panics
+///
+/// When `f` has not returned by then.
+pub fn returns_within<T: Send + 'static>(
+    what: &str,
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
