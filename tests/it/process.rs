@@ -1164,7 +1164,15 @@ fn a_program_started_concurrently_never_inherits_a_pipe_lifeline() {
                         .stderr(Stdio::null())
                         .spawn();
                     if let Ok(c) = child {
-                        started.lock().unwrap().push(c);
+                        let mut started = started.lock().unwrap();
+                        started.push(c);
+                        // Ours, by pid: keep the newest 100 (those are the
+                        // ones looked at after each batch).
+                        if started.len() > 100 {
+                            let mut old = started.remove(0);
+                            let _ = old.kill();
+                            let _ = old.wait();
+                        }
                     }
                 }
             })
