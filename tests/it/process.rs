@@ -985,7 +985,7 @@ fn forking_while_library_threads_churn_never_deadlocks_the_child() {
                 })
             })
             .collect();
-        for i in 0..150 {
+        for i in 0..60 {
             let out = RawArray::<u32>::new(1).unwrap();
             let mut p =
                 Process::new(touch_the_registry, out.clone()).start_method(StartMethod::Fork);
