@@ -8,6 +8,8 @@ mod killpoint_process;
 #[cfg(feature = "failpoints")]
 mod killpoint_queue;
 #[cfg(feature = "failpoints")]
+mod killpoint_redis;
+#[cfg(feature = "failpoints")]
 mod killpoint_sync;
 mod pool;
 mod pool_backend;

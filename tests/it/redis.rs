@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 // ---------------------------------------------------------------------------
 // Tasks
 
-fn square(x: u64) -> u64 {
+pub(super) fn square(x: u64) -> u64 {
     x * x
 }
 
@@ -120,7 +120,7 @@ fn other_tasks() -> Registry {
 // Worker hosts: separate processes of this binary
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
-struct Cfg {
+pub(super) struct Cfg {
     url: String,
     ns: String,
     id: String,
@@ -138,7 +138,7 @@ struct Cfg {
 }
 
 impl Cfg {
-    fn new(url: &str, ns: &str) -> Cfg {
+    pub(super) fn new(url: &str, ns: &str) -> Cfg {
         Cfg {
             url: url.into(),
             ns: ns.into(),
@@ -176,7 +176,7 @@ impl Cfg {
     }
 
     /// A client pool of this configuration.
-    fn pool(&self) -> (Pool, RedisBackend) {
+    pub(super) fn pool(&self) -> (Pool, RedisBackend) {
         self.pool_with(2)
     }
 
@@ -280,7 +280,7 @@ impl Drop for Host {
 
 /// Polls `f` until it holds; fails the test after `bound`.
 #[track_caller]
-fn wait_until(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
+pub(super) fn wait_until(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + bound;
     while !f() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
@@ -288,7 +288,7 @@ fn wait_until(what: &str, bound: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-const BOUND: Duration = Duration::from_secs(60);
+pub(super) const BOUND: Duration = Duration::from_secs(60);
 
 /// The runs `hold` recorded in `dir`: (tag, worker, pid).
 fn runs(dir: &Path) -> Vec<(u64, String, u32)> {

@@ -18,7 +18,11 @@
 //!   Redis restarted (a new `run_id`), it checks every outstanding task:
 //!   one whose entry and result are both gone (a server without
 //!   persistence, or writes lost in its last second) fails with
-//!   [`TaskError::Lost`] instead of being waited for for ever.
+//!   [`TaskError::Lost`] instead of being waited for for ever. The run it
+//!   compares with is read when the pool starts, before any task is sent
+//!   (with no run known, its first look checks every task), so a restart
+//!   before the keeper's first look counts too. Its first look is the
+//!   named point `redis.keeper-first-look` (see `mproc_shm::fault`).
 //!
 //! Each has its own connection, reopened after a failure; a Redis that
 //! stays unreachable for [`Options::reconnect_for`] breaks the pool.
@@ -359,8 +363,17 @@ impl Backend for RedisBackend {
         let a = spawn("mproc-redis-submit", Box::new(move || me.submit_loop(rx)));
         let me = self.inner.clone();
         let b = spawn("mproc-redis-results", Box::new(move || me.read_loop()));
+        // The server run the pool starts against, read before any task can
+        // be sent: a restart between the first task and the keeper's first
+        // look is then still seen as one.
+        let run_id = self
+            .inner
+            .client
+            .get_connection_with_timeout(IO_TIMEOUT)
+            .ok()
+            .and_then(|mut c| server_run_id(&mut c).ok());
         let me = self.inner.clone();
-        let c = spawn("mproc-redis-keeper", Box::new(move || me.keep_loop()));
+        let c = spawn("mproc-redis-keeper", Box::new(move || me.keep_loop(run_id)));
         let mut st = self.inner.state.lock();
         let mut why = None;
         for t in [a, b, c] {
@@ -755,13 +768,16 @@ impl Inner {
         });
     }
 
-    fn keep_loop(&self) {
+    /// The keeper; `run_id` is the server run the pool started against
+    /// (`None` when `start` could not read it).
+    fn keep_loop(&self, mut run_id: Option<String>) {
         let mut conn = Conn::new(self.client.clone(), IO_TIMEOUT);
         let (tasks, dead, stats) = (self.keys.tasks(), self.keys.dead(), self.keys.stats());
         let mut next = Instant::now();
         let mut cursor = "0-0".to_string();
         let mut seen = 0u64;
-        let mut run_id: Option<String> = None;
+        let mut looked = false;
+        mproc_shm::fault::point("redis.keeper-first-look");
         while !self.stopped() {
             let now = Instant::now();
             if now < next {
@@ -769,12 +785,15 @@ impl Inner {
                 continue;
             }
             next = now + self.opts.heartbeat;
-            if !conn.is_connected() || conn.opened() != seen || run_id.is_none() {
-                // (Re)connecting: has the server restarted since?
+            if !conn.is_connected() || conn.opened() != seen || !looked {
+                // (Re)connecting: has the server restarted since? With no
+                // run known, every outstanding task is checked: one whose
+                // entry and result are both gone cannot be waited for.
                 match conn.run(&self.scripts, server_run_id) {
                     Ok(id) => {
                         seen = conn.opened();
-                        if run_id.as_ref().is_some_and(|old| *old != id) {
+                        looked = true;
+                        if run_id.as_ref().is_none_or(|old| *old != id) {
                             self.check_outstanding(&mut conn);
                         }
                         run_id = Some(id);
