@@ -1,10 +1,13 @@
 //! Kill points of the process and pool layers (`failpoints` feature): the
 //! forkserver killed in the middle of a request, a parent killed while it
 //! starts a child, a pool worker killed around the job it takes, a pool
-//! whose result thread fails. Nobody hangs, nothing runs twice or half,
-//! nothing is left behind.
+//! whose result thread fails, a pool dispatcher held with a job in hand.
+//! Nobody hangs, nothing runs twice or half, nothing overtakes, nothing is
+//! left behind.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use mproc::pool::{PoolError, TaskError};
@@ -256,6 +259,61 @@ fn killpoint_a_failing_result_thread_breaks_the_pool() {
         let later = pool.map(square, 0..10);
         assert!(matches!(later, Err(PoolError::Broken(_))), "{later:?}");
         returns_within("drop", Duration::from_secs(20), move || drop(pool));
+    }
+    leaks.assert_clean();
+}
+
+fn pid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Jobs go to workers in the order they were submitted, even while the
+/// dispatcher holds one it took from the backlog. Pool(1) with
+/// `maxtasksperchild(2)`: the third job waits for the replacement worker;
+/// the dispatcher is held at `pool.backlog-taken` with it while the caller
+/// submits the fourth and fifth. They used to overtake it, straight to the
+/// replacement, which ran jobs 4 and 5 while 3 waited for the next worker
+/// (pids a a c b b c: seen once under the stress hog).
+#[test]
+fn killpoint_jobs_submitted_while_the_dispatcher_holds_one_do_not_overtake_it() {
+    let leaks = LeakCheck::start();
+    {
+        let (taken_tx, taken) = mpsc::channel::<()>();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let hold = Mutex::new(Some((taken_tx, go_rx)));
+        fault::on("pool.backlog-taken", move || {
+            // The first job taken waits for the test; later ones pass.
+            let first = hold.lock().map(|mut h| h.take()).ok().flatten();
+            if let Some((taken, go)) = first {
+                let _ = taken.send(());
+                let _ = go.recv();
+            }
+        })
+        .unwrap();
+        let pool = Pool::builder()
+            .processes(1)
+            .maxtasksperchild(2)
+            .build()
+            .unwrap();
+        let mut rs: Vec<_> = (0..3).map(|_| pool.apply_async(pid, ()).unwrap()).collect();
+        taken
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the dispatcher to take the third job");
+        rs.extend((0..2).map(|_| pool.apply_async(pid, ()).unwrap()));
+        go.send(()).unwrap();
+        rs.push(pool.apply_async(pid, ()).unwrap());
+        let pids: Vec<u32> = rs
+            .into_iter()
+            .map(|r| r.get_timeout(Duration::from_secs(20)).unwrap())
+            .collect();
+        fault::clear("pool.backlog-taken");
+        for pair in pids.chunks(2) {
+            assert_eq!(pair[0], pair[1], "two jobs per worker, in order: {pids:?}");
+        }
+        let distinct: BTreeSet<u32> = pids.iter().copied().collect();
+        assert_eq!(distinct.len(), 3, "a new worker every two jobs: {pids:?}");
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
     }
     leaks.assert_clean();
 }

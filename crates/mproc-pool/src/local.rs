@@ -14,7 +14,10 @@
 //! - The **dispatcher thread** starts replacement workers and sends the
 //!   backlog: jobs no worker could take when they came (every worker at
 //!   `maxtasksperchild`, or none alive), jobs submitted from the result
-//!   thread, and jobs to send again.
+//!   thread, and jobs to send again. While the backlog is not empty, or
+//!   the dispatcher holds a job it took from it and has not yet sent (kill
+//!   point `pool.backlog-taken`), a new job queues behind them: jobs go to
+//!   workers in the order they were submitted.
 //!
 //! If the result machinery fails — the result queue reports an error, or
 //! the result thread panics — the backend is broken: it reports
@@ -135,6 +138,9 @@ struct State {
     backlog: VecDeque<JobId>,
     /// Slots whose worker the dispatcher must start again.
     replace: Vec<usize>,
+    /// The dispatcher has taken a job from the backlog and not yet sent
+    /// it: a new job must queue behind it, not overtake it.
+    dispatching: bool,
     next_gen: u64,
     /// Workers in a row that died before their initializer finished.
     init_failures: u32,
@@ -203,6 +209,7 @@ impl LocalBackend {
                     jobs: HashMap::new(),
                     backlog: VecDeque::new(),
                     replace: Vec::new(),
+                    dispatching: false,
                     next_gen: 1,
                     init_failures: 0,
                     shutting_down: false,
@@ -288,8 +295,9 @@ impl Backend for LocalBackend {
             }
             st.jobs.insert(id, Pending { runner, input });
             // The result thread never sends (it must keep reading results);
-            // and jobs already waiting go first.
-            if ON_RESULT_THREAD.with(Cell::get) || !st.backlog.is_empty() {
+            // and jobs already waiting, or in the dispatcher's hands, go
+            // first.
+            if ON_RESULT_THREAD.with(Cell::get) || !st.backlog.is_empty() || st.dispatching {
                 st.backlog.push_back(id);
                 self.local.work.notify_one();
                 return;
@@ -538,9 +546,12 @@ impl Local {
             let sendable =
                 !st.backlog.is_empty() && (st.phase != Phase::Running || self.pick(&st).is_some());
             if let Some(id) = sendable.then(|| st.backlog.pop_front()).flatten() {
+                st.dispatching = true;
                 drop(st);
+                fault::point("pool.backlog-taken");
                 self.send(id);
                 st = self.state.lock();
+                st.dispatching = false;
                 continue;
             }
             self.work.wait(&mut st);
