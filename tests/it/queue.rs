@@ -495,7 +495,7 @@ fn a_consumer_killed_mid_get_loses_that_item_counted_and_nothing_else() {
         producer.start().unwrap();
         let pid = producer.pid().unwrap();
         wait_until("a full ring", || q.stats().bytes_queued > 60 << 10);
-        kill(pid, libc::SIGSTOP);
+        mproc_tests::stop_process(pid);
         // The consumer takes everything published: it is now in the middle
         // of its get, waiting for the rest.
         consumer.start().unwrap();
@@ -691,7 +691,7 @@ fn a_reader_past_its_deadline_gives_a_stopped_writers_message_back_and_loses_not
         writer.start().unwrap();
         let pid = writer.pid().unwrap();
         wait_until("a full ring", || q.stats().bytes_queued > 3000);
-        kill(pid, libc::SIGSTOP);
+        mproc_tests::stop_process(pid);
         // The reader takes the first chunks, then waits for the rest. Its
         // deadline holds (wave 1 waited for as long as the writer lived,
         // holding the get lock, so every other reader timed out too).

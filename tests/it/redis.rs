@@ -524,7 +524,8 @@ fn a_worker_stopped_past_its_lease_is_fenced_and_one_result_arrives() {
         let (pool, backend) = cfg.pool();
         let r = pool.apply_async(hold, (d, 1)).unwrap();
         wait_until("A to start the task", BOUND, || runs(dir.path()).len() == 1);
-        a.signal(libc::SIGSTOP);
+        // Every thread of A's host stopped, before A's task can finish.
+        mproc_tests::stop_process(a.pid() as u32);
         // A's task process is not stopped: it finishes, and its result
         // waits in the stopped host.
         go(dir.path());

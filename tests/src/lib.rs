@@ -271,6 +271,48 @@ pub fn is_running(pid: u32) -> bool {
     !matches!(state, Some('Z') | Some('X'))
 }
 
+/// SIGSTOPs process `pid` (one the test started) and returns once every
+/// thread of it has stopped (Linux: each thread's state in `/proc` is `T`;
+/// elsewhere once the signal is sent). `kill` returns as soon as the signal
+/// is queued, and one thread takes it: on a busy machine the others keep
+/// running until that thread is scheduled and stops them all — a stopped
+/// Redis worker's host thread completed a task after `kill` had returned.
+///
+/// # Panics
+///
+/// When `kill` fails, or the process has not stopped within 20 s.
+pub fn stop_process(pid: u32) {
+    // SAFETY: kill takes a pid and a signal number; it touches no memory.
+    let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    assert_eq!(r, 0, "SIGSTOP {pid}: {}", io::Error::last_os_error());
+    let task_dir = format!("/proc/{pid}/task");
+    if !Path::new(&task_dir).exists() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let states: Vec<char> = std::fs::read_dir(&task_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                    .filter_map(|stat| {
+                        let i = stat.rfind(')')?;
+                        stat[i + 1..].trim_start().chars().next()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !states.is_empty() && states.iter().all(|&c| c == 'T' || c == 't') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not stop within 20 s: thread states {states:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Sends `signal` to our own child `child` (by its pid).
 pub fn signal(child: &Child, signal: libc::c_int) -> io::Result<()> {
     let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
