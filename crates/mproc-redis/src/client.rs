@@ -353,6 +353,15 @@ impl Backend for RedisBackend {
             st.tx = Some(tx);
             st.events = Some(events);
         }
+        // The server run the pool starts against, read before any task can
+        // be sent: a restart between the first task and the keeper's first
+        // look is then still seen as one.
+        let run_id = self
+            .inner
+            .client
+            .get_connection_with_timeout(IO_TIMEOUT)
+            .ok()
+            .and_then(|mut c| server_run_id(&mut c).ok());
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -363,15 +372,6 @@ impl Backend for RedisBackend {
         let a = spawn("mproc-redis-submit", Box::new(move || me.submit_loop(rx)));
         let me = self.inner.clone();
         let b = spawn("mproc-redis-results", Box::new(move || me.read_loop()));
-        // The server run the pool starts against, read before any task can
-        // be sent: a restart between the first task and the keeper's first
-        // look is then still seen as one.
-        let run_id = self
-            .inner
-            .client
-            .get_connection_with_timeout(IO_TIMEOUT)
-            .ok()
-            .and_then(|mut c| server_run_id(&mut c).ok());
         let me = self.inner.clone();
         let c = spawn("mproc-redis-keeper", Box::new(move || me.keep_loop(run_id)));
         let mut st = self.inner.state.lock();
