@@ -10,7 +10,7 @@ use mproc::shm::fault;
 use mproc_tests::redis::RedisServer;
 use mproc_tests::LeakCheck;
 
-use crate::redis::{square, wait_until, Cfg, BOUND};
+use crate::redis::{waiting_squares, Cfg};
 
 /// Held at its first look at the server, the keeper learns the server's run
 /// only after Redis restarted without persistence: the tasks sent before
@@ -32,13 +32,7 @@ fn a_restart_before_the_keepers_first_look_still_fails_the_lost_tasks() {
         })
         .unwrap();
         let cfg = Cfg::new(&server.url(), "late-look");
-        let (pool, backend) = cfg.pool();
-        let pending: Vec<_> = (0..3)
-            .map(|i| pool.apply_async(square, i).unwrap())
-            .collect();
-        wait_until("the entries to be added", BOUND, || {
-            backend.stats().submitted == 3
-        });
+        let (pool, backend, pending) = waiting_squares(&cfg, 3);
         server.restart();
         go.send(()).unwrap();
         for p in pending {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mproc::pool::{Pool, PoolError, TaskError};
+use mproc::pool::{AsyncResult, Pool, PoolError, TaskError};
 use mproc::redis::{
     task, GetError, JoinableQueue, Options, PutError, Queue, RedisBackend, Registry, Worker,
 };
@@ -289,6 +289,19 @@ pub(super) fn wait_until(what: &str, bound: Duration, mut f: impl FnMut() -> boo
 }
 
 pub(super) const BOUND: Duration = Duration::from_secs(60);
+
+/// `n` calls of `square` that wait in Redis (no worker runs them): the
+/// pool, its backend and the pending results, once every entry is added.
+pub(super) fn waiting_squares(cfg: &Cfg, n: u64) -> (Pool, RedisBackend, Vec<AsyncResult<u64>>) {
+    let (pool, backend) = cfg.pool();
+    let pending: Vec<_> = (0..n)
+        .map(|i| pool.apply_async(square, i).unwrap())
+        .collect();
+    wait_until("the entries to be added", BOUND, || {
+        backend.stats().submitted == n
+    });
+    (pool, backend, pending)
+}
 
 /// The runs `hold` recorded in `dir`: (tag, worker, pid).
 fn runs(dir: &Path) -> Vec<(u64, String, u32)> {
@@ -1274,13 +1287,7 @@ fn terminate_fails_what_is_left_and_deletes_the_entries_no_worker_took() {
     };
     {
         let cfg = Cfg::new(&server.url(), "term2");
-        let (pool, backend) = cfg.pool();
-        let pending: Vec<_> = (0..5)
-            .map(|i| pool.apply_async(square, i).unwrap())
-            .collect();
-        wait_until("the entries to be added", BOUND, || {
-            backend.stats().submitted == 5
-        });
+        let (pool, _backend, pending) = waiting_squares(&cfg, 5);
         pool.terminate();
         for p in pending {
             assert_eq!(p.get(), Err(PoolError::Terminated));
@@ -1302,13 +1309,7 @@ fn a_redis_restarted_without_persistence_fails_the_tasks_it_lost() {
     {
         // No worker: the tasks wait in Redis, which then forgets them.
         let cfg = Cfg::new(&server.url(), "amnesia");
-        let (pool, backend) = cfg.pool();
-        let pending: Vec<_> = (0..3)
-            .map(|i| pool.apply_async(square, i).unwrap())
-            .collect();
-        wait_until("the entries to be added", BOUND, || {
-            backend.stats().submitted == 3
-        });
+        let (pool, backend, pending) = waiting_squares(&cfg, 3);
         server.restart();
         for p in pending {
             match p.get_timeout(BOUND) {
