@@ -255,6 +255,14 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     out
 }
 
+/// The state letter of a `/proc/…/stat` line (`R`, `S`, `T`, `Z`, …): the
+/// field after the command name, which is in parentheses and may contain
+/// spaces.
+fn state_letter(stat: &str) -> Option<char> {
+    let i = stat.rfind(')')?;
+    stat[i + 1..].trim_start().chars().next()
+}
+
 /// Whether process `pid` exists and is not a zombie.
 pub fn is_running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -265,10 +273,7 @@ pub fn is_running(pid: u32) -> bool {
         // SAFETY: signal 0 checks existence only.
         return unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
     };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].trim_start().chars().next());
-    !matches!(state, Some('Z') | Some('X'))
+    !matches!(state_letter(&stat), Some('Z') | Some('X'))
 }
 
 /// SIGSTOPs process `pid` (one the test started) and returns once every
@@ -295,10 +300,7 @@ pub fn stop_process(pid: u32) {
             .map(|rd| {
                 rd.flatten()
                     .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-                    .filter_map(|stat| {
-                        let i = stat.rfind(')')?;
-                        stat[i + 1..].trim_start().chars().next()
-                    })
+                    .filter_map(|stat| state_letter(&stat))
                     .collect()
             })
             .unwrap_or_default();
@@ -376,10 +378,7 @@ impl<R> Blocked<R> {
                     std::process::id()
                 ))
                 .unwrap_or_default();
-                let state = stat
-                    .rfind(')')
-                    .and_then(|i| stat[i + 1..].trim_start().chars().next());
-                if state == Some('S') {
+                if state_letter(&stat) == Some('S') {
                     return;
                 }
             }
