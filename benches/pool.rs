@@ -76,6 +76,24 @@ fn pools(c: &mut Criterion) {
     });
     pool.close();
     pool.join().unwrap();
+
+    // Uneven work: 50 tasks of exponentially distributed length (mean
+    // 2 ms, 91 ms in all) on two workers. The makespan is compared with
+    // CPython's Pool on the same durations and with the ideal — the total
+    // over the workers, here one thread busy for that long.
+    let durations = mproc_benches::uneven_durations_us(50, 2000.0);
+    let ideal = durations.iter().sum::<u64>() / 2;
+    let pool = Pool::new(2).unwrap();
+    g.bench_function("uneven_map_chunk1", |b| {
+        b.iter(|| {
+            pool.map_chunked(mproc_benches::busy_for_us, durations.clone(), 1)
+                .unwrap()
+        })
+    });
+    g.bench_function("uneven_ideal", |b| {
+        b.iter(|| mproc_benches::busy_for_us(black_box(ideal)))
+    });
+    drop(pool);
     g.finish();
 }
 

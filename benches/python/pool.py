@@ -1,4 +1,5 @@
 """Python counterparts of benches/pool.rs (see xtask/src/bench.rs)."""
+import math
 import time
 from multiprocessing import Pool
 
@@ -7,6 +8,23 @@ from common import QUICK, measure, report
 
 def square(x):
     return x * x
+
+
+def uneven_durations_us(n, mean_us):
+    """The durations of benches/src/lib.rs's uneven_durations_us."""
+    x = 0x2545F4914F6CDD1D
+    out = []
+    for _ in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        u = ((x >> 11) + 0.5) / float(1 << 53)
+        out.append(round(-math.log(u) * mean_us))
+    return out
+
+
+def busy_for_us(us):
+    end = time.perf_counter_ns() + us * 1000
+    while time.perf_counter_ns() < end:
+        pass
 
 
 def median(f, runs):
@@ -35,6 +53,10 @@ def main():
         n = 10_000 if QUICK else 100_000
         per = median(lambda: timed(lambda: sum(pool.imap(square, range(n)))), runs) / n
         results["imap_100k_chunk1"] = per * 100_000
+        durations = uneven_durations_us(50, 2000.0)
+        results["uneven_map_chunk1"] = median(
+            lambda: timed(lambda: pool.map(busy_for_us, durations, chunksize=1)), runs
+        )
     report(results)
 
 

@@ -282,7 +282,11 @@ fn killpoint_jobs_submitted_while_the_dispatcher_holds_one_do_not_overtake_it() 
         let (go, go_rx) = mpsc::channel::<()>();
         let hold = Mutex::new(Some((taken_tx, go_rx)));
         fault::on("pool.backlog-taken", move || {
-            // The first job taken waits for the test; later ones pass.
+            // The first job the dispatcher takes waits for the test; later
+            // ones pass, and so do those the caller's thread sends itself.
+            if std::thread::current().name() != Some("mproc-pool-dispatch") {
+                return;
+            }
             let first = hold.lock().map(|mut h| h.take()).ok().flatten();
             if let Some((taken, go)) = first {
                 let _ = taken.send(());
@@ -312,6 +316,73 @@ fn killpoint_jobs_submitted_while_the_dispatcher_holds_one_do_not_overtake_it() 
         }
         let distinct: BTreeSet<u32> = pids.iter().copied().collect();
         assert_eq!(distinct.len(), 3, "a new worker every two jobs: {pids:?}");
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}
+
+fn held_until(go: Event) -> u32 {
+    let _ = go.wait_timeout(Duration::from_secs(60));
+    std::process::id()
+}
+
+fn pid_and_square(x: u64) -> (u32, u64) {
+    (std::process::id(), x * x)
+}
+
+/// A worker SIGKILLed as it skips a job that was taken back from it (kill
+/// point `pool.job-skipped`): the job already ran on the idle worker it was
+/// given to, exactly once; the long job before it stands; the dead worker
+/// is replaced. Two workers with a fixed depth of 4 are held in long tasks
+/// while short ones queue behind both; one is released, runs dry and gets
+/// the jobs queued behind the other, which skips them once released.
+#[test]
+fn killpoint_a_worker_killed_as_it_skips_a_job_taken_back_loses_nothing() {
+    let leaks = LeakCheck::start();
+    {
+        // Forked workers inherit the kill point; their replacements, forked
+        // after it is cleared, do not.
+        fault::die_at("pool.job-skipped").unwrap();
+        let pool = Pool::builder()
+            .processes(2)
+            .prefetch(4)
+            .start_method(StartMethod::Fork)
+            .build()
+            .unwrap();
+        fault::clear("pool.job-skipped");
+        let (go_a, go_b) = (Event::new().unwrap(), Event::new().unwrap());
+        let a = pool.apply_async(held_until, go_a.clone()).unwrap();
+        let b = pool.apply_async(held_until, go_b.clone()).unwrap();
+        let short: Vec<_> = (0..20u64)
+            .map(|i| pool.apply_async(pid_and_square, i).unwrap())
+            .collect();
+        go_b.set();
+        let b_pid = b.get_timeout(Duration::from_secs(30)).unwrap();
+        for (i, r) in short.into_iter().enumerate() {
+            let (pid, sq) = r
+                .get_timeout(Duration::from_secs(30))
+                .expect("a short task");
+            assert_eq!((pid, sq), (b_pid, (i * i) as u64), "short task {i}");
+        }
+        go_a.set();
+        let a_pid = a.get_timeout(Duration::from_secs(30)).unwrap();
+        // It skips the first job taken back from it, and dies there; it is
+        // replaced, and the pool goes on.
+        let pool = std::sync::Arc::new(pool);
+        let watch = pool.clone();
+        returns_within("the replacement", Duration::from_secs(30), move || {
+            while watch.worker_pids().contains(&a_pid) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        assert_eq!(pool.worker_pids().len(), 2);
+        let out = pool.map_chunked(pid_and_square, 0..100u64, 1).unwrap();
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, &(_, sq))| sq == (i * i) as u64));
+        let pool = std::sync::Arc::into_inner(pool).expect("the only handle");
         pool.close();
         returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
     }

@@ -699,3 +699,98 @@ fn maxtasksperchild_zero_is_an_error() {
         .unwrap_err();
     assert_eq!(e.to_string(), "maxtasksperchild must be at least 1");
 }
+
+/// Runs until `go` is set (or a minute passes), then says which worker ran
+/// it.
+fn held_until(go: Event) -> u32 {
+    let _ = go.wait_timeout(Duration::from_secs(60));
+    std::process::id()
+}
+
+/// Uneven work balances: while one worker is held in a long task, every
+/// short task submitted after it runs on the other worker — none waits
+/// behind the long one, where a job used to go when it was submitted
+/// (alternately to each worker). Queued jobs are taken back from a worker
+/// whose job is overdue and given to the idle one.
+#[test]
+fn short_tasks_do_not_wait_behind_a_long_one_while_a_worker_is_idle() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(2).unwrap();
+        let go = Event::new().unwrap();
+        let long = pool.apply_async(held_until, go.clone()).unwrap();
+        let short: Vec<_> = (0..40)
+            .map(|_| pool.apply_async(pid, ()).unwrap())
+            .collect();
+        // Every short task finishes while the long one is still held.
+        let pids: Vec<u32> = short
+            .into_iter()
+            .map(|r| {
+                r.get_timeout(Duration::from_secs(30))
+                    .expect("a short task")
+            })
+            .collect();
+        assert!(!go.is_set());
+        go.set();
+        let held_by = long.get_timeout(Duration::from_secs(30)).unwrap();
+        assert!(
+            pids.iter().all(|&p| p != held_by),
+            "a short task ran on the held worker {held_by}: {pids:?}"
+        );
+        assert_eq!(pool.map(square, 0..100u64).unwrap()[99], 99 * 99);
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}
+
+fn pid_and_square(x: u64) -> (u32, u64) {
+    (std::process::id(), x * x)
+}
+
+/// Jobs queued behind a long job are taken back for a worker that has gone
+/// idle. With a fixed depth of 4, the jobs alternate between two workers
+/// held in long tasks and queue behind them; once one is released and runs
+/// dry, the jobs still queued behind the other's long task are revoked and
+/// run on the idle one — all of them while the long task is still held.
+/// The revoked worker then takes up the jobs sent after its `Resume`.
+#[test]
+fn jobs_queued_behind_a_long_job_are_taken_back_for_an_idle_worker() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder().processes(2).prefetch(4).build().unwrap();
+        let (go_a, go_b) = (Event::new().unwrap(), Event::new().unwrap());
+        let a = pool.apply_async(held_until, go_a.clone()).unwrap();
+        let b = pool.apply_async(held_until, go_b.clone()).unwrap();
+        let short: Vec<_> = (0..20u64)
+            .map(|i| pool.apply_async(pid_and_square, i).unwrap())
+            .collect();
+        go_b.set();
+        let b_pid = b.get_timeout(Duration::from_secs(30)).unwrap();
+        for (i, r) in short.into_iter().enumerate() {
+            let (pid, sq) = r
+                .get_timeout(Duration::from_secs(30))
+                .expect("a short task");
+            assert_eq!(sq, (i * i) as u64);
+            assert_eq!(pid, b_pid, "short task {i} ran on the held worker");
+        }
+        assert!(!go_a.is_set());
+        go_a.set();
+        let a_pid = a.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_ne!(a_pid, b_pid);
+        // Both workers live on and take jobs.
+        let out = pool.map_chunked(pid_and_square, 0..400u64, 1).unwrap();
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, &(_, sq))| sq == (i * i) as u64));
+        let mut pids = pool.worker_pids();
+        pids.sort_unstable();
+        let mut both = vec![a_pid, b_pid];
+        both.sort_unstable();
+        assert_eq!(pids, both);
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}

@@ -320,6 +320,22 @@ const SCENARIOS: &[Scenario] = &[
         per_core: false,
     },
     Scenario {
+        id: "pool/uneven_map_chunk1",
+        title: "Pool(2).map, chunksize 1, 50 tasks of uneven length (mean 2 ms): makespan",
+        reference: Reference::Python("pool.py", "uneven_map_chunk1"),
+        items: 0,
+        target: Some(1.0),
+        per_core: false,
+    },
+    Scenario {
+        id: "pool/uneven_map_chunk1",
+        title: "the same makespan vs the ideal (total work / 2 workers)",
+        reference: Reference::Rust("pool/uneven_ideal"),
+        items: 0,
+        target: Some(0.9),
+        per_core: false,
+    },
+    Scenario {
         id: "pool/cpu_map_all_cores",
         title: "CPU-bound map on all cores vs serial (speed-up)",
         reference: Reference::Rust("pool/cpu_serial"),

@@ -40,6 +40,7 @@ use crate::Pool;
 pub struct Builder {
     processes: Option<usize>,
     maxtasks: Option<u64>,
+    prefetch: Option<usize>,
     method: Option<StartMethod>,
     init: Option<Result<Init, String>>,
     backend: Option<Arc<dyn Backend>>,
@@ -73,6 +74,33 @@ impl Builder {
         self
     }
 
+    /// Each worker holds at most `n` jobs (chunks) at once: the one it runs
+    /// and `n - 1` queued behind it; the rest wait in the pool until a
+    /// worker has room. Jobs queued behind a job that turns out long are
+    /// taken back for a worker that has gone idle, either way.
+    ///
+    /// By default the depth adapts: 1 while jobs are long (idle workers
+    /// pull, like CPython's shared task queue), deeper as jobs get shorter,
+    /// just enough to hide the hand-off of a result and the next job (up to
+    /// 64); and nothing more queues behind a job that has run much longer
+    /// than the mean. A fixed depth skips that guess — a depth of 1 for
+    /// work whose lengths vary wildly, a larger one for many tiny jobs.
+    /// [`build`](Builder::build) refuses 0.
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::builder().processes(4).prefetch(1).build()?;
+    /// assert_eq!(pool.map(square, 0..4)?, [0, 1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prefetch(mut self, n: usize) -> Builder {
+        self.prefetch = Some(n);
+        self
+    }
+
     /// How workers are started (default: the process-wide start method).
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
@@ -103,10 +131,14 @@ impl Builder {
                 if self.maxtasks == Some(0) {
                     return Err(BuildError::zero_max_tasks());
                 }
+                if self.prefetch == Some(0) {
+                    return Err(BuildError::zero_prefetch());
+                }
                 let init = self.init.transpose().map_err(BuildError::initializer)?;
                 let local = LocalBackend::new(Config {
                     processes,
                     maxtasks: self.maxtasks.unwrap_or(0),
+                    prefetch: self.prefetch,
                     method: self.method,
                     init,
                 })

@@ -157,6 +157,7 @@ pub struct BuildError {
 enum BuildWhy {
     NoProcesses,
     ZeroMaxTasks,
+    ZeroPrefetch,
     Initializer(String),
     Start(String),
 }
@@ -171,6 +172,12 @@ impl BuildError {
     pub(crate) fn zero_max_tasks() -> BuildError {
         BuildError {
             why: BuildWhy::ZeroMaxTasks,
+        }
+    }
+
+    pub(crate) fn zero_prefetch() -> BuildError {
+        BuildError {
+            why: BuildWhy::ZeroPrefetch,
         }
     }
 
@@ -192,6 +199,7 @@ impl fmt::Display for BuildError {
         match &self.why {
             BuildWhy::NoProcesses => f.write_str("a pool needs at least one process"),
             BuildWhy::ZeroMaxTasks => f.write_str("maxtasksperchild must be at least 1"),
+            BuildWhy::ZeroPrefetch => f.write_str("prefetch must be at least 1"),
             BuildWhy::Initializer(why) => {
                 write!(f, "the initializer's arguments cannot be sent: {why}")
             }

@@ -2,22 +2,35 @@
 //!
 //! # Threads
 //!
-//! - The **caller's thread** sends a job to a worker itself when one can
-//!   take it (the fast path: no hand-off); a full pipe blocks the caller,
-//!   which is backpressure.
+//! - The **caller's thread** sends a job to a worker itself when one has
+//!   room (the fast path: no hand-off), and otherwise leaves it in the
+//!   backlog; a full pipe blocks the caller, which is backpressure.
 //! - The **result thread** reads the result queue: it reports outcomes to
 //!   the scheduler (which runs the callbacks there), and notes workers that
 //!   are ready or gone. It never sends on a worker's pipe and never starts a
 //!   worker, so nothing it waits for can wait for it: a job a callback
 //!   submits, and a job to send again after a worker died, go to the
 //!   backlog.
-//! - The **dispatcher thread** starts replacement workers and sends the
-//!   backlog: jobs no worker could take when they came (every worker at
-//!   `maxtasksperchild`, or none alive), jobs submitted from the result
-//!   thread, and jobs to send again. While the backlog is not empty, or
-//!   the dispatcher holds a job it took from it and has not yet sent (kill
-//!   point `pool.backlog-taken`), a new job queues behind them: jobs go to
-//!   workers in the order they were submitted.
+//! - The **dispatcher thread** starts replacement workers, sends the
+//!   backlog — jobs no worker had room for when they came, jobs submitted
+//!   from the result thread, jobs to send again — as workers make room, and
+//!   takes queued jobs back from a worker stuck in a long job for one that
+//!   is idle. While the backlog is not empty, or a thread holds a job it
+//!   took from it and has not yet sent (kill point `pool.backlog-taken`), a
+//!   new job queues behind them: jobs go to workers in the order they were
+//!   submitted.
+//!
+//! # Balancing: idle workers pull
+//!
+//! A worker holds at most a few jobs: the one it runs and as many queued
+//! behind it as hide the hand-off of a result and the next job (`Prefetch`;
+//! one at a time while jobs are long). The rest wait in the backlog and go
+//! to whichever worker answers first, as on CPython's shared task queue,
+//! but the parent always knows which worker holds which job, so a death
+//! fails exactly the job it ran. A job that runs far past the mean is
+//! overdue: nothing more queues behind it, and once some worker is idle,
+//! the jobs queued behind it are taken back (revoked through the worker's
+//! `Gates` word) and given to the idle one.
 //!
 //! If the result machinery fails — the result queue reports an error, or
 //! the result thread panics — the backend is broken: it reports
@@ -27,15 +40,18 @@
 //! # A job's states
 //!
 //! ```text
-//! submitted ──send──▶ in flight on worker W (seq s) ──Done──▶ reported
-//!                          │
-//!                          ├─ W dies, started[W] ≥ s ──▶ reported: WorkerDied
-//!                          ├─ W dies, started[W] < s ──▶ sent again
-//!                          └─ terminated / broken ─────▶ dropped
+//! submitted ──▶ backlog ──send──▶ in flight on worker W (seq s) ──Done──▶ reported
+//!                  ▲                   │
+//!                  │                   ├─ W dies, started[W] ≥ s ──▶ reported: WorkerDied
+//!                  ├── W dies, ────────┤
+//!                  │   started[W] < s  │
+//!                  └── taken back, ────┤
+//!                      started[W] < s  └─ terminated / broken ─────▶ dropped
 //! ```
 //!
-//! Before it runs job `seq`, a worker writes `seq` into its slot of a small
-//! shared array; after a worker dies, the parent reads that slot to tell the
+//! Before it runs job `seq`, a worker swaps `seq` into its word of a small
+//! shared array (`Gates`), unless the parent has revoked the jobs it has
+//! not started; after a worker dies, the parent reads that word to tell the
 //! job it was running (failed with `WorkerDied`) from the ones queued behind
 //! it (sent again: they never ran).
 //!
@@ -58,18 +74,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mproc_call::panic_message;
 use mproc_process::{Process, StartMethod};
 use mproc_queue::{Pipe, Queue};
+use mproc_shm::fault;
 use mproc_shm::transfer::{self, FdTable, Message, SharedFd};
-use mproc_shm::{fault, RawArray};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::backend::{Backend, Calls, Event, Events, Job, JobId, LocalInput, Runner, Work};
 use crate::error::TaskError;
-use crate::worker::{worker_main, Init, JobPipe, Jobs, Msg, WireJob, WorkerArgs};
+use crate::worker::{worker_main, Gates, Init, JobPipe, Jobs, Msg, Wire, WireJob, WorkerArgs};
 
 thread_local! {
     /// Set on a local backend's result thread: a job submitted here (by a
@@ -83,6 +99,87 @@ pub(crate) const MAX_INIT_FAILURES: u32 = 5;
 
 /// How long `join` waits for a worker to leave on its own before SIGKILL.
 const LEAVE_GRACE: Duration = Duration::from_secs(5);
+
+/// How many jobs a worker may hold at once: enough queued behind the one
+/// it runs to hide the hand-off (a result's way to the parent and the next
+/// job's way back), and no more — a job queued behind a long one waits
+/// while another worker may be idle. Jobs past every worker's cap wait in
+/// the parent's backlog and go to the first worker that answers, so idle
+/// workers pull: uneven work balances as on a shared queue, and the parent
+/// still knows which worker holds which job.
+///
+/// The cap follows the mean time a job occupies a worker (a moving average
+/// over the pool's jobs): 1 while jobs take [`LONG_JOB`] or more, then
+/// `1 + HAND_OFF / mean`, at most [`MAX_PREFETCH`]. It starts at 1: the
+/// first jobs of a call of long tasks must not queue behind each other.
+#[derive(Debug)]
+struct Prefetch {
+    /// The moving average, in nanoseconds (`None` before the first job).
+    mean_ns: Option<f64>,
+    cap: usize,
+    /// The cap was set by the user ([`Builder::prefetch`](crate::Builder::prefetch)).
+    fixed: bool,
+}
+
+/// What a worker's queued jobs must cover: the parent's hand-off of one
+/// result and the next job, on a busy machine.
+const HAND_OFF: Duration = Duration::from_millis(1);
+/// Jobs at least this long go one at a time.
+const LONG_JOB: Duration = Duration::from_micros(500);
+/// The most jobs a worker holds at once, however short they are.
+const MAX_PREFETCH: usize = 64;
+/// A job is overdue after 8 times the mean, and never before this: a worker
+/// that a busy machine leaves unscheduled for a few time slices is not
+/// stuck, and taking its queue back would cost more than it gains.
+const OVERDUE_FLOOR: Duration = Duration::from_millis(2);
+/// The shortest wait of the dispatcher for a job to become overdue.
+const MIN_STEAL_WAIT: Duration = Duration::from_micros(50);
+
+/// Whether a worker holds jobs queued behind the one it runs.
+fn holds_queued(st: &State) -> bool {
+    st.workers.iter().flatten().any(|w| w.inflight.len() >= 2)
+}
+
+impl Prefetch {
+    fn new(fixed: Option<usize>) -> Prefetch {
+        Prefetch {
+            mean_ns: None,
+            cap: fixed.unwrap_or(1).max(1),
+            fixed: fixed.is_some(),
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// A job running this long is overdue: what is queued behind it may go
+    /// to an idle worker, and (with an adaptive cap) nothing more queues
+    /// behind it.
+    fn overdue(&self) -> Duration {
+        let mean = Duration::from_nanos(self.mean_ns.unwrap_or(0.0) as u64);
+        (mean * 8).max(OVERDUE_FLOOR)
+    }
+
+    /// A job occupied its worker for `ran`.
+    fn ran(&mut self, ran: Duration) {
+        let ns = ran.as_nanos() as f64;
+        let mean = match self.mean_ns {
+            None => ns,
+            Some(m) => m + (ns - m) / 8.0,
+        };
+        self.mean_ns = Some(mean);
+        if self.fixed {
+            return;
+        }
+        self.cap = if mean >= LONG_JOB.as_nanos() as f64 {
+            1
+        } else {
+            let more = (HAND_OFF.as_nanos() as f64 / mean.max(1.0)).ceil();
+            (1 + more.min(MAX_PREFETCH as f64) as usize).min(MAX_PREFETCH)
+        };
+    }
+}
 
 /// A job the backend holds until it reports it.
 struct Pending {
@@ -109,8 +206,13 @@ struct Worker {
     /// Dispatches that chose it and wait for its pipe.
     reserved: u32,
     next_seq: u64,
-    /// `(seq, job)` of what it was sent and has not answered, in order.
-    inflight: VecDeque<(u64, JobId)>,
+    /// `(seq, job, when sent)` of what it was sent and has not answered,
+    /// in order.
+    inflight: VecDeque<(u64, JobId, Instant)>,
+    /// When it last answered (a job queued behind another starts then).
+    last_done: Option<Instant>,
+    /// A revocation failed: do not try again before then.
+    no_steal_until: Option<Instant>,
 }
 
 impl Worker {
@@ -120,6 +222,20 @@ impl Worker {
 
     fn load(&self) -> usize {
         self.inflight.len() + self.reserved as usize
+    }
+
+    /// When the job it runs now (the oldest it holds) began: when it was
+    /// sent, or when the one before it ended.
+    fn began(&self) -> Option<Instant> {
+        let &(_, _, sent) = self.inflight.front()?;
+        Some(self.last_done.map_or(sent, |d| d.max(sent)))
+    }
+
+    /// Its job has run for `overdue` or more: nothing more should queue
+    /// behind it.
+    fn is_overdue(&self, now: Instant, overdue: Duration) -> bool {
+        self.began()
+            .is_some_and(|b| now.saturating_duration_since(b) >= overdue)
     }
 }
 
@@ -141,6 +257,8 @@ struct State {
     /// The dispatcher has taken a job from the backlog and not yet sent
     /// it: a new job must queue behind it, not overtake it.
     dispatching: bool,
+    /// How many jobs a worker may hold at once (see [`Prefetch`]).
+    prefetch: Prefetch,
     next_gen: u64,
     /// Workers in a row that died before their initializer finished.
     init_failures: u32,
@@ -158,9 +276,9 @@ struct Local {
     results: Queue<Msg>,
     /// `join` is closing the result queue: its end is not a failure.
     stopping: AtomicBool,
-    /// `started[slot]`: the sequence number of the job the worker in that
-    /// slot runs or ran last.
-    started: RawArray<u64>,
+    /// Each slot's gate: the job its worker runs or ran last, and the jobs
+    /// taken back from it (see [`Gates`]).
+    gates: Gates,
     maxtasks: u64,
     method: Option<StartMethod>,
     init: Option<Init>,
@@ -180,6 +298,8 @@ pub(crate) struct LocalBackend {
 pub(crate) struct Config {
     pub(crate) processes: usize,
     pub(crate) maxtasks: u64,
+    /// A fixed prefetch depth (`None`: adaptive).
+    pub(crate) prefetch: Option<usize>,
     pub(crate) method: Option<StartMethod>,
     pub(crate) init: Option<Init>,
 }
@@ -210,6 +330,7 @@ impl LocalBackend {
                     backlog: VecDeque::new(),
                     replace: Vec::new(),
                     dispatching: false,
+                    prefetch: Prefetch::new(cfg.prefetch),
                     next_gen: 1,
                     init_failures: 0,
                     shutting_down: false,
@@ -219,7 +340,7 @@ impl LocalBackend {
                 work: Condvar::new(),
                 results: Queue::new()?,
                 stopping: AtomicBool::new(false),
-                started: RawArray::new(cfg.processes)?,
+                gates: Gates::new(cfg.processes)?,
                 maxtasks: cfg.maxtasks,
                 method: cfg.method,
                 init: cfg.init,
@@ -288,22 +409,29 @@ impl Backend for LocalBackend {
             return;
         };
         let id = job.id;
-        {
-            let mut st = self.local.state.lock();
-            if st.phase != Phase::Running {
-                return;
-            }
-            st.jobs.insert(id, Pending { runner, input });
-            // The result thread never sends (it must keep reading results);
-            // and jobs already waiting, or in the dispatcher's hands, go
-            // first.
-            if ON_RESULT_THREAD.with(Cell::get) || !st.backlog.is_empty() || st.dispatching {
-                st.backlog.push_back(id);
-                self.local.work.notify_one();
-                return;
-            }
+        let mut st = self.local.state.lock();
+        if st.phase != Phase::Running {
+            return;
         }
-        self.local.send(id);
+        st.jobs.insert(id, Pending { runner, input });
+        if ON_RESULT_THREAD.with(Cell::get) {
+            // The result thread never sends: it must keep reading results.
+            st.backlog.push_back(id);
+            self.local.work.notify_one();
+            return;
+        }
+        if st.backlog.is_empty() && !st.dispatching {
+            // Nothing waits before it: straight to a worker (or, if none
+            // has room, to the backlog).
+            drop(st);
+            self.local.send(id);
+            return;
+        }
+        // Jobs already waiting go first. The caller's thread sends what
+        // workers have room for itself (unless another thread is at it), so
+        // a steady stream of jobs needs no hand-off to the dispatcher.
+        st.backlog.push_back(id);
+        drop(self.local.drain(st));
     }
 
     fn close(&self) {}
@@ -354,14 +482,14 @@ impl Local {
             Pipe::<Jobs>::simplex().map_err(|e| format!("cannot make a job pipe: {e}"))?;
         let (mine, theirs) =
             UnixStream::pair().map_err(|e| format!("cannot make a socket pair: {e}"))?;
-        let _ = self.started.set(slot, 0);
+        self.gates.reset(slot);
         let args = WorkerArgs {
             slot: slot as u32,
             gen,
             jobs: rx,
             fd_socket: SharedFd::new(theirs),
             results: self.results.clone(),
-            started: self.started.clone(),
+            gates: self.gates.clone(),
             maxtasks: self.maxtasks,
             init: self
                 .init
@@ -421,6 +549,8 @@ impl Local {
             reserved: 0,
             next_seq: 1,
             inflight: VecDeque::new(),
+            last_done: None,
+            no_steal_until: None,
         });
         Ok(())
     }
@@ -445,15 +575,29 @@ impl Local {
     }
 
     /// The live worker with the fewest jobs that is under its
-    /// `maxtasksperchild`, if there is one.
+    /// `maxtasksperchild` and has room — it is idle, or holds fewer jobs
+    /// than the prefetch allows and its job is not overdue — if there is
+    /// one.
     fn pick(&self, st: &State) -> Option<usize> {
         let maxtasks = self.maxtasks;
+        let cap = st.prefetch.cap();
+        let now = std::cell::OnceCell::new();
+        let overdue = st.prefetch.overdue();
+        let adaptive = !st.prefetch.fixed;
         st.workers
             .iter()
             .enumerate()
             .filter_map(|(i, w)| {
                 let w = w.as_ref()?;
-                (maxtasks == 0 || w.assigned < maxtasks).then_some((w.load(), i))
+                let load = w.load();
+                // Nothing queues behind a job whose worker had jobs taken
+                // back and has not resumed (it is stuck in a long one), nor,
+                // when the depth adapts, behind an overdue job.
+                let room = load == 0
+                    || (load < cap
+                        && !(adaptive && w.is_overdue(*now.get_or_init(Instant::now), overdue))
+                        && !self.gates.revoked(i));
+                (room && (maxtasks == 0 || w.assigned < maxtasks)).then_some((load, i))
             })
             .min()
             .map(|(_, i)| i)
@@ -492,18 +636,18 @@ impl Local {
             w.reserved -= 1;
             let seq = w.next_seq;
             w.next_seq += 1;
-            w.inflight.push_back((seq, id));
+            w.inflight.push_back((seq, id, Instant::now()));
             let Some(job) = st.jobs.get(&id) else {
                 return;
             };
             let (runner, input) = (job.runner, job.input.clone());
             drop(st);
-            let bytes = postcard::to_allocvec(&WireJob {
+            let bytes = postcard::to_allocvec(&Wire::Job(WireJob {
                 seq,
                 fds: input.fds.len() as u32,
                 runner,
                 input: &input.bytes,
-            });
+            }));
             event!(debug, job = id, seq, worker = slot, "task dispatched");
             if let (Some(ends), Ok(bytes)) = (pipe.as_ref(), bytes) {
                 // A dead worker's pipe refuses: its watcher reports the
@@ -543,19 +687,150 @@ impl Local {
                 }
                 continue;
             }
-            let sendable =
-                !st.backlog.is_empty() && (st.phase != Phase::Running || self.pick(&st).is_some());
-            if let Some(id) = sendable.then(|| st.backlog.pop_front()).flatten() {
-                st.dispatching = true;
-                drop(st);
-                fault::point("pool.backlog-taken");
-                self.send(id);
-                st = self.state.lock();
-                st.dispatching = false;
+            if self.sendable(&st) {
+                st = self.drain(st);
                 continue;
             }
-            self.work.wait(&mut st);
+            if let Some(victim) = self.victim(&st) {
+                st = self.steal(st, victim);
+                continue;
+            }
+            match self.until_steal(&st) {
+                Some(wait) => {
+                    self.work.wait_for(&mut st, wait);
+                }
+                None => self.work.wait(&mut st),
+            }
         }
+    }
+
+    /// Whether a worker is idle and could take a job now.
+    fn idle_thief(&self, st: &State) -> bool {
+        let maxtasks = self.maxtasks;
+        st.phase == Phase::Running
+            && st
+                .workers
+                .iter()
+                .flatten()
+                .any(|w| w.ready && w.load() == 0 && (maxtasks == 0 || w.assigned < maxtasks))
+    }
+
+    /// The worker to take queued jobs back from, for an idle one: the one
+    /// holding the most jobs behind an overdue one.
+    fn victim(&self, st: &State) -> Option<usize> {
+        if !st.backlog.is_empty() || !self.idle_thief(st) {
+            return None;
+        }
+        let (now, overdue) = (Instant::now(), st.prefetch.overdue());
+        st.workers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                let w = w.as_ref()?;
+                // Something it holds is not started yet.
+                let queued = w
+                    .inflight
+                    .back()
+                    .is_some_and(|&(seq, ..)| seq > self.gates.started(i));
+                let may = w.inflight.len() >= 2
+                    && queued
+                    && w.is_overdue(now, overdue)
+                    && w.no_steal_until.is_none_or(|t| t <= now);
+                may.then_some((w.inflight.len(), i))
+            })
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    /// How long until a worker's queued jobs may be taken back for an idle
+    /// one, if any may be.
+    fn until_steal(&self, st: &State) -> Option<Duration> {
+        if !st.backlog.is_empty() || !self.idle_thief(st) {
+            return None;
+        }
+        let (now, overdue) = (Instant::now(), st.prefetch.overdue());
+        st.workers
+            .iter()
+            .flatten()
+            .filter(|w| w.inflight.len() >= 2)
+            .filter_map(|w| {
+                let due = w.began()? + overdue;
+                Some(w.no_steal_until.map_or(due, |t| t.max(due)))
+            })
+            .min()
+            .map(|at| at.saturating_duration_since(now).max(MIN_STEAL_WAIT))
+    }
+
+    /// Takes back the jobs the worker in `slot` holds but has not started
+    /// and puts them at the front of the backlog, for idle workers (see
+    /// [`Gates`]). Holds the worker's pipe from the revocation until its
+    /// `Resume` is sent, so no job sent to it in between is taken back.
+    fn steal<'a>(&'a self, st: MutexGuard<'a, State>, slot: usize) -> MutexGuard<'a, State> {
+        let Some((gen, conn)) = st.workers[slot].as_ref().map(|w| (w.gen, w.conn.clone())) else {
+            return st;
+        };
+        drop(st);
+        let pipe = conn.lock();
+        let mut st = self.state.lock();
+        let overdue = st.prefetch.overdue();
+        let Some(w) = st.workers[slot].as_mut().filter(|w| w.gen == gen) else {
+            return st;
+        };
+        let Some(started) = self.gates.revoke(slot) else {
+            // It started a job just now, or has not yet read the last
+            // `Resume`: not before a while.
+            w.no_steal_until = Some(Instant::now() + overdue);
+            return st;
+        };
+        let at = w.inflight.partition_point(|&(seq, ..)| seq <= started);
+        let back: Vec<JobId> = w.inflight.drain(at..).map(|(_, id, _)| id).collect();
+        w.assigned -= back.len() as u64;
+        event!(
+            info,
+            worker = slot,
+            tasks = back.len(),
+            "queued tasks taken back for an idle worker"
+        );
+        for &id in back.iter().rev() {
+            st.backlog.push_front(id);
+        }
+        drop(st);
+        if let (Some(ends), Ok(bytes)) = (pipe.as_ref(), postcard::to_allocvec(&Wire::Resume)) {
+            // A dead worker's pipe refuses: nothing is lost, the jobs it
+            // held past `started` are in the backlog.
+            let _ = ends.pipe.send_bytes(&bytes);
+        }
+        drop(pipe);
+        self.state.lock()
+    }
+
+    /// Whether a thread may take the backlog's first job and send it now:
+    /// no other thread is at it, and a worker has room (or the job is to
+    /// be dropped).
+    fn sendable(&self, st: &State) -> bool {
+        !st.backlog.is_empty()
+            && !st.dispatching
+            && (st.phase != Phase::Running || self.pick(st).is_some())
+    }
+
+    /// Sends backlog jobs, oldest first, while workers have room and no
+    /// other thread is sending them; one thread at a time takes the
+    /// backlog (`dispatching`), so jobs reach workers in the order they
+    /// were submitted. May block on a full pipe: never on the result
+    /// thread.
+    fn drain<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        while self.sendable(&st) {
+            let Some(id) = st.backlog.pop_front() else {
+                break;
+            };
+            st.dispatching = true;
+            drop(st);
+            fault::point("pool.backlog-taken");
+            self.send(id);
+            st = self.state.lock();
+            st.dispatching = false;
+        }
+        st
     }
 
     /// Whether a worker that ended should be replaced now.
@@ -603,6 +878,10 @@ impl Local {
                     if let Some(w) = st.workers[slot as usize].as_mut().filter(|w| w.gen == gen) {
                         w.ready = true;
                         st.init_failures = 0;
+                        if holds_queued(&st) {
+                            // A new idle worker: queued jobs may come to it.
+                            self.work.notify_one();
+                        }
                     }
                 }
                 Msg::Done {
@@ -613,13 +892,34 @@ impl Local {
                 } => {
                     let id = {
                         let mut st = self.state.lock();
-                        let id = st.workers[slot as usize]
+                        let st = &mut *st;
+                        let now = Instant::now();
+                        let taken = st.workers[slot as usize]
                             .as_mut()
                             .filter(|w| w.gen == gen)
                             .and_then(|w| {
-                                let at = w.inflight.iter().position(|&(s, _)| s == seq)?;
-                                w.inflight.remove(at).map(|(_, id)| id)
+                                let at = w.inflight.iter().position(|&(s, ..)| s == seq)?;
+                                let (_, id, sent) = w.inflight.remove(at)?;
+                                // Jobs run in order: this one began when it
+                                // was sent or when the one before it ended.
+                                let began = w.last_done.map_or(sent, |d| d.max(sent));
+                                w.last_done = Some(now);
+                                Some((id, now.saturating_duration_since(began), w.load()))
                             });
+                        let id = taken.map(|(id, ran, load)| {
+                            st.prefetch.ran(ran);
+                            // Once the worker has drained to half its cap,
+                            // the dispatcher refills it (one wake-up per
+                            // half a cap of jobs, not per job).
+                            if !st.backlog.is_empty() && load <= st.prefetch.cap() / 2 {
+                                self.work.notify_one();
+                            } else if load == 0 && st.backlog.is_empty() && holds_queued(st) {
+                                // Idle while another holds queued jobs:
+                                // the dispatcher may take them back.
+                                self.work.notify_one();
+                            }
+                            id
+                        });
                         id.filter(|id| st.jobs.remove(id).is_some())
                     };
                     if let Some(job) = id {
@@ -676,9 +976,9 @@ impl Local {
                 pid: w.pid(),
                 signal: code.filter(|&c| c < 0).map(|c| -c),
             };
-            let started = self.started.get(slot).unwrap_or(0);
+            let started = self.gates.started(slot);
             let mut again = Vec::new();
-            for &(seq, id) in &w.inflight {
+            for &(seq, id, _) in &w.inflight {
                 if seq <= started {
                     if st.jobs.remove(&id).is_some() {
                         events.push(Event::Failed {

@@ -2,6 +2,7 @@
 //! loop it runs.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mproc_call::RemoteFn;
@@ -37,7 +38,111 @@ pub(crate) struct WireJob<'a> {
     pub(crate) input: &'a [u8],
 }
 
-/// A worker's job pipe, sent and read as bytes (each a [`WireJob`], which
+/// What the parent puts on a worker's job pipe (an empty message, not one
+/// of these, means "finish").
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Wire<'a> {
+    /// A job to run, unless the parent has taken it back.
+    #[serde(borrow)]
+    Job(WireJob<'a>),
+    /// The parent took back every job before this message that the worker
+    /// had not started ([`Gates::revoke`]); the jobs after it stand.
+    Resume,
+}
+
+/// Each worker's gate: one shared word per slot, `started << 1 | revoked`.
+///
+/// `started` is the sequence number of the job the worker runs or ran
+/// last: after a worker dies, the parent fails the jobs up to it
+/// (`WorkerDied`) and sends the later ones again. `revoked` is how the
+/// parent takes back the jobs a worker holds but has not started, to give
+/// them to an idle worker. Both sides change the word only by
+/// compare-and-swap, so a job is either started by its worker or taken
+/// back by the parent, never both:
+///
+/// - the worker starts job `s` by swapping `started << 1` for `s << 1`;
+///   finding the bit set, it skips the job (its owner is the parent now);
+/// - the parent revokes by swapping `started << 1` for `started << 1 | 1`,
+///   holding the worker's pipe, and then sends [`Wire::Resume`]; every job
+///   after `started` that it had sent goes back to its backlog;
+/// - the worker clears the bit when it reads `Resume`: jobs sent after it
+///   were never revoked.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Gates(RawArray<u64>);
+
+impl Gates {
+    pub(crate) fn new(workers: usize) -> std::io::Result<Gates> {
+        RawArray::new(workers).map(Gates)
+    }
+
+    fn word(&self, slot: usize) -> Option<&AtomicU64> {
+        let seg = self.0.segment();
+        (slot < self.0.len()).then_some(())?;
+        seg.atomic_u64(self.0.offset() + slot * 8)
+    }
+
+    /// A new worker in `slot` has started nothing.
+    pub(crate) fn reset(&self, slot: usize) {
+        if let Some(w) = self.word(slot) {
+            w.store(0, Ordering::Release);
+        }
+    }
+
+    /// The sequence number of the job the worker in `slot` runs or ran last.
+    pub(crate) fn started(&self, slot: usize) -> u64 {
+        self.word(slot)
+            .map_or(0, |w| w.load(Ordering::Acquire) >> 1)
+    }
+
+    /// The parent has taken jobs back from the worker in `slot`, which has
+    /// not yet read the `Resume` that follows them.
+    pub(crate) fn revoked(&self, slot: usize) -> bool {
+        self.word(slot)
+            .is_some_and(|w| w.load(Ordering::Acquire) & 1 == 1)
+    }
+
+    /// The worker starts job `seq`: `false` when the parent has taken it
+    /// back.
+    pub(crate) fn claim(&self, slot: usize, seq: u64) -> bool {
+        let Some(w) = self.word(slot) else {
+            return false;
+        };
+        let mut g = w.load(Ordering::Acquire);
+        loop {
+            if g & 1 == 1 {
+                return false;
+            }
+            match w.compare_exchange_weak(g, seq << 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => g = now,
+            }
+        }
+    }
+
+    /// The worker read [`Wire::Resume`]: the jobs after it are its own.
+    pub(crate) fn resume(&self, slot: usize) {
+        if let Some(w) = self.word(slot) {
+            w.fetch_and(!1, Ordering::AcqRel);
+        }
+    }
+
+    /// The parent takes back every job the worker in `slot` has not
+    /// started: `Some(started)` — the jobs after it are the parent's — or
+    /// `None` when the worker started a job meanwhile or has not yet read
+    /// the last `Resume` (try again later).
+    pub(crate) fn revoke(&self, slot: usize) -> Option<u64> {
+        let w = self.word(slot)?;
+        let g = w.load(Ordering::Acquire);
+        if g & 1 == 1 {
+            return None;
+        }
+        w.compare_exchange(g, g | 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|g| g >> 1)
+    }
+}
+
+/// A worker's job pipe, sent and read as bytes (each a [`Wire`], which
 /// borrows and so cannot be the pipe's own item type).
 pub(crate) type JobPipe = Connection<Jobs>;
 
@@ -117,9 +222,9 @@ pub(crate) struct WorkerArgs {
     /// Carries the descriptors of handles in a job's input.
     pub(crate) fd_socket: SharedFd,
     pub(crate) results: Queue<Msg>,
-    /// `started[slot]`: the sequence number of the job this worker runs or
-    /// ran last; the parent reads it after the worker dies.
-    pub(crate) started: RawArray<u64>,
+    /// The workers' gates: which job this one runs or ran last (the parent
+    /// reads it after the worker dies), and the jobs the parent took back.
+    pub(crate) gates: Gates,
     /// Jobs before it retires (0: no limit).
     pub(crate) maxtasks: u64,
     pub(crate) init: Option<InitArgs>,
@@ -181,9 +286,16 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     // Until the parent sends the empty job that means "finish", or is gone.
     while a.jobs.recv_bytes_into(&mut buf).is_ok() && !buf.is_empty() {
         fault::point("pool.job-received");
-        let Ok(job) = postcard::from_bytes::<WireJob<'_>>(&buf) else {
-            fatal("a job could not be read");
-            mproc_process::exit(BAD_JOB);
+        let job = match postcard::from_bytes::<Wire<'_>>(&buf) {
+            Ok(Wire::Job(job)) => job,
+            Ok(Wire::Resume) => {
+                a.gates.resume(slot as usize);
+                continue;
+            }
+            Err(_) => {
+                fatal("a job could not be read");
+                mproc_process::exit(BAD_JOB);
+            }
         };
         let fds = if job.fds == 0 {
             FdTable::new()
@@ -196,7 +308,12 @@ pub(crate) fn worker_main(a: WorkerArgs) {
                 }
             }
         };
-        let _ = a.started.set(slot as usize, job.seq);
+        if !a.gates.claim(slot as usize, job.seq) {
+            // Taken back for another worker (its descriptors, read above,
+            // close here).
+            fault::point("pool.job-skipped");
+            continue;
+        }
         fault::point("pool.job-recorded");
         let input = Message {
             bytes: job.input.to_vec(),
