@@ -794,3 +794,169 @@ fn jobs_queued_behind_a_long_job_are_taken_back_for_an_idle_worker() {
     }
     leaks.assert_clean();
 }
+
+fn hang(_: ()) -> u32 {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A task past its timeout has its worker killed and reaped; it resolves
+/// `TimedOut` and the other tasks, on the other worker and after it, go on.
+#[test]
+fn a_task_past_its_timeout_is_killed_and_the_others_go_on() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(2).unwrap();
+        let before = pool.worker_pids();
+        let hung = pool
+            .apply_async_timeout(hang, (), Duration::from_millis(200))
+            .unwrap();
+        let others: Vec<_> = (0..20u64)
+            .map(|i| pool.apply_async(square, i).unwrap())
+            .collect();
+        match hung.get_timeout(Duration::from_secs(30)) {
+            Err(PoolError::Task(TaskError::TimedOut { after, pid })) => {
+                assert_eq!(after, Duration::from_millis(200));
+                assert!(before.contains(&pid), "{pid} not in {before:?}");
+                assert!(!pool.worker_pids().contains(&pid));
+            }
+            other => panic!("expected TimedOut, got {other:?}"),
+        }
+        for (i, r) in others.into_iter().enumerate() {
+            assert_eq!(r.get_timeout(Duration::from_secs(30)), Ok((i * i) as u64));
+        }
+        assert_eq!(pool.apply(square, 9), Ok(81));
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}
+
+/// The pool-wide timeout applies to every task (a `map` chunk included);
+/// tasks within it are untouched.
+#[test]
+fn the_pool_wide_task_timeout_applies_to_every_task() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder()
+            .processes(2)
+            .task_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        assert_eq!(pool.map(square, 0..50u64).unwrap()[7], 49);
+        let r = pool.map_async(hang, vec![(); 1]).unwrap();
+        assert!(matches!(
+            r.get_timeout(Duration::from_secs(30)),
+            Err(PoolError::Task(TaskError::TimedOut { .. }))
+        ));
+        assert_eq!(pool.apply(square, 4), Ok(16));
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}
+
+/// Says it started, then runs until `go` is set (or a minute passes).
+fn announce_then_hold(started: Event, go: Event) -> u32 {
+    started.set();
+    let _ = go.wait_timeout(Duration::from_secs(60));
+    std::process::id()
+}
+
+fn count_and_square(counter: mproc::Value<u64>, x: u64) -> u64 {
+    counter.update(|c| *c += 1);
+    x * x
+}
+
+/// A task not yet started is cancelled: it never runs and resolves
+/// `Cancelled` — whether it waits in the pool's backlog (adaptive depth) or
+/// is queued on a worker's pipe behind a long task (fixed depth 4: it is
+/// taken back). A running task is not stopped unless the caller opts in.
+#[test]
+fn cancelling_drops_a_queued_task_and_stops_a_running_one_only_on_request() {
+    let leaks = LeakCheck::start();
+    for prefetch in [None, Some(4)] {
+        let mut b = Pool::builder().processes(1);
+        if let Some(n) = prefetch {
+            b = b.prefetch(n);
+        }
+        let pool = b.build().unwrap();
+        let counter = mproc::Value::new(0u64).unwrap();
+        let (started, go) = (Event::new().unwrap(), Event::new().unwrap());
+        let long = pool
+            .apply_async(announce_then_hold, (started.clone(), go.clone()))
+            .unwrap();
+        let queued = pool
+            .apply_async(count_and_square, (counter.clone(), 3))
+            .unwrap();
+        let after = pool
+            .apply_async(count_and_square, (counter.clone(), 4))
+            .unwrap();
+        assert!(queued.cancel(), "{prefetch:?}");
+        assert!(!queued.cancel(), "{prefetch:?}: a second cancel");
+        assert_eq!(
+            queued.get_timeout(Duration::from_secs(30)),
+            Err(PoolError::Cancelled)
+        );
+        // The running one is not stopped without the opt-in.
+        assert!(started.wait_timeout(Duration::from_secs(30)));
+        assert!(!long.cancel(), "{prefetch:?}");
+        go.set();
+        let pid = long.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(after.get_timeout(Duration::from_secs(30)), Ok(16));
+        assert_eq!(counter.get(), 1, "{prefetch:?}: the cancelled task ran");
+        // With the opt-in, a running task is stopped: its worker is killed.
+        let (started, go) = (Event::new().unwrap(), Event::new().unwrap());
+        let hung = pool
+            .apply_async(announce_then_hold, (started.clone(), go.clone()))
+            .unwrap();
+        let next = pool.apply_async(square, 5).unwrap();
+        assert!(started.wait_timeout(Duration::from_secs(30)));
+        assert!(!hung.cancel(), "{prefetch:?}: running, no opt-in");
+        assert!(hung.cancel_even_if_running(), "{prefetch:?}");
+        assert_eq!(
+            hung.get_timeout(Duration::from_secs(30)),
+            Err(PoolError::Cancelled)
+        );
+        assert_eq!(next.get_timeout(Duration::from_secs(30)), Ok(25));
+        assert!(!pool.worker_pids().contains(&pid));
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}
+
+/// Leaks `mib` MiB, touched, and says which worker it ran on.
+fn grow(mib: usize) -> u32 {
+    let v = vec![1u8; mib << 20];
+    std::mem::forget(v);
+    std::process::id()
+}
+
+/// A worker whose resident memory passes the limit after a task retires
+/// and is replaced: the task's result stands; a worker under it stays.
+#[test]
+fn a_worker_over_max_memory_per_child_is_recycled_after_its_task() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder()
+            .processes(1)
+            .max_memory_per_child(256 << 20)
+            .build()
+            .unwrap();
+        let small = pool.apply(grow, 1).unwrap();
+        assert_eq!(
+            pool.apply(grow, 1).unwrap(),
+            small,
+            "under the limit: same worker"
+        );
+        let big = pool.apply(grow, 300).unwrap();
+        assert_eq!(big, small, "the task that grows it still ran there");
+        let next = pool.apply(grow, 1).unwrap();
+        assert_ne!(next, big, "over the limit: a new worker");
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}

@@ -121,6 +121,9 @@ pub struct Job {
     pub work: Work,
     /// How many items it has.
     pub items: usize,
+    /// How long it may run once started (`None`: the backend's default, if
+    /// it has one). A backend that cannot stop a running job ignores it.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// What became of a job, or of the backend.
@@ -194,6 +197,15 @@ pub trait Backend: Send + Sync + 'static {
     /// workers go, reaps what was started, stops the backend's threads.
     /// Returns even when the backend has failed.
     fn join(&self);
+
+    /// Cancels a job it was given: `true` if it will never be reported
+    /// (dropped before it started, or — with `running` — stopped while it
+    /// ran), `false` if it has started (or finished) and will be reported.
+    /// The default cancels nothing.
+    fn cancel(&self, job: JobId, running: bool) -> bool {
+        let _ = (job, running);
+        false
+    }
 
     /// The pids of local worker processes, if the workers are local.
     fn worker_pids(&self) -> Vec<u32> {

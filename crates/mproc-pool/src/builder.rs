@@ -1,6 +1,7 @@
 //! `Builder`: how a pool is made.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mproc_call::{Callable, RemoteFn};
 use mproc_process::StartMethod;
@@ -41,6 +42,8 @@ pub struct Builder {
     processes: Option<usize>,
     maxtasks: Option<u64>,
     prefetch: Option<usize>,
+    task_timeout: Option<Duration>,
+    max_memory: Option<u64>,
     method: Option<StartMethod>,
     init: Option<Result<Init, String>>,
     backend: Option<Arc<dyn Backend>>,
@@ -101,6 +104,52 @@ impl Builder {
         self
     }
 
+    /// How long any task may run once its worker starts it (default: no
+    /// limit). A task past it has its worker killed and replaced, and
+    /// resolves [`TaskError::TimedOut`](crate::TaskError::TimedOut); the
+    /// other tasks go on. For a `map`, the limit is per chunk.
+    /// [`Pool::apply_async_timeout`](crate::Pool::apply_async_timeout) sets
+    /// one task's own.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::builder()
+    ///     .task_timeout(Duration::from_secs(10))
+    ///     .build()?;
+    /// assert_eq!(pool.apply(square, 3)?, 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn task_timeout(mut self, timeout: Duration) -> Builder {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// A worker whose resident memory is above `bytes` after a task retires
+    /// and is replaced, as after [`maxtasksperchild`](Builder::maxtasksperchild)
+    /// (loky's and joblib's answer to workers that grow): the task's result
+    /// stands, the jobs it held go to the others. Resident memory is read
+    /// from `/proc/self/statm` on Linux and is the peak (`ru_maxrss`)
+    /// elsewhere.
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::builder().max_memory_per_child(512 << 20).build()?;
+    /// assert_eq!(pool.apply(square, 3)?, 9);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Builder {
+        self.max_memory = Some(bytes);
+        self
+    }
+
     /// How workers are started (default: the process-wide start method).
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
@@ -139,6 +188,8 @@ impl Builder {
                     processes,
                     maxtasks: self.maxtasks.unwrap_or(0),
                     prefetch: self.prefetch,
+                    task_timeout: self.task_timeout,
+                    max_memory: self.max_memory.unwrap_or(0),
                     method: self.method,
                     init,
                 })

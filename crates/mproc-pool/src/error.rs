@@ -6,6 +6,7 @@
 //! `Result` yields `Ok(Err(e))`. These are the pool's own errors.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Why one task failed, whatever pool ran it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +37,15 @@ pub enum TaskError {
     /// The worker could not run the job at all: its arguments or results
     /// did not decode or encode, or it runs another build.
     Refused(String),
+    /// The task ran past its timeout ([`Builder::task_timeout`](crate::Builder::task_timeout),
+    /// [`Pool::apply_async_timeout`](crate::Pool::apply_async_timeout)): its
+    /// worker was killed and is replaced; the other tasks go on.
+    TimedOut {
+        /// The timeout it ran past.
+        after: Duration,
+        /// The killed worker's pid.
+        pid: u32,
+    },
     /// Every worker that was given the task runs another build of the
     /// program whose registry of tasks differs from the caller's (a name or
     /// a type means something else there), so none would run it; a remote
@@ -62,6 +72,10 @@ impl fmt::Display for TaskError {
                 "the task was lost after {deliveries} deliveries (last: {reason})"
             ),
             TaskError::Refused(why) => write!(f, "the worker could not run the task: {why}"),
+            TaskError::TimedOut { after, pid } => write!(
+                f,
+                "the task ran past its timeout of {after:?}; its worker (pid {pid}) was killed"
+            ),
             TaskError::VersionSkew(why) => {
                 write!(f, "no worker runs a build that can run this task ({why})")
             }
@@ -81,6 +95,8 @@ pub enum PoolError {
     Timeout,
     /// The result was already taken by an earlier `get_timeout`.
     Taken,
+    /// The task was cancelled ([`AsyncResult::cancel`](crate::AsyncResult::cancel)).
+    Cancelled,
     /// The pool was closed: it takes no more tasks.
     Closed,
     /// The pool was terminated before the task finished.
@@ -122,6 +138,7 @@ impl fmt::Display for PoolError {
             PoolError::Task(t) => fmt::Display::fmt(t, f),
             PoolError::Timeout => f.write_str("the result was not ready in time"),
             PoolError::Taken => f.write_str("the result was already taken"),
+            PoolError::Cancelled => f.write_str("the task was cancelled"),
             PoolError::Closed => f.write_str("the pool is closed"),
             PoolError::Terminated => f.write_str("the pool was terminated"),
             PoolError::Broken(why) => write!(f, "the pool is broken: {why}"),

@@ -132,6 +132,9 @@ const MAX_PREFETCH: usize = 64;
 /// that a busy machine leaves unscheduled for a few time slices is not
 /// stuck, and taking its queue back would cost more than it gains.
 const OVERDUE_FLOOR: Duration = Duration::from_millis(2);
+/// How soon the dispatcher looks again at a timed job that its worker has
+/// not started yet.
+const RECHECK_TIMED: Duration = Duration::from_millis(5);
 /// The shortest wait of the dispatcher for a job to become overdue.
 const MIN_STEAL_WAIT: Duration = Duration::from_micros(50);
 
@@ -185,6 +188,8 @@ impl Prefetch {
 struct Pending {
     runner: Runner,
     input: Arc<LocalInput>,
+    /// How long it may run once started.
+    timeout: Option<Duration>,
 }
 
 /// A worker's ends: the job pipe, and the socket that carries descriptors.
@@ -213,6 +218,9 @@ struct Worker {
     last_done: Option<Instant>,
     /// A revocation failed: do not try again before then.
     no_steal_until: Option<Instant>,
+    /// It was killed for the job of this sequence number: that job ran past
+    /// its timeout (`Some(timeout)`) or was cancelled (`None`).
+    killed_for: Option<(u64, Option<Duration>)>,
 }
 
 impl Worker {
@@ -257,6 +265,9 @@ struct State {
     /// The dispatcher has taken a job from the backlog and not yet sent
     /// it: a new job must queue behind it, not overtake it.
     dispatching: bool,
+    /// Jobs with a timeout submitted (the dispatcher keeps deadlines only
+    /// once there are some).
+    timed: u64,
     /// How many jobs a worker may hold at once (see [`Prefetch`]).
     prefetch: Prefetch,
     next_gen: u64,
@@ -280,6 +291,8 @@ struct Local {
     /// taken back from it (see [`Gates`]).
     gates: Gates,
     maxtasks: u64,
+    task_timeout: Option<Duration>,
+    max_memory: u64,
     method: Option<StartMethod>,
     init: Option<Init>,
     /// The scheduler, from `start` until `join`.
@@ -300,6 +313,10 @@ pub(crate) struct Config {
     pub(crate) maxtasks: u64,
     /// A fixed prefetch depth (`None`: adaptive).
     pub(crate) prefetch: Option<usize>,
+    /// How long a job may run (a job's own overrides it).
+    pub(crate) task_timeout: Option<Duration>,
+    /// Resident bytes past which a worker retires after a task (0: none).
+    pub(crate) max_memory: u64,
     pub(crate) method: Option<StartMethod>,
     pub(crate) init: Option<Init>,
 }
@@ -330,6 +347,7 @@ impl LocalBackend {
                     backlog: VecDeque::new(),
                     replace: Vec::new(),
                     dispatching: false,
+                    timed: 0,
                     prefetch: Prefetch::new(cfg.prefetch),
                     next_gen: 1,
                     init_failures: 0,
@@ -342,6 +360,8 @@ impl LocalBackend {
                 stopping: AtomicBool::new(false),
                 gates: Gates::new(cfg.processes)?,
                 maxtasks: cfg.maxtasks,
+                task_timeout: cfg.task_timeout,
+                max_memory: cfg.max_memory,
                 method: cfg.method,
                 init: cfg.init,
                 events: Mutex::new(None),
@@ -413,7 +433,20 @@ impl Backend for LocalBackend {
         if st.phase != Phase::Running {
             return;
         }
-        st.jobs.insert(id, Pending { runner, input });
+        let timeout = job.timeout.or(self.local.task_timeout);
+        st.jobs.insert(
+            id,
+            Pending {
+                runner,
+                input,
+                timeout,
+            },
+        );
+        if timeout.is_some() {
+            // The dispatcher keeps the deadlines.
+            st.timed += 1;
+            self.local.work.notify_one();
+        }
         if ON_RESULT_THREAD.with(Cell::get) {
             // The result thread never sends: it must keep reading results.
             st.backlog.push_back(id);
@@ -435,6 +468,10 @@ impl Backend for LocalBackend {
     }
 
     fn close(&self) {}
+
+    fn cancel(&self, job: JobId, running: bool) -> bool {
+        self.local.cancel(job, running)
+    }
 
     fn terminate(&self) {
         self.local.terminate();
@@ -491,6 +528,7 @@ impl Local {
             results: self.results.clone(),
             gates: self.gates.clone(),
             maxtasks: self.maxtasks,
+            max_memory: self.max_memory,
             init: self
                 .init
                 .as_ref()
@@ -551,6 +589,7 @@ impl Local {
             inflight: VecDeque::new(),
             last_done: None,
             no_steal_until: None,
+            killed_for: None,
         });
         Ok(())
     }
@@ -634,13 +673,27 @@ impl Local {
                 continue;
             };
             w.reserved -= 1;
+            let Some((runner, input, timed)) = st
+                .jobs
+                .get(&id)
+                .map(|job| (job.runner, job.input.clone(), job.timeout.is_some()))
+            else {
+                // Cancelled meanwhile.
+                if let Some(w) = st.workers[slot].as_mut() {
+                    w.assigned -= 1;
+                }
+                return;
+            };
+            let Some(w) = st.workers[slot].as_mut() else {
+                return;
+            };
             let seq = w.next_seq;
             w.next_seq += 1;
             w.inflight.push_back((seq, id, Instant::now()));
-            let Some(job) = st.jobs.get(&id) else {
-                return;
-            };
-            let (runner, input) = (job.runner, job.input.clone());
+            if timed {
+                // Its deadline is the dispatcher's to keep.
+                self.work.notify_one();
+            }
             drop(st);
             let bytes = postcard::to_allocvec(&Wire::Job(WireJob {
                 seq,
@@ -695,7 +748,12 @@ impl Local {
                 st = self.steal(st, victim);
                 continue;
             }
-            match self.until_steal(&st) {
+            let deadline = self.enforce_timeouts(&mut st);
+            match [self.until_steal(&st), deadline]
+                .into_iter()
+                .flatten()
+                .min()
+            {
                 Some(wait) => {
                     self.work.wait_for(&mut st, wait);
                 }
@@ -766,34 +824,64 @@ impl Local {
     /// [`Gates`]). Holds the worker's pipe from the revocation until its
     /// `Resume` is sent, so no job sent to it in between is taken back.
     fn steal<'a>(&'a self, st: MutexGuard<'a, State>, slot: usize) -> MutexGuard<'a, State> {
+        let overdue = st.prefetch.overdue();
+        let (mut st, taken) = self.take_back(st, slot, None);
+        if let Some((_, _back, _)) = taken {
+            event!(
+                info,
+                worker = slot,
+                tasks = _back,
+                "queued tasks taken back for an idle worker"
+            );
+        } else if let Some(w) = st.workers[slot].as_mut() {
+            // It started a job just now, or has not yet read the last
+            // `Resume`: not before a while.
+            w.no_steal_until = Some(Instant::now() + overdue);
+        }
+        st
+    }
+
+    /// Revokes the jobs the worker in `slot` holds and has not started
+    /// (see [`Gates`]): they go back to the front of the backlog, in order,
+    /// except `forget`, which is dropped with them. `Some((started, jobs
+    /// put back, forget was among them))` if the revocation took; `None`
+    /// when the worker started a job meanwhile, has not yet read the last
+    /// `Resume`, or is gone. Holds the worker's pipe from the revocation
+    /// until its `Resume` is sent, so no job sent to it in between is
+    /// taken back.
+    fn take_back<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        slot: usize,
+        forget: Option<JobId>,
+    ) -> (MutexGuard<'a, State>, Option<(u64, usize, bool)>) {
         let Some((gen, conn)) = st.workers[slot].as_ref().map(|w| (w.gen, w.conn.clone())) else {
-            return st;
+            return (st, None);
         };
         drop(st);
         let pipe = conn.lock();
         let mut st = self.state.lock();
-        let overdue = st.prefetch.overdue();
-        let Some(w) = st.workers[slot].as_mut().filter(|w| w.gen == gen) else {
-            return st;
+        let st_ref = &mut *st;
+        let Some(w) = st_ref.workers[slot].as_mut().filter(|w| w.gen == gen) else {
+            return (st, None);
         };
         let Some(started) = self.gates.revoke(slot) else {
-            // It started a job just now, or has not yet read the last
-            // `Resume`: not before a while.
-            w.no_steal_until = Some(Instant::now() + overdue);
-            return st;
+            return (st, None);
         };
         let at = w.inflight.partition_point(|&(seq, ..)| seq <= started);
         let back: Vec<JobId> = w.inflight.drain(at..).map(|(_, id, _)| id).collect();
         w.assigned -= back.len() as u64;
-        event!(
-            info,
-            worker = slot,
-            tasks = back.len(),
-            "queued tasks taken back for an idle worker"
-        );
+        let mut forgot = false;
         for &id in back.iter().rev() {
-            st.backlog.push_front(id);
+            if Some(id) == forget {
+                st_ref.jobs.remove(&id);
+                forgot = true;
+            } else {
+                st_ref.backlog.push_front(id);
+            }
         }
+        let put_back = back.len() - usize::from(forgot);
+        self.work.notify_one();
         drop(st);
         if let (Some(ends), Ok(bytes)) = (pipe.as_ref(), postcard::to_allocvec(&Wire::Resume)) {
             // A dead worker's pipe refuses: nothing is lost, the jobs it
@@ -801,7 +889,109 @@ impl Local {
             let _ = ends.pipe.send_bytes(&bytes);
         }
         drop(pipe);
-        self.state.lock()
+        (self.state.lock(), Some((started, put_back, forgot)))
+    }
+
+    /// Cancels job `id` (see [`Backend::cancel`]): from the backlog, or
+    /// taken back from the worker that holds it; with `running`, a job its
+    /// worker has started is stopped by killing the worker. `true` if the
+    /// job will not be reported.
+    fn cancel(&self, id: JobId, running: bool) -> bool {
+        let mut st = self.state.lock();
+        for _ in 0..3 {
+            if st.phase != Phase::Running || !st.jobs.contains_key(&id) {
+                return false;
+            }
+            if let Some(at) = st.backlog.iter().position(|&j| j == id) {
+                st.backlog.remove(at);
+                st.jobs.remove(&id);
+                return true;
+            }
+            let holder = st.workers.iter().enumerate().find_map(|(slot, w)| {
+                let w = w.as_ref()?;
+                let &(seq, ..) = w.inflight.iter().find(|e| e.1 == id)?;
+                Some((slot, seq))
+            });
+            let Some((slot, seq)) = holder else {
+                // In a sending thread's hands, between the backlog and a
+                // pipe: `send` finds it gone and drops it.
+                st.jobs.remove(&id);
+                return true;
+            };
+            let started = self.gates.started(slot);
+            if seq < started {
+                // Finished: its result is on the way.
+                return false;
+            }
+            if seq == started {
+                if !running {
+                    return false;
+                }
+                let Some(w) = st.workers[slot].as_mut() else {
+                    return false;
+                };
+                w.killed_for = Some((seq, None));
+                let _ = w.process.kill();
+                st.jobs.remove(&id);
+                event!(
+                    warn,
+                    worker = slot,
+                    job = id,
+                    "running task cancelled: worker killed"
+                );
+                return true;
+            }
+            let (guard, taken) = self.take_back(st, slot, Some(id));
+            st = guard;
+            if let Some((_, _, true)) = taken {
+                return true;
+            }
+            // It started meanwhile, or the worker is stuck before the last
+            // `Resume`: look again.
+        }
+        false
+    }
+
+    /// Kills the worker of each job that has run past its timeout; how
+    /// long until the next deadline, if a timed job is in flight.
+    fn enforce_timeouts(&self, st: &mut State) -> Option<Duration> {
+        if st.timed == 0 || st.phase != Phase::Running {
+            return None;
+        }
+        let now = Instant::now();
+        let mut next: Option<Duration> = None;
+        let mut soon = |d: Duration| next = Some(next.map_or(d, |n: Duration| n.min(d)));
+        for (slot, w) in st.workers.iter_mut().enumerate() {
+            let Some(w) = w.as_mut().filter(|w| w.killed_for.is_none()) else {
+                continue;
+            };
+            let Some(&(seq, id, _)) = w.inflight.front() else {
+                continue;
+            };
+            let Some(timeout) = st.jobs.get(&id).and_then(|p| p.timeout) else {
+                continue;
+            };
+            if self.gates.started(slot) != seq {
+                // Not started yet, or finished with its result on the way:
+                // look again soon.
+                soon(RECHECK_TIMED);
+                continue;
+            }
+            let ran = now.saturating_duration_since(w.began().unwrap_or(now));
+            if ran >= timeout {
+                w.killed_for = Some((seq, Some(timeout)));
+                let _ = w.process.kill();
+                event!(
+                    warn,
+                    worker = slot,
+                    job = id,
+                    "task ran past its timeout: worker killed"
+                );
+            } else {
+                soon(timeout - ran);
+            }
+        }
+        next
     }
 
     /// Whether a thread may take the backlog's first job and send it now:
@@ -981,10 +1171,14 @@ impl Local {
             for &(seq, id, _) in &w.inflight {
                 if seq <= started {
                     if st.jobs.remove(&id).is_some() {
-                        events.push(Event::Failed {
-                            job: id,
-                            error: died.clone(),
-                        });
+                        let error = match w.killed_for {
+                            Some((s, Some(after))) if s == seq => TaskError::TimedOut {
+                                after,
+                                pid: w.pid(),
+                            },
+                            _ => died.clone(),
+                        };
+                        events.push(Event::Failed { job: id, error });
                     }
                 } else {
                     again.push(id);

@@ -13,7 +13,8 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use mproc_call::{panic_message, Callable, ContextFn, RemoteFn};
 use parking_lot::{Condvar, Mutex};
@@ -187,12 +188,25 @@ impl Scheduler {
     /// an `imap` begun before `close`). If the pool refuses, the handler
     /// gets the error.
     pub(crate) fn submit(&self, work: Work, items: usize, handler: Handler, even_if_closed: bool) {
+        self.submit_timed(work, items, handler, even_if_closed, None);
+    }
+
+    /// [`submit`](Scheduler::submit) with a timeout for the job; its id,
+    /// unless the pool refused it.
+    pub(crate) fn submit_timed(
+        &self,
+        work: Work,
+        items: usize,
+        handler: Handler,
+        even_if_closed: bool,
+        timeout: Option<Duration>,
+    ) -> Option<JobId> {
         let id = {
             let mut st = self.state.lock();
             if let Some(e) = st.phase.refusal(even_if_closed) {
                 drop(st);
                 run_handler(handler, Err(e));
-                return;
+                return None;
             }
             let id = st.next_job;
             st.next_job += 1;
@@ -200,7 +214,32 @@ impl Scheduler {
             id
         };
         event!(debug, job = id, items, "task submitted");
-        self.backend.submit(Job { id, work, items });
+        self.backend.submit(Job {
+            id,
+            work,
+            items,
+            timeout,
+        });
+        Some(id)
+    }
+
+    /// Cancels `jobs` (see [`AsyncResult::cancel`]): each the backend drops
+    /// resolves [`PoolError::Cancelled`]. Whether any was.
+    pub(crate) fn cancel(&self, jobs: &[JobId], running: bool) -> bool {
+        let mut any = false;
+        for &id in jobs {
+            if !self.state.lock().jobs.contains_key(&id) {
+                continue;
+            }
+            if self.backend.cancel(id, running) {
+                event!(info, job = id, "task cancelled");
+                if let Some(h) = self.take(id) {
+                    run_handler(h, Err(PoolError::Cancelled));
+                    any = true;
+                }
+            }
+        }
+        any
     }
 
     fn close(&self) {
@@ -508,12 +547,71 @@ impl Pool {
         F::Args: Serialize + DeserializeOwned,
         F::Output: Serialize + DeserializeOwned + Send,
     {
+        self.apply_timed(f, args, callback, error_callback, None)
+    }
+
+    /// [`apply_async`](Pool::apply_async) with a timeout for this task: if
+    /// it runs longer than `timeout` (counted from when its worker starts
+    /// it), its worker is killed and replaced, the result is
+    /// [`TaskError::TimedOut`](crate::TaskError::TimedOut), and the other
+    /// tasks go on. It overrides the pool's
+    /// [`task_timeout`](crate::Builder::task_timeout). Local workers only: a
+    /// pool of another backend runs the task without one.
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Pool::apply_async).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use mproc_pool::{Pool, PoolError, TaskError};
+    ///
+    /// fn hang(_: ()) {
+    ///     loop {
+    ///         std::thread::park();
+    ///     }
+    /// }
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let r = pool.apply_async_timeout(hang, (), Duration::from_millis(100))?;
+    /// assert!(matches!(r.get(), Err(PoolError::Task(TaskError::TimedOut { .. }))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_async_timeout<F, M>(
+        &self,
+        f: F,
+        args: F::Args,
+        timeout: Duration,
+    ) -> Result<AsyncResult<F::Output>, PoolError>
+    where
+        F: Callable<M>,
+        F::Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned + Send,
+    {
+        self.apply_timed(f, args, |_| {}, |_| {}, Some(timeout))
+    }
+
+    fn apply_timed<F, M>(
+        &self,
+        f: F,
+        args: F::Args,
+        callback: impl FnOnce(&F::Output) + Send + 'static,
+        error_callback: impl FnOnce(&PoolError) + Send + 'static,
+        timeout: Option<Duration>,
+    ) -> Result<AsyncResult<F::Output>, PoolError>
+    where
+        F: Callable<M>,
+        F::Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned + Send,
+    {
         self.sched.check_open()?;
         let work = self.sched.work(f, std::slice::from_ref(&args))?;
         drop(args);
         let slot = Slot::new();
         let filled = slot.clone();
-        self.sched.submit(
+        let id = self.sched.submit_timed(
             work,
             1,
             Box::new(move |out| {
@@ -533,8 +631,13 @@ impl Pool {
                 filled.fill(r);
             }),
             false,
+            timeout,
         );
-        Ok(AsyncResult { slot })
+        Ok(AsyncResult::new(
+            slot,
+            id.into_iter().collect(),
+            Arc::downgrade(&self.sched),
+        ))
     }
 
     /// `f` over every item, in order, in chunks of CPython's default size
@@ -938,7 +1041,7 @@ impl Pool {
                 hook(0, Some(0));
             }
             finish(Ok(Vec::new()));
-            return Ok(AsyncResult { slot });
+            return Ok(AsyncResult::new(slot, Vec::new(), Weak::new()));
         }
         let gather = Arc::new(Mutex::new(Gather {
             parts: (0..works.len()).map(|_| None).collect(),
@@ -949,9 +1052,10 @@ impl Pool {
             done_items: 0,
             total_items,
         }));
+        let mut ids = Vec::with_capacity(works.len());
         for (i, (work, len)) in works.into_iter().enumerate() {
             let gather = gather.clone();
-            self.sched.submit(
+            let id = self.sched.submit_timed(
                 work,
                 len,
                 Box::new(move |out| {
@@ -984,9 +1088,11 @@ impl Pool {
                     }
                 }),
                 false,
+                None,
             );
+            ids.extend(id);
         }
-        Ok(AsyncResult { slot })
+        Ok(AsyncResult::new(slot, ids, Arc::downgrade(&self.sched)))
     }
 
     /// `f` over `iterable`, lazily, results in input order; chunk size 1

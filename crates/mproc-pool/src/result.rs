@@ -3,8 +3,10 @@
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
+use crate::backend::JobId;
+use crate::pool::Scheduler;
 use crate::PoolError;
 
 enum State<R> {
@@ -69,9 +71,59 @@ impl<R> Slot<R> {
 /// ```
 pub struct AsyncResult<R> {
     pub(crate) slot: Arc<Slot<R>>,
+    /// Its jobs, for `cancel` (the scheduler is not kept alive by them).
+    pub(crate) jobs: Vec<JobId>,
+    pub(crate) sched: Weak<Scheduler>,
 }
 
 impl<R> AsyncResult<R> {
+    pub(crate) fn new(slot: Arc<Slot<R>>, jobs: Vec<JobId>, sched: Weak<Scheduler>) -> Self {
+        AsyncResult { slot, jobs, sched }
+    }
+
+    /// Cancels the task if it has not started: it is dropped, never runs,
+    /// and the result is [`PoolError::Cancelled`]. `false` if it has
+    /// started (it runs on, and its result comes as usual), has finished,
+    /// or was cancelled before. For a [`map_async`](crate::Pool::map_async),
+    /// every chunk not yet started is dropped, and the result is
+    /// `Cancelled` if any was.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use mproc_pool::{Pool, PoolError};
+    ///
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = Pool::new(1)?;
+    /// let first = pool.apply_async(nap, 300)?;
+    /// let second = pool.apply_async(nap, 300)?; // waits for the one worker
+    /// assert!(second.cancel());
+    /// assert_eq!(second.get(), Err(PoolError::Cancelled));
+    /// assert_eq!(first.get()?, 300);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel(&self) -> bool {
+        self.cancel_jobs(false)
+    }
+
+    /// [`cancel`](AsyncResult::cancel), and a task already running is
+    /// stopped too: its worker is killed (and replaced; the worker's other
+    /// tasks go on elsewhere). `true` unless the task had finished.
+    pub fn cancel_even_if_running(&self) -> bool {
+        self.cancel_jobs(true)
+    }
+
+    fn cancel_jobs(&self, running: bool) -> bool {
+        if self.ready() {
+            return false;
+        }
+        self.sched
+            .upgrade()
+            .is_some_and(|s| s.cancel(&self.jobs, running))
+    }
     /// Waits for the result and takes it.
     ///
     /// # Errors

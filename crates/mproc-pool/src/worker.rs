@@ -227,6 +227,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) gates: Gates,
     /// Jobs before it retires (0: no limit).
     pub(crate) maxtasks: u64,
+    /// Resident bytes past which it retires after a job (0: no limit).
+    pub(crate) max_memory: u64,
     pub(crate) init: Option<InitArgs>,
 }
 
@@ -335,6 +337,11 @@ pub(crate) fn worker_main(a: WorkerArgs) {
         fault::point("pool.result-sent");
         done += 1;
         if a.maxtasks != 0 && done >= a.maxtasks {
+            return;
+        }
+        if a.max_memory != 0 && crate::sys::resident_bytes().is_some_and(|b| b > a.max_memory) {
+            // Retire: the parent sends the jobs queued behind to others.
+            fault::point("pool.memory-retire");
             return;
         }
     }
