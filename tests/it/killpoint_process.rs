@@ -67,6 +67,79 @@ fn killpoint_forkserver_killed_mid_request() {
     leaks.assert_clean();
 }
 
+/// Several threads start children through the forkserver at once, so
+/// several requests are in flight when it SIGKILLs itself at a step of one
+/// of them: every caller gets an answer (no hang), a start that reports
+/// success has a child that is joined, no target runs unless its start
+/// succeeded, and none runs twice. Then a fresh server takes them all.
+#[test]
+fn killpoint_forkserver_killed_with_several_requests_in_flight() {
+    let leaks = LeakCheck::start();
+    for point in [
+        "forkserver.request-read",
+        "forkserver.forked",
+        "forkserver.started-sent",
+    ] {
+        process::stop_forkserver();
+        std::env::set_var(DIE_AT_ENV, point);
+        let ran = Value::new(0u64).unwrap();
+        let r = ran.clone();
+        let outcomes = returns_within(point, Duration::from_secs(30), move || {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let r = r.clone();
+                    std::thread::spawn(move || {
+                        let mut p = Process::new(count_up, r).start_method(StartMethod::Forkserver);
+                        let started = p.start().map_err(|e| e.to_string());
+                        let code = started.as_ref().ok().map(|()| {
+                            p.join().unwrap();
+                            p.exitcode()
+                        });
+                        (started, code)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        std::env::remove_var(DIE_AT_ENV);
+        let mut succeeded = 0;
+        for (started, code) in &outcomes {
+            match (started, code) {
+                (Ok(()), Some(Some(0))) => succeeded += 1,
+                // Started, then its server died before its gate opened.
+                (Ok(()), Some(Some(c))) => assert_eq!(*c, -libc::SIGKILL, "{point}"),
+                (Err(_), None) => {}
+                other => panic!("{point}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            ran.get(),
+            succeeded,
+            "{point}: targets run vs starts that ran"
+        );
+        // A fresh server takes six at once.
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let r = ran.clone();
+                std::thread::spawn(move || {
+                    let mut p = Process::new(count_up, r).start_method(StartMethod::Forkserver);
+                    p.start().unwrap();
+                    p.join().unwrap();
+                    p.exitcode()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), Some(0), "{point}");
+        }
+        assert_eq!(ran.get(), succeeded + 6, "{point}");
+    }
+    leaks.assert_clean();
+}
+
 const PARENT: &str = env!("CARGO_BIN_EXE_process-parent");
 
 /// The processes (pid, state) whose process group is `group`.

@@ -960,3 +960,30 @@ fn a_worker_over_max_memory_per_child_is_recycled_after_its_task() {
     }
     leaks.assert_clean();
 }
+
+/// A slow initializer (its whole work is to take a while).
+fn slow_init(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// A task's timeout counts from when its worker starts it, not from when
+/// it was sent: a worker that spends longer than the timeout in its
+/// initializer runs its first task to the end (the clock used to start at
+/// the send, and that task failed with `TimedOut`).
+#[test]
+fn a_task_timeout_does_not_count_the_workers_initializer() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder()
+            .processes(1)
+            .initializer(slow_init, 600)
+            .task_timeout(Duration::from_millis(400))
+            .build()
+            .unwrap();
+        // A task that takes a while, well within its timeout.
+        assert_eq!(pool.apply(slow_init, 100), Ok(()));
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}

@@ -71,7 +71,7 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,6 +96,12 @@ thread_local! {
 /// Consecutive workers that may die before their initializer finishes
 /// before the pool gives up and is broken.
 pub(crate) const MAX_INIT_FAILURES: u32 = 5;
+
+/// Threads that start a pool's workers at once (see `start_all`).
+const START_THREADS: usize = 8;
+/// Workers per starting thread below that: a small pool starts on the
+/// caller's thread alone.
+const WORKERS_PER_START_THREAD: usize = 8;
 
 /// How long `join` waits for a worker to leave on its own before SIGKILL.
 const LEAVE_GRACE: Duration = Duration::from_secs(5);
@@ -221,6 +227,10 @@ struct Worker {
     /// It was killed for the job of this sequence number: that job ran past
     /// its timeout (`Some(timeout)`) or was cancelled (`None`).
     killed_for: Option<(u64, Option<Duration>)>,
+    /// When its initializer was seen done.
+    ready_at: Option<Instant>,
+    /// The job the deadline keeper saw it running, and since when.
+    running: Option<(u64, Instant)>,
 }
 
 impl Worker {
@@ -232,18 +242,26 @@ impl Worker {
         self.inflight.len() + self.reserved as usize
     }
 
-    /// When the job it runs now (the oldest it holds) began: when it was
-    /// sent, or when the one before it ended.
+    /// When the job it runs now (the oldest it holds) began, as far as the
+    /// parent can tell: when it was sent, when the one before it ended, or
+    /// when the worker's initializer was done, whichever came last.
     fn began(&self) -> Option<Instant> {
         let &(_, _, sent) = self.inflight.front()?;
-        Some(self.last_done.map_or(sent, |d| d.max(sent)))
+        Some(
+            [self.last_done, self.ready_at]
+                .into_iter()
+                .flatten()
+                .fold(sent, Instant::max),
+        )
     }
 
     /// Its job has run for `overdue` or more: nothing more should queue
-    /// behind it.
+    /// behind it. (A worker still in its initializer is not overdue.)
     fn is_overdue(&self, now: Instant, overdue: Duration) -> bool {
-        self.began()
-            .is_some_and(|b| now.saturating_duration_since(b) >= overdue)
+        self.ready
+            && self
+                .began()
+                .is_some_and(|b| now.saturating_duration_since(b) >= overdue)
     }
 }
 
@@ -265,9 +283,8 @@ struct State {
     /// The dispatcher has taken a job from the backlog and not yet sent
     /// it: a new job must queue behind it, not overtake it.
     dispatching: bool,
-    /// Jobs with a timeout submitted (the dispatcher keeps deadlines only
-    /// once there are some).
-    timed: u64,
+    /// The deadline keeper's thread, from the first timed job until `join`.
+    keeper: Option<JoinHandle<()>>,
     /// How many jobs a worker may hold at once (see [`Prefetch`]).
     prefetch: Prefetch,
     next_gen: u64,
@@ -284,6 +301,8 @@ struct Local {
     state: Mutex<State>,
     /// Signalled when the dispatcher has work (backlog, replacements, stop).
     work: Condvar,
+    /// Signalled when the deadline keeper has a new timed job, or must stop.
+    deadlines: Condvar,
     results: Queue<Msg>,
     /// `join` is closing the result queue: its end is not a failure.
     stopping: AtomicBool,
@@ -347,7 +366,7 @@ impl LocalBackend {
                     backlog: VecDeque::new(),
                     replace: Vec::new(),
                     dispatching: false,
-                    timed: 0,
+                    keeper: None,
                     prefetch: Prefetch::new(cfg.prefetch),
                     next_gen: 1,
                     init_failures: 0,
@@ -356,6 +375,7 @@ impl LocalBackend {
                     watchers: Vec::new(),
                 }),
                 work: Condvar::new(),
+                deadlines: Condvar::new(),
                 results: Queue::new()?,
                 stopping: AtomicBool::new(false),
                 gates: Gates::new(cfg.processes)?,
@@ -442,10 +462,26 @@ impl Backend for LocalBackend {
                 timeout,
             },
         );
-        if timeout.is_some() {
-            // The dispatcher keeps the deadlines.
-            st.timed += 1;
-            self.local.work.notify_one();
+        if timeout.is_some() && st.keeper.is_none() {
+            // The first timed job: start the deadline keeper.
+            let me = self.local.clone();
+            match std::thread::Builder::new()
+                .name("mproc-pool-deadlines".into())
+                .spawn(move || me.keep_deadlines())
+            {
+                Ok(h) => st.keeper = Some(h),
+                Err(e) => {
+                    st.jobs.remove(&id);
+                    drop(st);
+                    self.local.report(Event::Failed {
+                        job: id,
+                        error: TaskError::Refused(format!(
+                            "cannot start the pool's deadline thread: {e}"
+                        )),
+                    });
+                    return;
+                }
+            }
         }
         if ON_RESULT_THREAD.with(Cell::get) {
             // The result thread never sends: it must keep reading results.
@@ -515,6 +551,17 @@ impl Local {
     fn start_worker(&self, st: &mut State, slot: usize) -> Result<(), String> {
         let gen = st.next_gen;
         st.next_gen += 1;
+        let (worker, watcher) = self.launch_worker(slot, gen)?;
+        st.watchers.retain(|w| !w.is_finished());
+        st.watchers.push(watcher);
+        st.workers[slot] = Some(worker);
+        Ok(())
+    }
+
+    /// Starts worker `gen` for `slot` and its watcher thread, which reports
+    /// its end; the caller puts them in the table. Touches no pool state but
+    /// the slot's gate, so workers of different slots start in parallel.
+    fn launch_worker(&self, slot: usize, gen: u64) -> Result<(Worker, JoinHandle<()>), String> {
         let (rx, tx) =
             Pipe::<Jobs>::simplex().map_err(|e| format!("cannot make a job pipe: {e}"))?;
         let (mine, theirs) =
@@ -566,8 +613,6 @@ impl Local {
                 return Err(format!("cannot start a watcher thread: {e}"));
             }
         };
-        st.watchers.retain(|w| !w.is_finished());
-        st.watchers.push(watcher);
         event!(
             info,
             worker = slot,
@@ -575,7 +620,7 @@ impl Local {
             pid = process.pid().unwrap_or(0),
             "worker started"
         );
-        st.workers[slot] = Some(Worker {
+        let worker = Worker {
             gen,
             process,
             conn: Arc::new(Mutex::new(Some(Ends {
@@ -590,25 +635,74 @@ impl Local {
             last_done: None,
             no_steal_until: None,
             killed_for: None,
-        });
-        Ok(())
+            ready_at: None,
+            running: None,
+        };
+        Ok((worker, watcher))
     }
 
-    /// Starts every worker; on failure, stops those already started.
+    /// Starts every worker — on up to [`START_THREADS`] threads at once, so
+    /// that the forkserver always has a request in hand and the parent's
+    /// share of each start overlaps the others — and on failure stops those
+    /// already started.
     fn start_all(&self) -> Result<(), String> {
-        let mut st = self.state.lock();
-        for slot in 0..st.workers.len() {
-            if let Err(why) = self.start_worker(&mut st, slot) {
-                st.phase = Phase::Broken;
-                for w in st.workers.iter_mut().filter_map(Option::take) {
-                    let _ = w.process.kill();
-                    let _ = w.process.join();
-                }
-                for w in st.watchers.drain(..) {
-                    let _ = w.join();
-                }
-                return Err(why);
+        let (n, first_gen) = {
+            let mut st = self.state.lock();
+            let n = st.workers.len();
+            let first = st.next_gen;
+            st.next_gen += n as u64;
+            (n, first)
+        };
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let started = Mutex::new(Vec::with_capacity(n));
+        let why = Mutex::new(None);
+        let starter = || loop {
+            let slot = next.fetch_add(1, Ordering::Relaxed);
+            if slot >= n || failed.load(Ordering::Acquire) {
+                return;
             }
+            match self.launch_worker(slot, first_gen + slot as u64) {
+                Ok(w) => started.lock().push((slot, w)),
+                Err(e) => {
+                    failed.store(true, Ordering::Release);
+                    why.lock().get_or_insert(e);
+                }
+            }
+        };
+        let threads = n.div_ceil(WORKERS_PER_START_THREAD).min(START_THREADS);
+        if threads <= 1 {
+            starter();
+        } else {
+            std::thread::scope(|s| {
+                let helpers: Vec<_> = (1..threads)
+                    .map(|_| {
+                        std::thread::Builder::new()
+                            .name("mproc-pool-start".into())
+                            .spawn_scoped(s, starter)
+                    })
+                    .collect();
+                // This thread starts workers too (and alone, if no helper
+                // thread could be had).
+                starter();
+                drop(helpers);
+            });
+        }
+        let mut st = self.state.lock();
+        for (slot, (worker, watcher)) in started.into_inner() {
+            st.workers[slot] = Some(worker);
+            st.watchers.push(watcher);
+        }
+        if let Some(why) = why.into_inner() {
+            st.phase = Phase::Broken;
+            for w in st.workers.iter_mut().filter_map(Option::take) {
+                let _ = w.process.kill();
+                let _ = w.process.join();
+            }
+            for w in st.watchers.drain(..) {
+                let _ = w.join();
+            }
+            return Err(why);
         }
         Ok(())
     }
@@ -627,7 +721,7 @@ impl Local {
             .iter()
             .enumerate()
             .filter_map(|(i, w)| {
-                let w = w.as_ref()?;
+                let w = w.as_ref().filter(|w| w.killed_for.is_none())?;
                 let load = w.load();
                 // Nothing queues behind a job whose worker had jobs taken
                 // back and has not resumed (it is stuck in a long one), nor,
@@ -691,8 +785,8 @@ impl Local {
             w.next_seq += 1;
             w.inflight.push_back((seq, id, Instant::now()));
             if timed {
-                // Its deadline is the dispatcher's to keep.
-                self.work.notify_one();
+                // Its deadline is the keeper's to keep.
+                self.deadlines.notify_one();
             }
             drop(st);
             let bytes = postcard::to_allocvec(&Wire::Job(WireJob {
@@ -748,12 +842,7 @@ impl Local {
                 st = self.steal(st, victim);
                 continue;
             }
-            let deadline = self.enforce_timeouts(&mut st);
-            match [self.until_steal(&st), deadline]
-                .into_iter()
-                .flatten()
-                .min()
-            {
+            match self.until_steal(&st) {
                 Some(wait) => {
                     self.work.wait_for(&mut st, wait);
                 }
@@ -809,9 +898,15 @@ impl Local {
         let (now, overdue) = (Instant::now(), st.prefetch.overdue());
         st.workers
             .iter()
-            .flatten()
-            .filter(|w| w.inflight.len() >= 2)
-            .filter_map(|w| {
+            .enumerate()
+            .filter_map(|(i, w)| Some((i, w.as_ref()?)))
+            .filter(|&(i, w)| {
+                w.inflight.len() >= 2
+                    && w.inflight
+                        .back()
+                        .is_some_and(|&(seq, ..)| seq > self.gates.started(i))
+            })
+            .filter_map(|(_, w)| {
                 let due = w.began()? + overdue;
                 Some(w.no_steal_until.map_or(due, |t| t.max(due)))
             })
@@ -825,7 +920,7 @@ impl Local {
     /// `Resume` is sent, so no job sent to it in between is taken back.
     fn steal<'a>(&'a self, st: MutexGuard<'a, State>, slot: usize) -> MutexGuard<'a, State> {
         let overdue = st.prefetch.overdue();
-        let (mut st, taken) = self.take_back(st, slot, None);
+        let (mut st, taken) = self.take_back(st, slot, None, false);
         if let Some((_, _back, _)) = taken {
             event!(
                 info,
@@ -846,20 +941,29 @@ impl Local {
     /// except `forget`, which is dropped with them. `Some((started, jobs
     /// put back, forget was among them))` if the revocation took; `None`
     /// when the worker started a job meanwhile, has not yet read the last
-    /// `Resume`, or is gone. Holds the worker's pipe from the revocation
-    /// until its `Resume` is sent, so no job sent to it in between is
-    /// taken back.
+    /// `Resume`, or is gone — or, without `wait`, another thread holds its
+    /// pipe (sending it a job, perhaps blocked on a full pipe). Holds the
+    /// worker's pipe from the revocation until its `Resume` is sent, so no
+    /// job sent to it in between is taken back.
     fn take_back<'a>(
         &'a self,
         st: MutexGuard<'a, State>,
         slot: usize,
         forget: Option<JobId>,
+        wait: bool,
     ) -> (MutexGuard<'a, State>, Option<(u64, usize, bool)>) {
         let Some((gen, conn)) = st.workers[slot].as_ref().map(|w| (w.gen, w.conn.clone())) else {
             return (st, None);
         };
         drop(st);
-        let pipe = conn.lock();
+        let pipe = if wait {
+            conn.lock()
+        } else {
+            match conn.try_lock() {
+                Some(p) => p,
+                None => return (self.state.lock(), None),
+            }
+        };
         let mut st = self.state.lock();
         let st_ref = &mut *st;
         let Some(w) = st_ref.workers[slot].as_mut().filter(|w| w.gen == gen) else {
@@ -918,18 +1022,15 @@ impl Local {
                 st.jobs.remove(&id);
                 return true;
             };
-            let started = self.gates.started(slot);
-            if seq < started {
-                // Finished: its result is on the way.
-                return false;
-            }
-            if seq == started {
-                if !running {
-                    return false;
-                }
+            if seq <= self.gates.started(slot) {
+                // Started. Stopped only on request, and only if it has not
+                // finished: the worker starts nothing more, then dies.
                 let Some(w) = st.workers[slot].as_mut() else {
                     return false;
                 };
+                if !running || !self.gates.stop(slot, seq) {
+                    return false;
+                }
                 w.killed_for = Some((seq, None));
                 let _ = w.process.kill();
                 st.jobs.remove(&id);
@@ -941,7 +1042,12 @@ impl Local {
                 );
                 return true;
             }
-            let (guard, taken) = self.take_back(st, slot, Some(id));
+            if ON_RESULT_THREAD.with(Cell::get) {
+                // Taking a job back waits for the worker's pipe, which the
+                // result thread must never do.
+                return false;
+            }
+            let (guard, taken) = self.take_back(st, slot, Some(id), true);
             st = guard;
             if let Some((_, _, true)) = taken {
                 return true;
@@ -952,10 +1058,27 @@ impl Local {
         false
     }
 
-    /// Kills the worker of each job that has run past its timeout; how
-    /// long until the next deadline, if a timed job is in flight.
+    /// The deadline keeper's thread (started with the first timed job):
+    /// stops each job that runs past its timeout, until `join`. It takes no
+    /// worker's pipe, so no full pipe can hold it up.
+    fn keep_deadlines(&self) {
+        let mut st = self.state.lock();
+        while !st.stop_dispatch {
+            match self.enforce_timeouts(&mut st) {
+                Some(wait) => {
+                    self.deadlines.wait_for(&mut st, wait);
+                }
+                None => self.deadlines.wait(&mut st),
+            }
+        }
+    }
+
+    /// Stops each job that has run past its timeout — its worker is told
+    /// to start nothing more ([`Gates::stop`]) and killed — and says how
+    /// long until the next deadline, if a timed job is in flight. A job's
+    /// clock starts when the keeper first sees its worker running it.
     fn enforce_timeouts(&self, st: &mut State) -> Option<Duration> {
-        if st.timed == 0 || st.phase != Phase::Running {
+        if st.phase != Phase::Running {
             return None;
         }
         let now = Instant::now();
@@ -971,14 +1094,23 @@ impl Local {
             let Some(timeout) = st.jobs.get(&id).and_then(|p| p.timeout) else {
                 continue;
             };
-            if self.gates.started(slot) != seq {
+            if !self.gates.running(slot, seq) {
                 // Not started yet, or finished with its result on the way:
                 // look again soon.
                 soon(RECHECK_TIMED);
                 continue;
             }
-            let ran = now.saturating_duration_since(w.began().unwrap_or(now));
-            if ran >= timeout {
+            let since = match w.running {
+                Some((s, at)) if s == seq => at,
+                _ => {
+                    w.running = Some((seq, now));
+                    now
+                }
+            };
+            let ran = now.saturating_duration_since(since);
+            if ran < timeout {
+                soon(timeout - ran);
+            } else if self.gates.stop(slot, seq) {
                 w.killed_for = Some((seq, Some(timeout)));
                 let _ = w.process.kill();
                 event!(
@@ -988,7 +1120,8 @@ impl Local {
                     "task ran past its timeout: worker killed"
                 );
             } else {
-                soon(timeout - ran);
+                // It finished just now.
+                soon(RECHECK_TIMED);
             }
         }
         next
@@ -1067,6 +1200,7 @@ impl Local {
                     let mut st = self.state.lock();
                     if let Some(w) = st.workers[slot as usize].as_mut().filter(|w| w.gen == gen) {
                         w.ready = true;
+                        w.ready_at = Some(Instant::now());
                         st.init_failures = 0;
                         if holds_queued(&st) {
                             // A new idle worker: queued jobs may come to it.
@@ -1092,7 +1226,10 @@ impl Local {
                                 let (_, id, sent) = w.inflight.remove(at)?;
                                 // Jobs run in order: this one began when it
                                 // was sent or when the one before it ended.
-                                let began = w.last_done.map_or(sent, |d| d.max(sent));
+                                let began = [w.last_done, w.ready_at]
+                                    .into_iter()
+                                    .flatten()
+                                    .fold(sent, Instant::max);
                                 w.last_done = Some(now);
                                 Some((id, now.saturating_duration_since(began), w.load()))
                             });
@@ -1295,7 +1432,10 @@ impl Local {
             }
             st.stop_dispatch = true;
             self.work.notify_all();
-            std::mem::take(&mut st.watchers)
+            self.deadlines.notify_all();
+            let mut threads = std::mem::take(&mut st.watchers);
+            threads.extend(st.keeper.take());
+            threads
         };
         // The watchers may wait to report to a result thread that is gone:
         // closing the queue releases them (and ends the result thread once

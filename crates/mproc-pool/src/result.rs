@@ -88,6 +88,12 @@ impl<R> AsyncResult<R> {
     /// every chunk not yet started is dropped, and the result is
     /// `Cancelled` if any was.
     ///
+    /// Called from a result callback (on the pool's result thread), it
+    /// drops only a task still waiting in the pool, not one already queued
+    /// on a worker (taking that back waits for the worker's pipe); and a
+    /// task queued on a worker that is handing other jobs back right then
+    /// may stay (`false`).
+    ///
     /// ```no_run
     /// use std::time::Duration;
     /// use mproc_pool::{Pool, PoolError};
@@ -110,8 +116,9 @@ impl<R> AsyncResult<R> {
     }
 
     /// [`cancel`](AsyncResult::cancel), and a task already running is
-    /// stopped too: its worker is killed (and replaced; the worker's other
-    /// tasks go on elsewhere). `true` unless the task had finished.
+    /// stopped too: its worker is told to start nothing more and killed
+    /// (and replaced; the jobs it held go to the others). `false` if the
+    /// task had finished (its result stands).
     pub fn cancel_even_if_running(&self) -> bool {
         self.cancel_jobs(true)
     }

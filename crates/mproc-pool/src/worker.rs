@@ -50,25 +50,48 @@ pub(crate) enum Wire<'a> {
     Resume,
 }
 
-/// Each worker's gate: one shared word per slot, `started << 1 | revoked`.
+/// Each worker's gate: one shared word per slot,
+/// `started << 3 | done << 2 | stop << 1 | revoked`.
 ///
 /// `started` is the sequence number of the job the worker runs or ran
-/// last: after a worker dies, the parent fails the jobs up to it
-/// (`WorkerDied`) and sends the later ones again. `revoked` is how the
-/// parent takes back the jobs a worker holds but has not started, to give
-/// them to an idle worker. Both sides change the word only by
-/// compare-and-swap, so a job is either started by its worker or taken
-/// back by the parent, never both:
+/// last, and `done` says it has finished it: after a worker dies, the
+/// parent fails the job it was running (`WorkerDied`) and sends the later
+/// ones again. `revoked` is how the parent takes back the jobs a worker
+/// holds but has not started, to give them to an idle worker; `stop` is
+/// how it stops the job running now (past its timeout, or cancelled) before
+/// it kills the worker. Both sides change the word only by atomic
+/// read-modify-write, so each decision is made on the word's one history:
 ///
-/// - the worker starts job `s` by swapping `started << 1` for `s << 1`;
-///   finding the bit set, it skips the job (its owner is the parent now);
-/// - the parent revokes by swapping `started << 1` for `started << 1 | 1`,
-///   holding the worker's pipe, and then sends [`Wire::Resume`]; every job
-///   after `started` that it had sent goes back to its backlog;
-/// - the worker clears the bit when it reads `Resume`: jobs sent after it
-///   were never revoked.
+/// - the worker starts job `s` by swapping the word for `s << 3`; finding
+///   `revoked` set, it skips the job (its owner is the parent now); finding
+///   `stop` set, it starts nothing more and exits;
+/// - it sets `done` when the job has finished, before it sends the result;
+/// - the parent revokes by setting `revoked` on a word without `stop` or
+///   `revoked`, holding the worker's pipe, and then sends [`Wire::Resume`];
+///   every job after `started` that it had sent goes back to its backlog;
+///   the worker clears `revoked` when it reads `Resume`: jobs sent after it
+///   were never revoked;
+/// - the parent stops job `s` by setting `stop` on a word whose `started`
+///   is `s` without `done`: so a kill never lands on a job that finished,
+///   nor on the next one.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Gates(RawArray<u64>);
+
+const REVOKED: u64 = 1;
+const STOP: u64 = 2;
+const DONE: u64 = 4;
+const SHIFT: u32 = 3;
+
+/// What the worker may do with a job it read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Run it.
+    Run,
+    /// The parent took it back: skip it.
+    Skip,
+    /// The parent is stopping this worker: start nothing more.
+    Stop,
+}
 
 impl Gates {
     pub(crate) fn new(workers: usize) -> std::io::Result<Gates> {
@@ -91,54 +114,92 @@ impl Gates {
     /// The sequence number of the job the worker in `slot` runs or ran last.
     pub(crate) fn started(&self, slot: usize) -> u64 {
         self.word(slot)
-            .map_or(0, |w| w.load(Ordering::Acquire) >> 1)
+            .map_or(0, |w| w.load(Ordering::Acquire) >> SHIFT)
     }
 
     /// The parent has taken jobs back from the worker in `slot`, which has
     /// not yet read the `Resume` that follows them.
     pub(crate) fn revoked(&self, slot: usize) -> bool {
         self.word(slot)
-            .is_some_and(|w| w.load(Ordering::Acquire) & 1 == 1)
+            .is_some_and(|w| w.load(Ordering::Acquire) & REVOKED != 0)
     }
 
-    /// The worker starts job `seq`: `false` when the parent has taken it
-    /// back.
-    pub(crate) fn claim(&self, slot: usize, seq: u64) -> bool {
+    /// The worker starts job `seq`, unless the parent took it back or is
+    /// stopping the worker.
+    pub(crate) fn claim(&self, slot: usize, seq: u64) -> Claim {
         let Some(w) = self.word(slot) else {
-            return false;
+            return Claim::Stop;
         };
         let mut g = w.load(Ordering::Acquire);
         loop {
-            if g & 1 == 1 {
-                return false;
+            if g & STOP != 0 {
+                return Claim::Stop;
             }
-            match w.compare_exchange_weak(g, seq << 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
+            if g & REVOKED != 0 {
+                return Claim::Skip;
+            }
+            match w.compare_exchange_weak(g, seq << SHIFT, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Claim::Run,
                 Err(now) => g = now,
             }
+        }
+    }
+
+    /// The worker has finished the job it started (before it sends the
+    /// result).
+    pub(crate) fn finish(&self, slot: usize) {
+        if let Some(w) = self.word(slot) {
+            w.fetch_or(DONE, Ordering::AcqRel);
         }
     }
 
     /// The worker read [`Wire::Resume`]: the jobs after it are its own.
     pub(crate) fn resume(&self, slot: usize) {
         if let Some(w) = self.word(slot) {
-            w.fetch_and(!1, Ordering::AcqRel);
+            w.fetch_and(!REVOKED, Ordering::AcqRel);
         }
     }
 
     /// The parent takes back every job the worker in `slot` has not
     /// started: `Some(started)` — the jobs after it are the parent's — or
-    /// `None` when the worker started a job meanwhile or has not yet read
-    /// the last `Resume` (try again later).
+    /// `None` when the worker started a job meanwhile, has not yet read the
+    /// last `Resume`, or is being stopped (try again later, or not at all).
     pub(crate) fn revoke(&self, slot: usize) -> Option<u64> {
         let w = self.word(slot)?;
         let g = w.load(Ordering::Acquire);
-        if g & 1 == 1 {
+        if g & (REVOKED | STOP) != 0 {
             return None;
         }
-        w.compare_exchange(g, g | 1, Ordering::AcqRel, Ordering::Acquire)
+        w.compare_exchange(g, g | REVOKED, Ordering::AcqRel, Ordering::Acquire)
             .ok()
-            .map(|g| g >> 1)
+            .map(|g| g >> SHIFT)
+    }
+
+    /// The parent stops job `seq` of the worker in `slot`: `true` if the
+    /// worker runs it now (it has started and not finished it); from then
+    /// on the worker starts nothing more, and the parent kills it.
+    pub(crate) fn stop(&self, slot: usize, seq: u64) -> bool {
+        let Some(w) = self.word(slot) else {
+            return false;
+        };
+        let mut g = w.load(Ordering::Acquire);
+        loop {
+            if g >> SHIFT != seq || g & (DONE | STOP) != 0 {
+                return false;
+            }
+            match w.compare_exchange_weak(g, g | STOP, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => g = now,
+            }
+        }
+    }
+
+    /// Whether the worker in `slot` runs job `seq` now.
+    pub(crate) fn running(&self, slot: usize, seq: u64) -> bool {
+        self.word(slot).is_some_and(|w| {
+            let g = w.load(Ordering::Acquire);
+            g >> SHIFT == seq && g & DONE == 0
+        })
     }
 }
 
@@ -310,11 +371,16 @@ pub(crate) fn worker_main(a: WorkerArgs) {
                 }
             }
         };
-        if !a.gates.claim(slot as usize, job.seq) {
-            // Taken back for another worker (its descriptors, read above,
-            // close here).
-            fault::point("pool.job-skipped");
-            continue;
+        match a.gates.claim(slot as usize, job.seq) {
+            Claim::Run => {}
+            Claim::Skip => {
+                // Taken back for another worker (its descriptors, read
+                // above, close here).
+                fault::point("pool.job-skipped");
+                continue;
+            }
+            // The parent is about to kill this worker.
+            Claim::Stop => return,
         }
         fault::point("pool.job-recorded");
         let input = Message {
@@ -325,6 +391,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
             Ok(r) => r.map(serde_bytes::ByteBuf::from),
             Err(why) => Err(why.to_string()),
         };
+        a.gates.finish(slot as usize);
         let msg = Msg::Done {
             slot,
             gen,
@@ -344,5 +411,56 @@ pub(crate) fn worker_main(a: WorkerArgs) {
             fault::point("pool.memory-retire");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Claim, Gates};
+
+    /// The gate's rules, one step at a time (the word is shared memory; the
+    /// two sides are played here by one thread).
+    #[test]
+    fn a_job_is_run_or_taken_back_or_stopped_never_two_of_these() {
+        let g = Gates::new(1).unwrap();
+        assert_eq!(g.claim(0, 1), Claim::Run);
+        assert!(g.running(0, 1));
+        // Jobs 2 and 3 are queued: the parent takes them back.
+        assert_eq!(g.revoke(0), Some(1));
+        assert!(g.revoked(0));
+        assert_eq!(g.revoke(0), None, "not again before the Resume");
+        g.finish(0);
+        assert_eq!(g.claim(0, 2), Claim::Skip);
+        assert_eq!(g.claim(0, 3), Claim::Skip);
+        g.resume(0);
+        assert!(!g.revoked(0));
+        assert_eq!(g.started(0), 1);
+        // Job 4, sent after the Resume, is the worker's.
+        assert_eq!(g.claim(0, 4), Claim::Run);
+        assert!(!g.stop(0, 3), "only the running job can be stopped");
+        assert!(g.stop(0, 4));
+        assert_eq!(
+            g.revoke(0),
+            None,
+            "nothing is taken back from a stopped worker"
+        );
+        assert_eq!(g.claim(0, 5), Claim::Stop);
+        assert_eq!(g.started(0), 4);
+    }
+
+    /// A finished job cannot be stopped: the kill would land on the next.
+    #[test]
+    fn a_finished_job_is_not_stopped() {
+        let g = Gates::new(2).unwrap();
+        assert_eq!(g.claim(1, 7), Claim::Run);
+        g.finish(1);
+        assert!(!g.running(1, 7));
+        assert!(!g.stop(1, 7));
+        assert_eq!(g.claim(1, 8), Claim::Run);
+        assert!(g.stop(1, 8));
+        // The other slot is untouched, and a slot past the end is refused.
+        assert_eq!(g.started(0), 0);
+        assert_eq!(g.claim(2, 1), Claim::Stop);
+        assert_eq!(g.revoke(2), None);
     }
 }

@@ -81,9 +81,21 @@ enum Reply {
     Ended(u32, bool, i32),
 }
 
+/// The answer to one request: the child's pid and exit-status slot, or why
+/// it could not be forked.
+type ForkReply = Result<(u32, Arc<End>), String>;
+
 #[derive(Default)]
 struct State {
-    replies: VecDeque<Result<(u32, Arc<End>), String>>,
+    /// The replies to requests `base`, `base + 1`, …, in request order;
+    /// `None` once taken by its caller.
+    replies: VecDeque<Option<ForkReply>>,
+    /// The request number of `replies`' front.
+    base: u64,
+    /// Requests sent (each caller's request number is the count before it).
+    sent: u64,
+    /// Requests answered.
+    answered: u64,
     /// Exit-status slots of the children still running, by pid (see the
     /// module docs: exact here).
     running: HashMap<u32, Arc<End>>,
@@ -244,21 +256,41 @@ impl Server {
     }
 
     /// Asks the server to start a child from `msg`: its pid and exit-status
-    /// slot.
+    /// slot. Several callers may have requests in flight: the server
+    /// answers them in the order they were sent, and each caller takes the
+    /// reply with its request's number.
     pub(crate) fn fork(&self, msg: &Message) -> Result<(u32, Arc<End>), StartError> {
-        let _one_at_a_time = lock(&self.requests);
-        if !self.is_alive() {
-            return Err(StartError::ServerGone(io::Error::other(
-                "the forkserver is gone",
-            )));
-        }
-        transfer::send(&self.sock, msg).map_err(StartError::ServerGone)?;
-        fault::point("forkserver.request-sent");
+        let gone = || StartError::ServerGone(io::Error::other("the forkserver is gone"));
+        let ticket = {
+            // One request on the socket at a time, numbered in send order.
+            let _sending = lock(&self.requests);
+            if !self.is_alive() {
+                return Err(gone());
+            }
+            transfer::send(&self.sock, msg).map_err(StartError::ServerGone)?;
+            fault::point("forkserver.request-sent");
+            let mut st = lock(&self.shared.state);
+            if !st.alive {
+                // The reader failed the requests in flight when the server
+                // died, before this one counted: it never ran (a child
+                // forked for it never passes its gate).
+                return Err(gone());
+            }
+            st.sent += 1;
+            st.sent - 1
+        };
         let mut st = lock(&self.shared.state);
         st.waiting += 1;
         loop {
-            if let Some(r) = st.replies.pop_front() {
+            if st.answered > ticket {
+                let at = (ticket - st.base) as usize;
+                let r = st.replies.get_mut(at).and_then(Option::take);
+                while st.replies.front().is_some_and(Option::is_none) {
+                    st.replies.pop_front();
+                    st.base += 1;
+                }
                 st.waiting -= 1;
+                let r = r.unwrap_or_else(|| Err("the forkserver's reply went missing".into()));
                 return r.map_err(|why| {
                     if st.alive {
                         StartError::Failed(io::Error::other(why))
@@ -286,12 +318,14 @@ impl Shared {
             Ok(Reply::Started(pid)) => {
                 let end = End::new();
                 st.running.insert(pid, end.clone());
-                st.replies.push_back(Ok((pid, end)));
+                st.replies.push_back(Some(Ok((pid, end))));
+                st.answered += 1;
                 wake = true;
                 true
             }
             Ok(Reply::Failed(why)) => {
-                st.replies.push_back(Err(why));
+                st.replies.push_back(Some(Err(why)));
+                st.answered += 1;
                 wake = true;
                 true
             }
@@ -312,7 +346,12 @@ impl Shared {
                 for (pid, end) in st.running.drain() {
                     end.orphan(ProcessIdent::of(pid));
                 }
-                st.replies.push_back(Err("the forkserver died".into()));
+                // Every request in flight fails.
+                while st.answered < st.sent {
+                    st.replies
+                        .push_back(Some(Err("the forkserver died".into())));
+                    st.answered += 1;
+                }
                 wake = true;
                 false
             }
