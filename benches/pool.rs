@@ -94,6 +94,24 @@ fn pools(c: &mut Criterion) {
         b.iter(|| mproc_benches::busy_for_us(black_box(ideal)))
     });
     drop(pool);
+
+    // Many workers: built, and each has run a task (the start is what is
+    // timed; the join is not).
+    g.bench_function("start_500_ready", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let t = std::time::Instant::now();
+                let pool = Pool::new(500).unwrap();
+                let out = pool.map_chunked(square, 0..500u64, 1).unwrap();
+                total += t.elapsed();
+                black_box(out);
+                pool.close();
+                pool.join().unwrap();
+            }
+            total
+        })
+    });
     g.finish();
 }
 

@@ -57,6 +57,18 @@ def main():
         results["uneven_map_chunk1"] = median(
             lambda: timed(lambda: pool.map(busy_for_us, durations, chunksize=1)), runs
         )
+    # Pool(500) built and every worker has run a task (the default start
+    # method; the join is not timed).
+    def start_500():
+        t0 = time.perf_counter_ns()
+        pool = Pool(500)
+        pool.map(square, range(500), chunksize=1)
+        took = time.perf_counter_ns() - t0
+        pool.close()
+        pool.join()
+        return took
+
+    results["start_500_ready"] = median(start_500, 1 if QUICK else 3)
     report(results)
 
 

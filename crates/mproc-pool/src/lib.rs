@@ -1,17 +1,23 @@
 //! The process pool for mproc: Python's `multiprocessing.Pool`, with
 //! workers whose death fails only their own task.
 //!
-//! - [`Pool`] — `apply`, `apply_async` (with callbacks), `map`,
-//!   `map_async`, `starmap`, `imap`, `imap_unordered`, `close`, `join`,
-//!   `terminate`; [`Pool::builder`] for `processes`, `initializer`,
-//!   `maxtasksperchild` and `start_method`.
+//! - [`Pool`] — `apply`, `apply_async` (with callbacks, or with its own
+//!   timeout), `map`, `map_async`, `starmap`, `imap`, `imap_unordered`,
+//!   `close`, `join`, `terminate`; [`Pool::builder`] for `processes`,
+//!   `initializer`, `maxtasksperchild`, `max_memory_per_child`,
+//!   `task_timeout`, `prefetch` and `start_method`.
 //! - [`AsyncResult`] — `get`, `get_timeout`, `wait`, `wait_timeout`,
-//!   `ready`, `successful`.
+//!   `ready`, `successful`, `cancel`, `cancel_even_if_running`.
+//! - Balancing: idle workers pull. A worker holds only the job it runs and
+//!   a few queued behind it (as many as hide the hand-off); the rest wait
+//!   in the pool for the first worker free, and jobs queued behind one that
+//!   runs long are taken back for an idle worker — while the pool still
+//!   knows which worker runs which job, so a death fails exactly that one.
 //! - [`Imap`] — the lazy, bounded iterator of `imap` and `imap_unordered`.
 //! - Errors: a task's own failure is a [`TaskError`] ([`WorkerDied`],
-//!   [`Panicked`], `Lost`, `Refused`, `VersionSkew`); a call's error is a [`PoolError`]
-//!   (`Task(TaskError)` — its `source` — `Timeout`, `Closed`, `Terminated`,
-//!   `Broken`, …); a pool that cannot be built is a [`BuildError`].
+//!   [`Panicked`], `TimedOut`, `Lost`, `Refused`, `VersionSkew`); a call's error is a
+//!   [`PoolError`] (`Task(TaskError)` — its `source` — `Timeout`, `Cancelled`, `Closed`,
+//!   `Terminated`, `Broken`, …); a pool that cannot be built is a [`BuildError`].
 //! - [`Backend`] — the seam between the scheduler (submission, chunking,
 //!   gather, the `imap` window, callbacks, `AsyncResult`, the pool's
 //!   phases) and the workers that run jobs: local processes by default,
