@@ -2,6 +2,7 @@
 //! `tests/src/bin/`), reaps them, and ends with a `LeakCheck`.
 
 mod asyncs;
+mod buf;
 mod facade;
 #[cfg(feature = "failpoints")]
 mod killpoint_process;

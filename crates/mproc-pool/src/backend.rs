@@ -86,8 +86,10 @@ impl LocalInput {
 /// Runs a chunk in a worker of the same build: decodes the function and the
 /// arguments from the message, calls the function on each, and returns the
 /// chunk's encoded results ([`ChunkResults`](crate::ChunkResults)'s
-/// format); `Err` when the chunk as a whole cannot be decoded or encoded.
-pub type Runner = RemoteFn<Message, Result<Vec<u8>, String>>;
+/// format) with the descriptors of any handles in them (a
+/// [`Buf`](mproc_shm::Buf) result); `Err` when the chunk as a whole cannot
+/// be decoded or encoded.
+pub type Runner = RemoteFn<Message, Result<Message, String>>;
 
 /// What a job runs.
 #[derive(Debug, Clone)]
@@ -136,6 +138,15 @@ pub enum Event {
         job: JobId,
         /// The encoded results.
         output: Vec<u8>,
+    },
+    /// The job ran, and its results hold handles (a [`Buf`](mproc_shm::Buf),
+    /// a `Value`…): the encoded results with their descriptors, which the
+    /// backend brought from the worker ([`Calls::SameBuild`] backends only).
+    DoneWithHandles {
+        /// The job.
+        job: JobId,
+        /// The encoded results and the descriptors they refer to.
+        output: Message,
     },
     /// The job as a whole failed.
     Failed {

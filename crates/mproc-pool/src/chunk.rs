@@ -56,8 +56,9 @@ enum ChunkOut<R> {
     Each(Vec<Result<R, String>>),
 }
 
-/// Calls `f` on each item, then encodes the outcomes.
-fn run_items<T, R: Serialize>(items: Vec<T>, mut f: impl FnMut(T) -> R) -> Result<Vec<u8>, String> {
+/// Calls `f` on each item, then encodes the outcomes (with the handle
+/// transfer: a result may carry handles).
+fn run_items<T, R: Serialize>(items: Vec<T>, mut f: impl FnMut(T) -> R) -> Result<Message, String> {
     let mut all: Vec<R> = Vec::with_capacity(items.len());
     let mut each: Option<Vec<Result<R, String>>> = None;
     for item in items {
@@ -76,12 +77,12 @@ fn run_items<T, R: Serialize>(items: Vec<T>, mut f: impl FnMut(T) -> R) -> Resul
         None => ChunkOutRef::All(&all),
         Some(each) => ChunkOutRef::Each(each),
     };
-    postcard::to_allocvec(&out).map_err(|e| format!("cannot encode the task's results: {e}"))
+    transfer::encode(&out).map_err(|e| format!("cannot encode the task's results: {e}"))
 }
 
 /// The runner of chunks of `f: A -> R` in a worker of this build: the input
 /// is `(RemoteFn<A, R>, Vec<A>)`, encoded with the handle transfer.
-fn run_chunk<A, R>(input: Message) -> Result<Vec<u8>, String>
+fn run_chunk<A, R>(input: Message) -> Result<Message, String>
 where
     A: DeserializeOwned + Send + 'static,
     R: Serialize + 'static,
@@ -114,7 +115,7 @@ where
 
 /// The runner of chunks of `f(&ctx, item)`: the input is
 /// `(ContextFn<C, A, R>, C, Vec<A>)`, the context decoded once per chunk.
-fn run_chunk_with<C, A, R>(input: Message) -> Result<Vec<u8>, String>
+fn run_chunk_with<C, A, R>(input: Message) -> Result<Message, String>
 where
     C: DeserializeOwned + Send + 'static,
     A: DeserializeOwned + Send + 'static,
@@ -164,9 +165,9 @@ pub(crate) fn named_items<A: Serialize>(items: &[A]) -> Result<Vec<Vec<u8>>, Poo
 
 /// A chunk's results, item by item, as [`TaskError`]s for the failures.
 pub(crate) fn decode_each<R: DeserializeOwned>(
-    bytes: &[u8],
+    output: Message,
 ) -> Result<Vec<Result<R, PoolError>>, PoolError> {
-    Ok(match decode::<R>(bytes)? {
+    Ok(match decode::<R>(output)? {
         ChunkOut::All(v) => v.into_iter().map(Ok).collect(),
         ChunkOut::Each(v) => v
             .into_iter()
@@ -176,12 +177,21 @@ pub(crate) fn decode_each<R: DeserializeOwned>(
 }
 
 /// A chunk's results as one list, or the first failure.
-pub(crate) fn decode_all<R: DeserializeOwned>(bytes: &[u8]) -> Result<Vec<R>, PoolError> {
-    decode_each::<R>(bytes)?.into_iter().collect()
+pub(crate) fn decode_all<R: DeserializeOwned>(output: Message) -> Result<Vec<R>, PoolError> {
+    decode_each::<R>(output)?.into_iter().collect()
 }
 
-fn decode<R: DeserializeOwned>(bytes: &[u8]) -> Result<ChunkOut<R>, PoolError> {
-    match postcard::take_from_bytes::<ChunkOut<R>>(bytes) {
+fn decode<R: DeserializeOwned>(output: Message) -> Result<ChunkOut<R>, PoolError> {
+    if !output.fds.is_empty() {
+        // Handles inside: decoded with their descriptors.
+        return transfer::decode::<ChunkOut<R>>(output).map_err(|e| {
+            PoolError::Codec(format!(
+                "cannot decode a task's results as {}: {e}",
+                std::any::type_name::<R>()
+            ))
+        });
+    }
+    match postcard::take_from_bytes::<ChunkOut<R>>(&output.bytes) {
         Ok((out, [])) => Ok(out),
         Ok((_, rest)) => Err(PoolError::Codec(format!(
             "{} bytes left over after a task's results",
@@ -299,7 +309,12 @@ pub fn run_job(
                 .message()
                 .map_err(|e| TaskError::Refused(format!("cannot pass the job's handles: {e}")))?;
             match runner.call(msg) {
-                Ok(Ok(output)) => Ok(output),
+                // A backend that carries no descriptors cannot bring these
+                // back (its results would name descriptors it dropped).
+                Ok(Ok(output)) if !output.fds.is_empty() => Err(TaskError::Refused(
+                    "the results hold handles, which only the local pool brings back".into(),
+                )),
+                Ok(Ok(output)) => Ok(output.bytes),
                 Ok(Err(why)) => Err(TaskError::Refused(why)),
                 Err(why) => Err(TaskError::Refused(why.to_string())),
             }
@@ -347,7 +362,11 @@ mod tests {
                     Err(m) => Err(m.clone()),
                 });
             }
-            let got = decode_each::<u64>(&b.finish()).unwrap();
+            let got = decode_each::<u64>(Message {
+                bytes: b.finish(),
+                fds: transfer::FdTable::new(),
+            })
+            .unwrap();
             let want: Vec<Result<u64, PoolError>> = outcomes
                 .into_iter()
                 .map(|o| o.map_err(|message| PoolError::Task(TaskError::Panicked { message })))

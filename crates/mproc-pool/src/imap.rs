@@ -239,7 +239,7 @@ where
                     work,
                     len,
                     Box::new(move |out| {
-                        let items = match out.and_then(|b| decode_each::<R>(&b)) {
+                        let items = match out.and_then(decode_each::<R>) {
                             Ok(items) if items.len() == len => items,
                             // One result per item, always: the length is
                             // what `size_hint` promised.

@@ -97,6 +97,9 @@ thread_local! {
 /// before the pool gives up and is broken.
 pub(crate) const MAX_INIT_FAILURES: u32 = 5;
 
+/// How long the result thread waits for descriptors a worker announced.
+const RESULT_FDS_WAIT: Duration = Duration::from_secs(2);
+
 /// Threads that start a pool's workers at once (see `start_all`).
 const START_THREADS: usize = 8;
 /// Workers per starting thread below that: a small pool starts on the
@@ -231,6 +234,9 @@ struct Worker {
     ready_at: Option<Instant>,
     /// The job the deadline keeper saw it running, and since when.
     running: Option<(u64, Instant)>,
+    /// Its socket's other use: the result thread reads the descriptors of
+    /// handles in its results here (a clone, so no pipe lock is needed).
+    back: Arc<UnixStream>,
 }
 
 impl Worker {
@@ -566,6 +572,15 @@ impl Local {
             Pipe::<Jobs>::simplex().map_err(|e| format!("cannot make a job pipe: {e}"))?;
         let (mine, theirs) =
             UnixStream::pair().map_err(|e| format!("cannot make a socket pair: {e}"))?;
+        let back = mine
+            .try_clone()
+            .and_then(|b| {
+                // The descriptors are there before their result; a worker
+                // that says otherwise must not hold the result thread up.
+                b.set_read_timeout(Some(RESULT_FDS_WAIT))?;
+                Ok(b)
+            })
+            .map_err(|e| format!("cannot share the worker's socket: {e}"))?;
         self.gates.reset(slot);
         let args = WorkerArgs {
             slot: slot as u32,
@@ -637,6 +652,7 @@ impl Local {
             killed_for: None,
             ready_at: None,
             running: None,
+            back: Arc::new(back),
         };
         Ok((worker, watcher))
     }
@@ -1213,7 +1229,15 @@ impl Local {
                     gen,
                     seq,
                     out,
+                    fds,
                 } => {
+                    // The descriptors of handles in the results came first,
+                    // on the worker's socket: take them now, wanted or not,
+                    // so the next ones are read in their turn.
+                    let handles = match fds {
+                        0 => Ok(FdTable::new()),
+                        n => self.result_fds(slot as usize, gen, n),
+                    };
                     let id = {
                         let mut st = self.state.lock();
                         let st = &mut *st;
@@ -1250,12 +1274,19 @@ impl Local {
                         id.filter(|id| st.jobs.remove(id).is_some())
                     };
                     if let Some(job) = id {
-                        self.report(match out {
-                            Ok(output) => Event::Done {
+                        self.report(match (out, handles) {
+                            (Ok(output), Ok(fds)) if fds.is_empty() => Event::Done {
                                 job,
                                 output: output.into_vec(),
                             },
-                            Err(why) => Event::Failed {
+                            (Ok(output), Ok(fds)) => Event::DoneWithHandles {
+                                job,
+                                output: Message {
+                                    bytes: output.into_vec(),
+                                    fds,
+                                },
+                            },
+                            (Err(why), _) | (_, Err(why)) => Event::Failed {
                                 job,
                                 error: TaskError::Refused(why),
                             },
@@ -1265,6 +1296,26 @@ impl Local {
                 Msg::Exited { slot, gen } => self.on_exit(slot as usize, gen),
             }
         }
+    }
+
+    /// The `n` descriptors a worker sent on its socket just before a result
+    /// that holds handles. They are there already (sent before the result
+    /// was put), so the wait is a safeguard against a confused worker.
+    fn result_fds(&self, slot: usize, gen: u64, n: u32) -> Result<FdTable, String> {
+        let back = self.state.lock().workers[slot]
+            .as_ref()
+            .filter(|w| w.gen == gen)
+            .map(|w| w.back.clone())
+            .ok_or("the worker is gone with its results' handles")?;
+        let msg = transfer::recv(&back)
+            .map_err(|e| format!("the results' handles did not arrive: {e}"))?;
+        if msg.fds.len() != n as usize || !msg.bytes.is_empty() {
+            return Err(format!(
+                "the worker sent {} descriptors for results holding {n}",
+                msg.fds.len()
+            ));
+        }
+        Ok(msg.fds)
     }
 
     /// A worker has ended: fail the job it was running, put the jobs it

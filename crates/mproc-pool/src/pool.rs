@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use mproc_call::{panic_message, Callable, ContextFn, RemoteFn};
+use mproc_shm::transfer::{FdTable, Message};
 use parking_lot::{Condvar, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -31,11 +32,11 @@ use crate::Builder;
 
 /// What becomes of a job's outcome: the chunk's encoded results, or the
 /// error for the whole chunk.
-pub(crate) type Handler = Box<dyn FnOnce(Result<Vec<u8>, PoolError>) + Send>;
+pub(crate) type Handler = Box<dyn FnOnce(Result<Message, PoolError>) + Send>;
 
 /// Runs a handler; a panicking callback must not take the reporting thread
 /// down with it.
-fn run_handler(handler: Handler, outcome: Result<Vec<u8>, PoolError>) {
+fn run_handler(handler: Handler, outcome: Result<Message, PoolError>) {
     if let Err(p) = catch_unwind(AssertUnwindSafe(|| handler(outcome))) {
         let message = panic_message(&*p);
         // With `tracing` the subscriber decides where it goes; without, it
@@ -89,6 +90,18 @@ impl Events for Scheduler {
     fn event(&self, event: Event) {
         match event {
             Event::Done { job, output } => {
+                event!(debug, job, "task done");
+                if let Some(h) = self.take(job) {
+                    run_handler(
+                        h,
+                        Ok(Message {
+                            bytes: output,
+                            fds: FdTable::new(),
+                        }),
+                    );
+                }
+            }
+            Event::DoneWithHandles { job, output } => {
                 event!(debug, job, "task done");
                 if let Some(h) = self.take(job) {
                     run_handler(h, Ok(output));
@@ -616,7 +629,7 @@ impl Pool {
             1,
             Box::new(move |out| {
                 let r = out
-                    .and_then(|b| chunk::decode_each::<F::Output>(&b))
+                    .and_then(chunk::decode_each::<F::Output>)
                     .and_then(|items| {
                         items.into_iter().next().unwrap_or_else(|| {
                             Err(PoolError::Codec(
@@ -1059,7 +1072,7 @@ impl Pool {
                 work,
                 len,
                 Box::new(move |out| {
-                    let part = out.and_then(|b| chunk::decode_all::<R>(&b));
+                    let part = out.and_then(chunk::decode_all::<R>);
                     let mut g = gather.lock();
                     g.done_items += len as u64;
                     let (done, total) = (g.done_items, g.total_items);

@@ -223,6 +223,9 @@ pub(crate) enum Msg {
         gen: u64,
         seq: u64,
         out: Result<serde_bytes::ByteBuf, String>,
+        /// Descriptors of handles in `out`, sent before on the worker's
+        /// socket.
+        fds: u32,
     },
     /// The worker has ended (sent by its watcher thread in the parent).
     Exited { slot: u32, gen: u64 },
@@ -388,15 +391,36 @@ pub(crate) fn worker_main(a: WorkerArgs) {
             fds,
         };
         let out = match job.runner.call(input) {
-            Ok(r) => r.map(serde_bytes::ByteBuf::from),
+            Ok(r) => r,
             Err(why) => Err(why.to_string()),
         };
         a.gates.finish(slot as usize);
+        // Handles in the results: their descriptors go first, on the
+        // socket; the parent reads them when it reads the result.
+        let (out, fds) = match out {
+            Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
+            Ok(m) => {
+                let n = m.fds.len() as u32;
+                let carried = transfer::send(
+                    &fd_socket,
+                    &Message {
+                        bytes: Vec::new(),
+                        fds: m.fds,
+                    },
+                );
+                match carried {
+                    Ok(()) => (Ok(serde_bytes::ByteBuf::from(m.bytes)), n),
+                    Err(e) => (Err(format!("cannot send the results' handles: {e}")), 0),
+                }
+            }
+            Err(why) => (Err(why), 0),
+        };
         let msg = Msg::Done {
             slot,
             gen,
             seq: job.seq,
             out,
+            fds,
         };
         if a.results.put(msg).is_err() {
             return;

@@ -262,22 +262,30 @@ impl Server {
     pub(crate) fn fork(&self, msg: &Message) -> Result<(u32, Arc<End>), StartError> {
         let gone = || StartError::ServerGone(io::Error::other("the forkserver is gone"));
         let ticket = {
-            // One request on the socket at a time, numbered in send order.
+            // One request on the socket at a time, numbered in send order —
+            // counted before it is sent, so that a reply (or the server's
+            // death) that comes at once finds it counted.
             let _sending = lock(&self.requests);
-            if !self.is_alive() {
-                return Err(gone());
+            let ticket = {
+                let mut st = lock(&self.shared.state);
+                if !st.alive {
+                    return Err(gone());
+                }
+                st.sent += 1;
+                st.sent - 1
+            };
+            if let Err(e) = transfer::send(&self.sock, msg) {
+                // A request half sent would shift every later reply onto
+                // the wrong caller: nobody sends to this server again. It
+                // answers the whole requests before this one, then reads the
+                // end and exits; the reader files those answers, then fails
+                // what is left in flight (this one too) and reaps it.
+                lock(&self.shared.state).alive = false;
+                let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                return Err(StartError::ServerGone(e));
             }
-            transfer::send(&self.sock, msg).map_err(StartError::ServerGone)?;
             fault::point("forkserver.request-sent");
-            let mut st = lock(&self.shared.state);
-            if !st.alive {
-                // The reader failed the requests in flight when the server
-                // died, before this one counted: it never ran (a child
-                // forked for it never passes its gate).
-                return Err(gone());
-            }
-            st.sent += 1;
-            st.sent - 1
+            ticket
         };
         let mut st = lock(&self.shared.state);
         st.waiting += 1;

@@ -3,6 +3,10 @@
 //! - [`Segment`] — shared memory mapped `MAP_SHARED` by every process holding
 //!   a handle: anonymous (memfd on Linux, an unlinked shm object on macOS) or
 //!   backed by a file you name. Fixed size, reserved at creation.
+//! - [`Buf`] / [`BufMut`] — zero-copy buffers: filled once, frozen (sealed:
+//!   no process can change them after), then handed to other processes —
+//!   as a pool task's argument or result, a child's argument — as a
+//!   descriptor, never copied.
 //! - [`transfer`] — how handles reach other processes: serialize them with
 //!   [`transfer::encode`], carry the descriptors by inheritance
 //!   ([`transfer::spawn_inheriting`]) or `SCM_RIGHTS` ([`transfer::send`]).
@@ -55,6 +59,7 @@
 
 mod sys;
 
+mod buf;
 mod doc;
 pub mod fault;
 mod ident;
@@ -65,6 +70,7 @@ mod value;
 #[cfg(feature = "async")]
 pub mod waker;
 
+pub use buf::{Buf, BufMut};
 pub use doc::{DocError, FileDoc, Format, Json, Postcard};
 pub use ident::ProcessIdent;
 pub use named::{SharedMemory, SharedMemoryOptions, MAX_NAME_LEN};

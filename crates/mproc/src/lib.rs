@@ -76,7 +76,8 @@
 //!
 //! # Shared memory and files
 //!
-//! - [`Segment`] — shared memory (memfd / shm / a file);
+//! - [`Segment`] — shared memory (memfd / shm / a file); [`Buf`] — frozen
+//!   bytes handed to other processes without a copy;
 //!   [`RawValue`] / [`RawArray`] without a lock; named [`SharedMemory`].
 //! - [`FileDoc`] — a document in a file, updated under a lock and replaced
 //!   atomically.
@@ -128,7 +129,7 @@ pub use mproc_process::{current_process, spawn, JoinHandle, Process, StartMethod
 #[doc(no_inline)]
 pub use mproc_queue::{Connection, JoinableQueue, Pipe, Queue, SimpleQueue};
 #[doc(no_inline)]
-pub use mproc_shm::{FileDoc, RawArray, RawValue, Segment, SharedMemory};
+pub use mproc_shm::{Buf, BufMut, FileDoc, RawArray, RawValue, Segment, SharedMemory};
 #[doc(no_inline)]
 pub use mproc_sync::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, Value,

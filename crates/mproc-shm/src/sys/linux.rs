@@ -100,3 +100,44 @@ fn memory_limit() -> io::Result<u128> {
     let unit = u128::from(info.mem_unit.max(1));
     Ok((u128::from(info.totalram) + u128::from(info.totalswap)) * unit)
 }
+
+/// A new memfd of `len` reserved bytes that can still be sealed (for a
+/// [`BufMut`](crate::BufMut)); not yet sealed at all.
+pub(crate) fn sealable(len: usize) -> io::Result<OwnedFd> {
+    if len as u128 > memory_limit()? {
+        return Err(io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            "buffer larger than the machine's memory and swap",
+        ));
+    }
+    let fd = memfd_create(
+        "mproc-buf",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    preallocate(std::os::fd::AsFd::as_fd(&fd), len, true)?;
+    Ok(fd)
+}
+
+/// Seals a buffer's memfd for good: no process can write, shrink or grow
+/// it, nor lift the seals. Fails (`EBUSY`) while a writable shared mapping
+/// of it exists.
+pub(crate) fn seal_frozen(fd: BorrowedFd<'_>) -> io::Result<()> {
+    fcntl(
+        fd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_WRITE
+                | SealFlag::F_SEAL_SHRINK
+                | SealFlag::F_SEAL_GROW
+                | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    Ok(())
+}
+
+/// Whether a descriptor received as a frozen buffer is sealed against
+/// writing, shrinking and growing (anyone could send any descriptor).
+pub(crate) fn is_frozen(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let seals = fcntl(fd, FcntlArg::F_GET_SEALS)?;
+    let need = (SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW).bits();
+    Ok(seals & need == need)
+}

@@ -96,3 +96,20 @@ pub(crate) fn process_state(pid: u32) -> super::ProcState {
     let start = info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec;
     ProcState::Running { start }
 }
+
+/// A new unlinked shm object of `len` bytes (for a
+/// [`BufMut`](crate::BufMut)). macOS has no seals.
+pub(crate) fn sealable(len: usize) -> io::Result<OwnedFd> {
+    anonymous(len)
+}
+
+/// macOS has no seals: a frozen buffer is protected only by every handle
+/// mapping it read-only.
+pub(crate) fn seal_frozen(_fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(())
+}
+
+/// macOS has no seals to check.
+pub(crate) fn is_frozen(_fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(true)
+}

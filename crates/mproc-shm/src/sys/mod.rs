@@ -15,12 +15,12 @@ use nix::sys::stat::Mode;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{anonymous, preallocate, process_state};
+pub(crate) use linux::{anonymous, is_frozen, preallocate, process_state, seal_frozen, sealable};
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
-pub(crate) use macos::{anonymous, preallocate, process_state};
+pub(crate) use macos::{anonymous, is_frozen, preallocate, process_state, seal_frozen, sealable};
 
 /// The largest number of descriptors one `SCM_RIGHTS` message may carry
 /// (Linux's `SCM_MAX_FD`; macOS accepts at least as many).
