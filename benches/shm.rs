@@ -39,5 +39,53 @@ fn documents(c: &mut Criterion) {
     doc.remove().unwrap();
 }
 
-criterion_group!(benches, segments, documents);
+/// The worker's side of a hand-off: it gets the buffer and returns it.
+fn echo_buf(b: mproc::Buf) -> mproc::Buf {
+    b
+}
+
+/// The same with the bytes copied each way (what a `Vec<u8>` argument and
+/// result cost before `Buf`).
+fn echo_bytes(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+    b
+}
+
+/// A frozen buffer of `len` bytes with every page written.
+fn filled(len: usize) -> mproc::Buf {
+    let mut b = mproc::BufMut::zeroed(len).unwrap();
+    for page in b.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    b.freeze().unwrap()
+}
+
+/// A buffer to a pool worker and back: as a `Buf` (its descriptor travels)
+/// and as bytes (copied through the job pipe and the result queue).
+fn buffers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("buf");
+    g.sample_size(10);
+    let pool = mproc::Pool::new(1).unwrap();
+    let small = filled(64 << 20);
+    g.bench_function("pool_roundtrip_64MiB", |b| {
+        b.iter(|| pool.apply(echo_buf, small.clone()).unwrap())
+    });
+    let bytes = serde_bytes::ByteBuf::from(small.to_vec());
+    g.bench_function("pool_roundtrip_64MiB_copied", |b| {
+        b.iter(|| pool.apply(echo_bytes, bytes.clone()).unwrap())
+    });
+    drop(bytes);
+    drop(small);
+    // A smoke run (no `--bench`) runs each bench once: a smaller buffer.
+    let full = std::env::args().any(|a| a == "--bench");
+    let big = filled(if full { 1 << 30 } else { 64 << 20 });
+    g.bench_function("pool_roundtrip_1GiB", |b| {
+        b.iter(|| pool.apply(echo_buf, big.clone()).unwrap())
+    });
+    drop(big);
+    pool.close();
+    pool.join().unwrap();
+    g.finish();
+}
+
+criterion_group!(benches, segments, documents, buffers);
 criterion_main!(benches);

@@ -56,8 +56,43 @@ def json_file_update_op(directory):
     return op, lock
 
 
+def attach_and_hand_back(name):
+    """A worker's side of a shared_memory hand-off: attach, hand it back."""
+    shm = shared_memory.SharedMemory(name=name)
+    shm.close()
+    return name
+
+
+def echo(b):
+    return b
+
+
+def handoffs(results):
+    """A 1 GiB shared_memory block handed to a pool worker and back by name
+    (the block made once, every page written; the hand-off is timed), and
+    64 MiB of bytes copied to a worker and back."""
+    from multiprocessing import Pool
+
+    block = shared_memory.SharedMemory(create=True, size=1 << 30)
+    try:
+        for i in range(0, block.size, 4096):
+            block.buf[i] = 1
+        with Pool(1) as pool:
+            results["shared_memory_handoff_1GiB"] = measure(
+                lambda: pool.apply(attach_and_hand_back, (block.name,)), 10 if QUICK else 50
+            )
+            data = bytes(64 << 20)
+            results["bytes_roundtrip_64MiB"] = measure(
+                lambda: pool.apply(echo, (data,)), 1, 3 if QUICK else 7
+            )
+    finally:
+        block.close()
+        block.unlink()
+
+
 def main():
     results = {}
+    handoffs(results)
     results["shared_memory_create_close_unlink"] = measure(
         shared_memory_create_close_unlink, 200 if QUICK else 1000)
     results["raw_value_increment"] = measure(raw_value_increment_op(), 20000 if QUICK else 200000)

@@ -98,6 +98,30 @@ const SCENARIOS: &[Scenario] = &[
         per_core: false,
     },
     Scenario {
+        id: "buf/pool_roundtrip_64MiB",
+        title: "64 MiB Buf to a pool worker and back vs the same bytes copied (≥ 100×)",
+        reference: Reference::Rust("buf/pool_roundtrip_64MiB_copied"),
+        items: 0,
+        target: Some(100.0),
+        per_core: false,
+    },
+    Scenario {
+        id: "buf/pool_roundtrip_64MiB_copied",
+        title: "64 MiB of bytes copied to a pool worker and back, vs Python's",
+        reference: Reference::Python("shm.py", "bytes_roundtrip_64MiB"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "buf/pool_roundtrip_1GiB",
+        title: "1 GiB Buf to a pool worker and back vs Python's shared_memory hand-off by name",
+        reference: Reference::Python("shm.py", "shared_memory_handoff_1GiB"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
         id: "sync/lock_uncontended",
         title: "Lock acquire + release, uncontended",
         reference: Reference::Python("sync.py", "lock_uncontended"),
@@ -355,6 +379,38 @@ const SCENARIOS: &[Scenario] = &[
         per_core: false,
     },
     Scenario {
+        id: "workload/sha256_pool_map",
+        title: "SHA-256 of 100 MB in uneven files, Pool.map on all cores, vs Python's Pool.map",
+        reference: Reference::Python("workloads.py", "sha256_pool_map"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "workload/sha256_pool_map",
+        title: "the same vs rayon's par_iter on as many threads (≤ 1.05× its time)",
+        reference: Reference::Rust("workload/sha256_rayon"),
+        items: 0,
+        target: Some(1.0 / 1.05),
+        per_core: false,
+    },
+    Scenario {
+        id: "workload/words_pool_imap_unordered",
+        title: "word frequencies of the same files, imap_unordered(chunksize 16) + reduce, vs Python",
+        reference: Reference::Python("workloads.py", "words_pool_imap_unordered"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "workload/words_pool_imap_unordered",
+        title: "the same vs rayon's par_iter + reduce (≤ 1.1× its time)",
+        reference: Reference::Rust("workload/words_rayon"),
+        items: 0,
+        target: Some(1.0 / 1.1),
+        per_core: false,
+    },
+    Scenario {
         id: "pool/cpu_map_all_cores",
         title: "CPU-bound map on all cores vs serial (speed-up)",
         reference: Reference::Rust("pool/cpu_serial"),
@@ -541,6 +597,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             let _ = write!(table, "\n{}\n", line.trim());
         }
         Err(e) => println!("imap memory run failed: {e}"),
+    }
+    let buf_memory = cmd::output(cmd::cargo().args([
+        "run",
+        "--quiet",
+        "--release",
+        "--package",
+        "mproc-benches",
+        "--bin",
+        "buf_memory",
+    ]));
+    match &buf_memory {
+        Ok(line) => {
+            let _ = write!(table, "\n{}\n", line.trim());
+        }
+        Err(e) => println!("buf memory run failed: {e}"),
     }
     println!("\n{table}");
     let out = target.join("mproc-bench");
