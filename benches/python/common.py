@@ -25,6 +25,19 @@ def measure(op, batch, batches=None):
     return samples[len(samples) // 2]
 
 
+def median(f, runs):
+    """The median of `runs` calls of `f`."""
+    xs = sorted(f() for _ in range(runs))
+    return xs[len(xs) // 2]
+
+
+def timed(f):
+    """Nanoseconds one call of `f` takes."""
+    t0 = time.perf_counter_ns()
+    f()
+    return time.perf_counter_ns() - t0
+
+
 def report(results):
     json.dump(results, sys.stdout)
     sys.stdout.write("\n")

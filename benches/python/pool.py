@@ -3,7 +3,7 @@ import math
 import time
 from multiprocessing import Pool
 
-from common import QUICK, measure, report
+from common import QUICK, measure, median, report, timed
 
 
 def square(x):
@@ -25,17 +25,6 @@ def busy_for_us(us):
     end = time.perf_counter_ns() + us * 1000
     while time.perf_counter_ns() < end:
         pass
-
-
-def median(f, runs):
-    xs = sorted(f() for _ in range(runs))
-    return xs[len(xs) // 2]
-
-
-def timed(f):
-    t0 = time.perf_counter_ns()
-    f()
-    return time.perf_counter_ns() - t0
 
 
 def main():

@@ -7,11 +7,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from multiprocessing import Pool
 
-from common import QUICK, report
+from common import QUICK, median, report, timed
 
 FULL_BYTES = 100 << 20
 
@@ -24,17 +23,6 @@ def sha256_file(path):
 def count_words(path):
     with open(path, "r") as f:
         return Counter(f.read().split())
-
-
-def median(f, runs):
-    xs = sorted(f() for _ in range(runs))
-    return xs[len(xs) // 2]
-
-
-def timed(f):
-    t0 = time.perf_counter_ns()
-    f()
-    return time.perf_counter_ns() - t0
 
 
 def main():

@@ -17,9 +17,18 @@ use mproc::sync::Event;
 use mproc::{Pool, Process, StartMethod, Value};
 use mproc_tests::{hex, returns_within, LeakCheck, Lines};
 
+use crate::pool::{pid_and_square, shorts_taken_back_from_a_held_worker};
+
 fn count_up(v: Value<u64>) {
     v.update(|x| *x += 1);
 }
+
+/// The steps of a forkserver request where it can be made to die.
+const FORKSERVER_POINTS: [&str; 3] = [
+    "forkserver.request-read",
+    "forkserver.forked",
+    "forkserver.started-sent",
+];
 
 /// The forkserver SIGKILLs itself at each step of a request. Before
 /// `Started` reaches the client the child never runs (the gate stays shut)
@@ -28,11 +37,7 @@ fn count_up(v: Value<u64>) {
 #[test]
 fn killpoint_forkserver_killed_mid_request() {
     let leaks = LeakCheck::start();
-    for point in [
-        "forkserver.request-read",
-        "forkserver.forked",
-        "forkserver.started-sent",
-    ] {
+    for point in FORKSERVER_POINTS {
         process::stop_forkserver();
         std::env::set_var(DIE_AT_ENV, point);
         let ran = Value::new(0u64).unwrap();
@@ -75,11 +80,7 @@ fn killpoint_forkserver_killed_mid_request() {
 #[test]
 fn killpoint_forkserver_killed_with_several_requests_in_flight() {
     let leaks = LeakCheck::start();
-    for point in [
-        "forkserver.request-read",
-        "forkserver.forked",
-        "forkserver.started-sent",
-    ] {
+    for point in FORKSERVER_POINTS {
         process::stop_forkserver();
         std::env::set_var(DIE_AT_ENV, point);
         let ran = Value::new(0u64).unwrap();
@@ -395,15 +396,6 @@ fn killpoint_jobs_submitted_while_the_dispatcher_holds_one_do_not_overtake_it() 
     leaks.assert_clean();
 }
 
-fn held_until(go: Event) -> u32 {
-    let _ = go.wait_timeout(Duration::from_secs(60));
-    std::process::id()
-}
-
-fn pid_and_square(x: u64) -> (u32, u64) {
-    (std::process::id(), x * x)
-}
-
 /// A worker SIGKILLed as it skips a job that was taken back from it (kill
 /// point `pool.job-skipped`): the job already ran on the idle worker it was
 /// given to, exactly once; the long job before it stands; the dead worker
@@ -424,20 +416,7 @@ fn killpoint_a_worker_killed_as_it_skips_a_job_taken_back_loses_nothing() {
             .build()
             .unwrap();
         fault::clear("pool.job-skipped");
-        let (go_a, go_b) = (Event::new().unwrap(), Event::new().unwrap());
-        let a = pool.apply_async(held_until, go_a.clone()).unwrap();
-        let b = pool.apply_async(held_until, go_b.clone()).unwrap();
-        let short: Vec<_> = (0..20u64)
-            .map(|i| pool.apply_async(pid_and_square, i).unwrap())
-            .collect();
-        go_b.set();
-        let b_pid = b.get_timeout(Duration::from_secs(30)).unwrap();
-        for (i, r) in short.into_iter().enumerate() {
-            let (pid, sq) = r
-                .get_timeout(Duration::from_secs(30))
-                .expect("a short task");
-            assert_eq!((pid, sq), (b_pid, (i * i) as u64), "short task {i}");
-        }
+        let (a, go_a, _) = shorts_taken_back_from_a_held_worker(&pool);
         go_a.set();
         let a_pid = a.get_timeout(Duration::from_secs(30)).unwrap();
         // It skips the first job taken back from it, and dies there; it is

@@ -702,7 +702,7 @@ fn maxtasksperchild_zero_is_an_error() {
 
 /// Runs until `go` is set (or a minute passes), then says which worker ran
 /// it.
-fn held_until(go: Event) -> u32 {
+pub(crate) fn held_until(go: Event) -> u32 {
     let _ = go.wait_timeout(Duration::from_secs(60));
     std::process::id()
 }
@@ -744,8 +744,36 @@ fn short_tasks_do_not_wait_behind_a_long_one_while_a_worker_is_idle() {
     leaks.assert_clean();
 }
 
-fn pid_and_square(x: u64) -> (u32, u64) {
+pub(crate) fn pid_and_square(x: u64) -> (u32, u64) {
     (std::process::id(), x * x)
+}
+
+/// The scene of the take-back tests, on a pool of two workers with a fixed
+/// depth of 4: both workers are held in long tasks (a, then b) while 20
+/// short tasks queue behind both; b is released, and every short task must
+/// come back from b's worker — the ones queued behind a are taken back —
+/// while a is still held. Returns a's result, the event that releases it,
+/// and b's pid.
+pub(crate) fn shorts_taken_back_from_a_held_worker(
+    pool: &Pool,
+) -> (mproc::AsyncResult<u32>, Event, u32) {
+    let (go_a, go_b) = (Event::new().unwrap(), Event::new().unwrap());
+    let a = pool.apply_async(held_until, go_a.clone()).unwrap();
+    let b = pool.apply_async(held_until, go_b.clone()).unwrap();
+    let short: Vec<_> = (0..20u64)
+        .map(|i| pool.apply_async(pid_and_square, i).unwrap())
+        .collect();
+    go_b.set();
+    let b_pid = b.get_timeout(Duration::from_secs(30)).unwrap();
+    for (i, r) in short.into_iter().enumerate() {
+        let (pid, sq) = r
+            .get_timeout(Duration::from_secs(30))
+            .expect("a short task");
+        assert_eq!(sq, (i * i) as u64);
+        assert_eq!(pid, b_pid, "short task {i} ran on the held worker");
+    }
+    assert!(!go_a.is_set());
+    (a, go_a, b_pid)
 }
 
 /// Jobs queued behind a long job are taken back for a worker that has gone
@@ -759,22 +787,7 @@ fn jobs_queued_behind_a_long_job_are_taken_back_for_an_idle_worker() {
     let leaks = LeakCheck::start();
     {
         let pool = Pool::builder().processes(2).prefetch(4).build().unwrap();
-        let (go_a, go_b) = (Event::new().unwrap(), Event::new().unwrap());
-        let a = pool.apply_async(held_until, go_a.clone()).unwrap();
-        let b = pool.apply_async(held_until, go_b.clone()).unwrap();
-        let short: Vec<_> = (0..20u64)
-            .map(|i| pool.apply_async(pid_and_square, i).unwrap())
-            .collect();
-        go_b.set();
-        let b_pid = b.get_timeout(Duration::from_secs(30)).unwrap();
-        for (i, r) in short.into_iter().enumerate() {
-            let (pid, sq) = r
-                .get_timeout(Duration::from_secs(30))
-                .expect("a short task");
-            assert_eq!(sq, (i * i) as u64);
-            assert_eq!(pid, b_pid, "short task {i} ran on the held worker");
-        }
-        assert!(!go_a.is_set());
+        let (a, go_a, b_pid) = shorts_taken_back_from_a_held_worker(&pool);
         go_a.set();
         let a_pid = a.get_timeout(Duration::from_secs(30)).unwrap();
         assert_ne!(a_pid, b_pid);

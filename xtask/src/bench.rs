@@ -582,37 +582,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let mut table = machine.markdown();
     table.push_str(&markdown(&rows));
-    // Memory is not a criterion measurement: one run, peak RSS reported.
-    let memory = cmd::output(cmd::cargo().args([
-        "run",
-        "--quiet",
-        "--release",
-        "--package",
-        "mproc-benches",
-        "--bin",
-        "imap_memory",
-    ]));
-    match &memory {
-        Ok(line) => {
-            let _ = write!(table, "\n{}\n", line.trim());
-        }
-        Err(e) => println!("imap memory run failed: {e}"),
-    }
-    let buf_memory = cmd::output(cmd::cargo().args([
-        "run",
-        "--quiet",
-        "--release",
-        "--package",
-        "mproc-benches",
-        "--bin",
-        "buf_memory",
-    ]));
-    match &buf_memory {
-        Ok(line) => {
-            let _ = write!(table, "\n{}\n", line.trim());
-        }
-        Err(e) => println!("buf memory run failed: {e}"),
-    }
+    // Memory is not a criterion measurement: one run each, its line added
+    // to the table.
+    let memory = memory_run("imap_memory", &mut table);
+    let _ = memory_run("buf_memory", &mut table);
     println!("\n{table}");
     let out = target.join("mproc-bench");
     std::fs::create_dir_all(&out)?;
@@ -831,6 +804,27 @@ impl Row<'_> {
             (None, _) => "—",
         }
     }
+}
+
+/// Runs one of the benches' memory binaries once and adds the line it
+/// prints to `table`; that line, or why it failed (printed too).
+fn memory_run(bin: &str, table: &mut String) -> Result<String> {
+    let line = cmd::output(cmd::cargo().args([
+        "run",
+        "--quiet",
+        "--release",
+        "--package",
+        "mproc-benches",
+        "--bin",
+        bin,
+    ]));
+    match &line {
+        Ok(line) => {
+            let _ = write!(table, "\n{}\n", line.trim());
+        }
+        Err(e) => println!("{bin} run failed: {e}"),
+    }
+    line
 }
 
 /// The median time per iteration that criterion estimated, in nanoseconds.

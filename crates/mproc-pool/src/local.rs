@@ -854,15 +854,12 @@ impl Local {
                 st = self.drain(st);
                 continue;
             }
-            if let Some(victim) = self.victim(&st) {
-                st = self.steal(st, victim);
-                continue;
-            }
-            match self.until_steal(&st) {
-                Some(wait) => {
+            match self.steal_plan(&st) {
+                Ok(victim) => st = self.steal(st, victim),
+                Err(Some(wait)) => {
                     self.work.wait_for(&mut st, wait);
                 }
-                None => self.work.wait(&mut st),
+                Err(None) => self.work.wait(&mut st),
             }
         }
     }
@@ -878,56 +875,44 @@ impl Local {
                 .any(|w| w.ready && w.load() == 0 && (maxtasks == 0 || w.assigned < maxtasks))
     }
 
-    /// The worker to take queued jobs back from, for an idle one: the one
-    /// holding the most jobs behind an overdue one.
-    fn victim(&self, st: &State) -> Option<usize> {
-        if !st.backlog.is_empty() || !self.idle_thief(st) {
-            return None;
-        }
-        let (now, overdue) = (Instant::now(), st.prefetch.overdue());
-        st.workers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| {
-                let w = w.as_ref()?;
-                // Something it holds is not started yet.
-                let queued = w
-                    .inflight
-                    .back()
-                    .is_some_and(|&(seq, ..)| seq > self.gates.started(i));
-                let may = w.inflight.len() >= 2
-                    && queued
-                    && w.is_overdue(now, overdue)
-                    && w.no_steal_until.is_none_or(|t| t <= now);
-                may.then_some((w.inflight.len(), i))
-            })
-            .max()
-            .map(|(_, i)| i)
+    /// Whether worker `w` in `slot` holds jobs queued behind the one it
+    /// runs, some of them not started yet (so there is something to take
+    /// back).
+    fn holds_unstarted(&self, slot: usize, w: &Worker) -> bool {
+        w.inflight.len() >= 2
+            && w.inflight
+                .back()
+                .is_some_and(|&(seq, ..)| seq > self.gates.started(slot))
     }
 
-    /// How long until a worker's queued jobs may be taken back for an idle
-    /// one, if any may be.
-    fn until_steal(&self, st: &State) -> Option<Duration> {
+    /// Whether to take queued jobs back for an idle worker: from which
+    /// worker now (the one holding the most jobs behind an overdue one), or
+    /// how soon to look again (when one's job becomes overdue), or neither.
+    fn steal_plan(&self, st: &State) -> Result<usize, Option<Duration>> {
         if !st.backlog.is_empty() || !self.idle_thief(st) {
-            return None;
+            return Err(None);
         }
         let (now, overdue) = (Instant::now(), st.prefetch.overdue());
-        st.workers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| Some((i, w.as_ref()?)))
-            .filter(|&(i, w)| {
-                w.inflight.len() >= 2
-                    && w.inflight
-                        .back()
-                        .is_some_and(|&(seq, ..)| seq > self.gates.started(i))
-            })
-            .filter_map(|(_, w)| {
-                let due = w.began()? + overdue;
-                Some(w.no_steal_until.map_or(due, |t| t.max(due)))
-            })
-            .min()
-            .map(|at| at.saturating_duration_since(now).max(MIN_STEAL_WAIT))
+        let mut victim: Option<(usize, usize)> = None;
+        let mut soonest: Option<Instant> = None;
+        for (i, w) in st.workers.iter().enumerate() {
+            let Some(w) = w.as_ref().filter(|w| self.holds_unstarted(i, w)) else {
+                continue;
+            };
+            let allowed = w.no_steal_until.is_none_or(|t| t <= now);
+            if allowed && w.is_overdue(now, overdue) {
+                if victim.is_none_or(|(n, _)| w.inflight.len() > n) {
+                    victim = Some((w.inflight.len(), i));
+                }
+            } else if let Some(began) = w.began() {
+                let due = (began + overdue).max(w.no_steal_until.unwrap_or(began));
+                soonest = Some(soonest.map_or(due, |s| s.min(due)));
+            }
+        }
+        match victim {
+            Some((_, i)) => Ok(i),
+            None => Err(soonest.map(|at| at.saturating_duration_since(now).max(MIN_STEAL_WAIT))),
+        }
     }
 
     /// Takes back the jobs the worker in `slot` holds but has not started
