@@ -1,38 +1,5 @@
-//! Zero-copy buffers: bytes written once, then handed to other processes as
-//! a descriptor instead of being copied.
-//!
-//! [`BufMut::zeroed`] makes a buffer of its own memory (a memfd on Linux, an
-//! unlinked shm object on macOS) that only this process can see; fill it,
-//! then [`freeze`](BufMut::freeze) it into a [`Buf`]. Freezing seals the
-//! memfd — no process can write, shrink or grow it any more, nor lift the
-//! seals — and maps it read-only. A `Buf` is cheap to clone and slice, and
-//! it travels as a handle: its descriptor goes with it (inherited by a
-//! child, or over `SCM_RIGHTS` to a running worker, see
-//! [`transfer`](crate::transfer)), and the receiver maps the same pages. A
-//! gigabyte crosses in the time of a few system calls, and exists once in
-//! memory however many processes hold it; it is freed when the last one
-//! lets go — or dies.
-//!
-//! A received buffer is checked: the descriptor must be sealed against
-//! writes (on Linux; macOS has no seals, and a frozen buffer there is
-//! read-only by convention: every mproc handle maps it read-only), and the
-//! length and range must match the file.
-//!
-//! ```
-//! use mproc_shm::{transfer, BufMut};
-//!
-//! let mut b = BufMut::zeroed(1 << 20)?;
-//! b[..5].copy_from_slice(b"hello");
-//! let buf = b.freeze()?;
-//!
-//! // What a child or a pool worker receives: the same pages, not a copy.
-//! let there: mproc_shm::Buf = transfer::decode(transfer::encode(&buf)?)?;
-//! assert_eq!(&there[..5], b"hello");
-//! assert_eq!(there.len(), 1 << 20);
-//! let words = there.slice(0..64)?.cast::<u64>()?;
-//! assert_eq!(words.len(), 8);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Zero-copy buffers: [`BufMut`], filled once, frozen into a [`Buf`] that
+//! other processes map instead of copying (see [`Buf`]).
 
 use std::fmt;
 use std::io;
@@ -122,6 +89,26 @@ impl fmt::Debug for BufMut {
     }
 }
 
+/// Why a buffer cannot be viewed as a slice of some `T` ([`Buf::cast`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CastError {
+    /// The view does not start at an address aligned for `T`.
+    Misaligned,
+    /// The view's length is not a multiple of `T`'s size.
+    Length,
+}
+
+impl fmt::Display for CastError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CastError::Misaligned => "the buffer's start is not aligned for the type",
+            CastError::Length => "the buffer's length is not a whole number of the type",
+        })
+    }
+}
+
+impl std::error::Error for CastError {}
+
 struct Frozen {
     fd: OwnedFd,
     map: Option<Mmap>,
@@ -131,7 +118,44 @@ struct Frozen {
 /// Frozen bytes shared by every process that holds a handle: `Clone`
 /// (another handle to the same pages), `Deref<Target = [u8]>`,
 /// [`slice`](Buf::slice) and [`cast`](Buf::cast) without copying, and
-/// `Serialize` as a handle (see the [module docs](self)).
+/// `Serialize` as a handle.
+///
+/// Zero-copy buffers: bytes written once, then handed to other processes as
+/// a descriptor instead of being copied.
+///
+/// [`BufMut::zeroed`] makes a buffer of its own memory (a memfd on Linux, an
+/// unlinked shm object on macOS) that only this process can see; fill it,
+/// then [`freeze`](BufMut::freeze) it into a [`Buf`]. Freezing seals the
+/// memfd — no process can write, shrink or grow it any more, nor lift the
+/// seals — and maps it read-only. A `Buf` is cheap to clone and slice, and
+/// it travels as a handle: its descriptor goes with it (inherited by a
+/// child, or over `SCM_RIGHTS` to a running worker, see
+/// [`transfer`](crate::transfer)), and the receiver maps the same pages. A
+/// gigabyte crosses in the time of a few system calls, and exists once in
+/// memory however many processes hold it; it is freed when the last one
+/// lets go — or dies.
+///
+/// A received buffer is checked: the descriptor must be sealed against
+/// writes (on Linux; macOS has no seals, and a frozen buffer there is
+/// read-only by convention: every mproc handle maps it read-only), and the
+/// length and range must match the file.
+///
+/// ```
+/// use mproc_shm::{transfer, BufMut};
+///
+/// let mut b = BufMut::zeroed(1 << 20)?;
+/// b[..5].copy_from_slice(b"hello");
+/// let buf = b.freeze()?;
+///
+/// // What a child or a pool worker receives: the same pages, not a copy.
+/// let there: mproc_shm::Buf = transfer::decode(transfer::encode(&buf)?)?;
+/// assert_eq!(&there[..5], b"hello");
+/// assert_eq!(there.len(), 1 << 20);
+/// let head = there.slice(0..64)?;
+/// let words = head.cast::<u64>()?;
+/// assert_eq!(words.len(), 8);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Buf {
     inner: Arc<Frozen>,
@@ -211,10 +235,14 @@ impl Buf {
     ///
     /// # Errors
     ///
-    /// bytemuck's error when the view's start is not aligned for `T` or its
+    /// [`CastError`] when the view's start is not aligned for `T` or its
     /// length is not a multiple of `T`'s size.
-    pub fn cast<T: bytemuck::Pod>(&self) -> Result<&[T], bytemuck::PodCastError> {
-        bytemuck::try_cast_slice(self)
+    pub fn cast<T: bytemuck::Pod>(&self) -> Result<&[T], CastError> {
+        bytemuck::try_cast_slice(self).map_err(|e| match e {
+            bytemuck::PodCastError::OutputSliceWouldHaveSlop
+            | bytemuck::PodCastError::SizeMismatch => CastError::Length,
+            _ => CastError::Misaligned,
+        })
     }
 }
 

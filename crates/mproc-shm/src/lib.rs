@@ -70,7 +70,7 @@ mod value;
 #[cfg(feature = "async")]
 pub mod waker;
 
-pub use buf::{Buf, BufMut};
+pub use buf::{Buf, BufMut, CastError};
 pub use doc::{DocError, FileDoc, Format, Json, Postcard};
 pub use ident::ProcessIdent;
 pub use named::{SharedMemory, SharedMemoryOptions, MAX_NAME_LEN};
