@@ -700,13 +700,6 @@ fn maxtasksperchild_zero_is_an_error() {
     assert_eq!(e.to_string(), "maxtasksperchild must be at least 1");
 }
 
-/// Runs until `go` is set (or a minute passes), then says which worker ran
-/// it.
-pub(crate) fn held_until(go: Event) -> u32 {
-    let _ = go.wait_timeout(Duration::from_secs(60));
-    std::process::id()
-}
-
 /// Uneven work balances: while one worker is held in a long task, every
 /// short task submitted after it runs on the other worker — none waits
 /// behind the long one, where a job used to go when it was submitted
@@ -717,8 +710,13 @@ fn short_tasks_do_not_wait_behind_a_long_one_while_a_worker_is_idle() {
     let leaks = LeakCheck::start();
     {
         let pool = Pool::new(2).unwrap();
-        let go = Event::new().unwrap();
-        let long = pool.apply_async(held_until, go.clone()).unwrap();
+        let (started, go) = (Event::new().unwrap(), Event::new().unwrap());
+        let long = pool
+            .apply_async(announce_then_hold, (started.clone(), go.clone()))
+            .unwrap();
+        // It runs before the short ones come (one not yet started may be
+        // taken back, and then run on the other worker).
+        assert!(started.wait_timeout(Duration::from_secs(30)));
         let short: Vec<_> = (0..40)
             .map(|_| pool.apply_async(pid, ()).unwrap())
             .collect();
@@ -749,8 +747,8 @@ pub(crate) fn pid_and_square(x: u64) -> (u32, u64) {
 }
 
 /// The scene of the take-back tests, on a pool of two workers with a fixed
-/// depth of 4: both workers are held in long tasks (a, then b) while 20
-/// short tasks queue behind both; b is released, and every short task must
+/// depth of 4: both workers are held in long tasks (a, then b; both seen
+/// running) while 20 short tasks queue behind both; b is released, and every short task must
 /// come back from b's worker — the ones queued behind a are taken back —
 /// while a is still held. Returns a's result, the event that releases it,
 /// and b's pid.
@@ -758,8 +756,17 @@ pub(crate) fn shorts_taken_back_from_a_held_worker(
     pool: &Pool,
 ) -> (mproc::AsyncResult<u32>, Event, u32) {
     let (go_a, go_b) = (Event::new().unwrap(), Event::new().unwrap());
-    let a = pool.apply_async(held_until, go_a.clone()).unwrap();
-    let b = pool.apply_async(held_until, go_b.clone()).unwrap();
+    let (started_a, started_b) = (Event::new().unwrap(), Event::new().unwrap());
+    let a = pool
+        .apply_async(announce_then_hold, (started_a.clone(), go_a.clone()))
+        .unwrap();
+    let b = pool
+        .apply_async(announce_then_hold, (started_b.clone(), go_b.clone()))
+        .unwrap();
+    // Both run before anything queues: a job not yet started when jobs are
+    // taken back goes back too (and may then run elsewhere).
+    assert!(started_a.wait_timeout(Duration::from_secs(30)));
+    assert!(started_b.wait_timeout(Duration::from_secs(30)));
     let short: Vec<_> = (0..20u64)
         .map(|i| pool.apply_async(pid_and_square, i).unwrap())
         .collect();
@@ -870,8 +877,9 @@ fn the_pool_wide_task_timeout_applies_to_every_task() {
     leaks.assert_clean();
 }
 
-/// Says it started, then runs until `go` is set (or a minute passes).
-fn announce_then_hold(started: Event, go: Event) -> u32 {
+/// Says it started, then runs until `go` is set (or a minute passes); says
+/// which worker ran it.
+pub(crate) fn announce_then_hold(started: Event, go: Event) -> u32 {
     started.set();
     let _ = go.wait_timeout(Duration::from_secs(60));
     std::process::id()
