@@ -130,6 +130,15 @@ fn every_public_path_resolves() {
     let _: Option<(redis::Error, redis::GetError, redis::PutError<u8>)> = None;
     let _: Option<(redis::ClientStats, redis::WorkerStats, redis::WorkerHandle)> = None;
     let _: Option<redis::Task> = None;
+
+    use mproc::manager;
+    let _ = mproc::Manager::new;
+    let _ = manager::Manager::builder;
+    let _ = |a: &str| manager::Client::connect_tcp(a, b"k");
+    let _: Option<manager::Dict<u8, u8>> = None;
+    let _: Option<(manager::List<u8>, manager::SharedValue<u8>)> = None;
+    let _: Option<(manager::Builder, manager::ManagerError, manager::Task)> = None;
+    let _ = manager::Registry::new;
 }
 
 fn echo(x: u8) -> u8 {

@@ -5,6 +5,8 @@ mod asyncs;
 mod buf;
 mod facade;
 #[cfg(feature = "failpoints")]
+mod killpoint_manager;
+#[cfg(feature = "failpoints")]
 mod killpoint_process;
 #[cfg(feature = "failpoints")]
 mod killpoint_queue;
@@ -12,6 +14,7 @@ mod killpoint_queue;
 mod killpoint_redis;
 #[cfg(feature = "failpoints")]
 mod killpoint_sync;
+mod manager;
 mod pool;
 mod pool_backend;
 mod process;

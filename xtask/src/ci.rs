@@ -50,6 +50,7 @@ const LIBS: &[&str] = &[
     "mproc-queue",
     "mproc-pool",
     "mproc-redis",
+    "mproc-manager",
 ];
 
 /// The optional parts users turn on, each checked alone on the façade.

@@ -54,6 +54,15 @@
 //!   initializer, `maxtasksperchild`, a start method or another
 //!   [`Backend`](pool::Backend).
 //!
+//! # Shared objects in a server process
+//!
+//! - [`Manager`] — Python's `multiprocessing.Manager()`: a server process
+//!   owning shared dicts, lists and values of any serde type, whose proxies
+//!   ([`manager::Dict`], [`manager::List`], [`manager::SharedValue`])
+//!   travel to other processes; atomic `update` by a registered function;
+//!   over a unix socket, or TCP with an authkey. Its death is
+//!   `ServerGone`, never a hang.
+//!
 //! # Across machines
 //!
 //! - `redis` (feature `redis`) — the same `Pool` and a `JoinableQueue`
@@ -111,6 +120,8 @@ pub use mproc_shm as shm;
 pub use mproc_call as call;
 
 #[doc(inline)]
+pub use mproc_manager as manager;
+#[doc(inline)]
 pub use mproc_pool as pool;
 #[doc(inline)]
 pub use mproc_process as process;
@@ -122,6 +133,8 @@ pub use mproc_redis as redis;
 #[doc(inline)]
 pub use mproc_sync as sync;
 
+#[doc(no_inline)]
+pub use mproc_manager::Manager;
 #[doc(no_inline)]
 pub use mproc_pool::{AsyncResult, Pool};
 #[doc(no_inline)]
