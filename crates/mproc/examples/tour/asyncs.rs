@@ -1,4 +1,4 @@
-//! Chapter 6 — async: the same pool, children and queues, awaited (the
+//! Chapter 7 — async: the same pool, children and queues, awaited (the
 //! `async` feature). Also an example of its own
 //! (`cargo run --example async_pool`).
 
@@ -8,7 +8,7 @@ mod async_pool;
 use crate::common::Result;
 
 pub(crate) fn chapter() -> Result<()> {
-    println!("== Chapter 6: async (features async, tokio) ==\n");
+    println!("== Chapter 7: async (features async, tokio) ==\n");
     async_pool::main()?;
     println!();
     Ok(())

@@ -10,6 +10,7 @@
 mod asyncs;
 #[path = "../common/mod.rs"]
 mod common;
+mod manager;
 mod pool;
 mod process;
 mod progress;
@@ -39,6 +40,7 @@ fn main() -> Result<()> {
     process::chapter()?;
     queue::chapter()?;
     pool::chapter()?;
+    manager::chapter()?;
     asyncs::chapter()?;
     progress::chapter()
 }

@@ -1,4 +1,4 @@
-//! Chapter 7 — progress: bars that count items, not chunks.
+//! Chapter 8 — progress: bars that count items, not chunks.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +11,7 @@ fn square(x: u64) -> u64 {
 }
 
 pub(crate) fn chapter() -> Result<()> {
-    println!("== Chapter 7: progress (feature progress) ==\n");
+    println!("== Chapter 8: progress (feature progress) ==\n");
     let pool = Pool::new(2)?;
 
     println!("map over 10,000 items in chunks of 1,250, with a plain hook:");
