@@ -15,6 +15,7 @@ mod killpoint_redis;
 #[cfg(feature = "failpoints")]
 mod killpoint_sync;
 mod manager;
+mod output;
 mod pool;
 mod pool_backend;
 mod process;

@@ -45,6 +45,7 @@ pub struct Builder {
     task_timeout: Option<Duration>,
     max_memory: Option<u64>,
     method: Option<StartMethod>,
+    forward_output: Option<bool>,
     init: Option<Result<Init, String>>,
     backend: Option<Arc<dyn Backend>>,
 }
@@ -156,6 +157,16 @@ impl Builder {
         self
     }
 
+    /// Forwards the workers' stdout and stderr lines (and, with the
+    /// `tracing` feature, their `tracing` events) to this process, tagged
+    /// with each worker's name (`[PoolWorker-1.0] …`); see
+    /// [`mproc_process::output`]. Default: the process-wide setting
+    /// ([`set_forward_output`](mproc_process::set_forward_output)).
+    pub fn forward_output(mut self, on: bool) -> Builder {
+        self.forward_output = Some(on);
+        self
+    }
+
     /// Runs the pool's jobs on `backend` instead of local worker processes
     /// (see [`Backend`]); the other options do not apply.
     pub fn backend(mut self, backend: impl Backend) -> Builder {
@@ -191,6 +202,7 @@ impl Builder {
                     task_timeout: self.task_timeout,
                     max_memory: self.max_memory.unwrap_or(0),
                     method: self.method,
+                    forward_output: self.forward_output,
                     init,
                 })
                 .map_err(|e| BuildError::start(format!("cannot set the pool up: {e}")))?;

@@ -319,6 +319,8 @@ struct Local {
     task_timeout: Option<Duration>,
     max_memory: u64,
     method: Option<StartMethod>,
+    /// Forward the workers' output (`None`: the process-wide default).
+    forward_output: Option<bool>,
     init: Option<Init>,
     /// The scheduler, from `start` until `join`.
     events: Mutex<Option<Arc<dyn Events>>>,
@@ -343,6 +345,7 @@ pub(crate) struct Config {
     /// Resident bytes past which a worker retires after a task (0: none).
     pub(crate) max_memory: u64,
     pub(crate) method: Option<StartMethod>,
+    pub(crate) forward_output: Option<bool>,
     pub(crate) init: Option<Init>,
 }
 
@@ -389,6 +392,7 @@ impl LocalBackend {
                 task_timeout: cfg.task_timeout,
                 max_memory: cfg.max_memory,
                 method: cfg.method,
+                forward_output: cfg.forward_output,
                 init: cfg.init,
                 events: Mutex::new(None),
             }),
@@ -603,6 +607,9 @@ impl Local {
             .daemon(true);
         if let Some(m) = self.method {
             p = p.start_method(m);
+        }
+        if let Some(on) = self.forward_output {
+            p = p.forward_output(on);
         }
         p.start()
             .map_err(|e| format!("cannot start a worker: {e}"))?;

@@ -56,6 +56,8 @@ pub(crate) struct Header {
     pub(crate) lifeline: Option<SharedFd>,
     /// What a forkserver child takes from its parent at `start()`.
     pub(crate) inherit: Option<Inherit>,
+    /// The child's end of its output stream, when it forwards its output.
+    pub(crate) output: Option<SharedFd>,
 }
 
 /// The working directory and environment of the parent at `start()`, for a
@@ -267,6 +269,9 @@ pub(crate) fn run_boot(
         crate::lifeline::watch_owned(lifeline.into_owned())?;
     }
     sys::set_report_name(&header.name);
+    if let Some(output) = header.output {
+        crate::output::start_in_child(output.into_owned())?;
+    }
     registry::become_child(
         &header.name,
         header.daemon,
@@ -311,6 +316,7 @@ mod tests {
             parent_name: "nobody".into(),
             report: report.clone(),
             lifeline: None,
+            output: None,
             inherit: None,
         }
     }

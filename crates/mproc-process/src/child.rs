@@ -133,12 +133,23 @@ pub(crate) struct Child {
     /// How it was started (for the exit event).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) method: crate::StartMethod,
+    /// The reader of its forwarded output, until it has been waited for.
+    pub(crate) output: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Its end was told to `tracing` (once, by whoever saw it first).
     #[cfg(feature = "tracing")]
     pub(crate) told: std::sync::atomic::AtomicBool,
 }
 
 impl Child {
+    /// Waits for the reader of its forwarded output, if any (once the
+    /// child has ended, the reader stops within a slice).
+    pub(crate) fn output_done(&self) {
+        let reader = lock(&self.output).take();
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+    }
+
     /// The child's identity now: read while it is still our unreaped child
     /// (so its pid cannot have been reused), or as the forkserver sent it.
     /// `None` once it has ended.

@@ -39,6 +39,7 @@ pub(crate) fn finish(code: i32) -> ! {
     rules();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    crate::output::finish_in_child();
     sys::exit_now(code)
 }
 

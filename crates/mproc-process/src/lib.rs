@@ -12,6 +12,11 @@
 //!   request) or [`Fork`](StartMethod::Fork); [`set_start_method`].
 //! - [`Target`] — a serde struct with `run(self)`: the Rust form of a
 //!   `Process` subclass.
+//! - [`output`] — children's stdout and stderr lines (and `tracing`
+//!   events) forwarded to the parent, tagged `[name]`, whole, flushed
+//!   before `join` returns, never blocking a child
+//!   ([`Process::forward_output`], [`set_forward_output`],
+//!   [`set_output_sink`]).
 //! - [`current_process`], [`parent_process`] (with
 //!   [`is_alive`](ProcessInfo::is_alive)), [`active_children`],
 //!   [`cpu_count`], [`exit`].
@@ -102,6 +107,7 @@ mod exit;
 mod forkserver;
 mod lifeline;
 mod method;
+pub mod output;
 mod payload;
 mod process;
 mod registry;
@@ -115,6 +121,7 @@ pub use error::ProcessError;
 pub use exit::exit;
 pub use forkserver::{forkserver_pid, stop_forkserver};
 pub use method::{get_start_method, set_start_method, StartMethod};
+pub use output::{set_forward_output, set_output_sink, OutputKind, OutputLine};
 pub use process::Process;
 pub use registry::{
     active_children, cpu_count, current_process, parent_process, ProcessInfo, DAEMON_EXIT_GRACE,

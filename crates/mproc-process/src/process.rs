@@ -3,13 +3,14 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mproc_call::Callable;
-use mproc_shm::transfer;
+use mproc_shm::transfer::{self, SharedFd};
 use mproc_shm::{fault, ProcessIdent};
 use nix::sys::signal::Signal;
 use serde::de::DeserializeOwned;
@@ -23,7 +24,7 @@ use crate::registry::{self, ProcessInfo};
 use crate::report::{Report, ReportSlot};
 use crate::state::lock;
 use crate::target::{FnTarget, Launch, Outcome, StructTarget, Target};
-use crate::{exit, lifeline, payload, sys};
+use crate::{exit, lifeline, output, payload, sys};
 
 /// A child process running a function or a [`Target`] (Python's
 /// `multiprocessing.Process`).
@@ -53,6 +54,8 @@ pub struct Process {
     daemon: bool,
     method: Option<StartMethod>,
     group: bool,
+    /// Forward the child's output (`None`: the process-wide default).
+    forward: Option<bool>,
     target: Mutex<Option<Box<dyn Launch>>>,
     child: Option<Arc<Child>>,
 }
@@ -126,9 +129,34 @@ impl Process {
             daemon: false,
             method: None,
             group: false,
+            forward: None,
             target: Mutex::new(Some(launch)),
             child: None,
         }
+    }
+
+    /// Forwards the child's stdout and stderr lines (and, with the
+    /// `tracing` feature, its `tracing` events) to this process, tagged
+    /// `[name]`: see [`output`](crate::output). Overrides
+    /// [`set_forward_output`](crate::set_forward_output) for this process.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn greet(name: String) {
+    ///     println!("hello {name}");
+    /// }
+    ///
+    /// let mut p = mproc_process::Process::new(greet, "bob".into())
+    ///     .name("greeter")
+    ///     .forward_output(true);
+    /// p.start()?;
+    /// p.join()?; // "[greeter] hello bob" is printed by now
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn forward_output(mut self, on: bool) -> Process {
+        self.forward = Some(on);
+        self
     }
 
     /// Sets the name (default `Process-N`).
@@ -338,21 +366,32 @@ impl Process {
         lifeline::ensure()?;
         let report = ReportSlot::new()?;
         let method = self.method.unwrap_or_else(get_start_method);
+        let output = if self.forward.unwrap_or_else(output::forward_by_default) {
+            Some(output::pair()?)
+        } else {
+            None
+        };
+        let (ours, theirs) = output.unzip();
         let (pid, end, watch) = match method {
             StartMethod::Fork => {
                 warn_if_threaded();
-                let pid = self.fork(launch, report.report(), &parent)?;
+                let pid = self.fork(launch, report.report(), &parent, ours.as_ref(), theirs)?;
                 (pid, End::new(), Watch::Own)
             }
             StartMethod::Spawn => {
-                let pid = self.spawn(launch, report.report(), &parent)?;
+                let pid = self.spawn(launch, report.report(), &parent, theirs)?;
                 (pid, End::new(), Watch::Own)
             }
             StartMethod::Forkserver => {
-                let (pid, end) = self.via_forkserver(launch, report.report(), &parent)?;
+                let (pid, end) = self.via_forkserver(launch, report.report(), &parent, theirs)?;
                 (pid, end, Watch::Server)
             }
         };
+        // The child has its end (and ours was closed in it): read what it
+        // sends until it ends.
+        let output = ours
+            .map(|ours| output::read_from(ours, self.name.clone(), pid))
+            .transpose()?;
         let child = Arc::new(Child {
             pid,
             name: self.name.clone(),
@@ -362,6 +401,7 @@ impl Process {
             end,
             watch,
             method,
+            output: Mutex::new(output),
             #[cfg(feature = "tracing")]
             told: std::sync::atomic::AtomicBool::new(false),
         });
@@ -385,6 +425,8 @@ impl Process {
         launch: Box<dyn Launch>,
         report: &Report,
         parent: &ProcessInfo,
+        ours: Option<&OwnedFd>,
+        theirs: Option<OwnedFd>,
     ) -> Result<u32, ProcessError> {
         let parent = registry::parent_info(
             parent.name.clone(),
@@ -405,6 +447,15 @@ impl Process {
                     let _ = sys::new_process_group();
                 }
                 registry::become_child(&self.name, self.daemon, parent);
+                if let Some(ours) = ours {
+                    // The parent's end, copied by fork: closed here once.
+                    sys::close_in_forked_child(ours);
+                }
+                if let Some(theirs) = theirs {
+                    if output::start_in_child(theirs).is_err() {
+                        sys::exit_now(boot::BOOT_FAILED);
+                    }
+                }
                 let code = boot::run_guarded(report, || launch.run_here());
                 exit::finish(code)
             }
@@ -420,6 +471,7 @@ impl Process {
         report: &Report,
         parent: &ProcessInfo,
         inherit: Option<Inherit>,
+        output: Option<OwnedFd>,
     ) -> io::Result<Header> {
         Ok(Header {
             name: self.name.clone(),
@@ -431,6 +483,7 @@ impl Process {
             report: report.clone(),
             lifeline: self.daemon.then(lifeline::for_daemon).transpose()?,
             inherit,
+            output: output.map(SharedFd::new),
         })
     }
 
@@ -439,9 +492,10 @@ impl Process {
         launch: Box<dyn Launch>,
         report: &Report,
         parent: &ProcessInfo,
+        output: Option<OwnedFd>,
     ) -> Result<u32, ProcessError> {
         let msg = launch
-            .encode(self.header(report, parent, None)?)
+            .encode(self.header(report, parent, None, output)?)
             .map_err(ProcessError::Encode)?;
         // The boot bytes travel in a segment of their own, the last
         // descriptor of the table, so their size has no limit.
@@ -478,13 +532,14 @@ impl Process {
         launch: Box<dyn Launch>,
         report: &Report,
         parent: &ProcessInfo,
+        output: Option<OwnedFd>,
     ) -> Result<(u32, Arc<End>), ProcessError> {
         let mut server = crate::forkserver::get()?;
         // Relative to this server's launch; a replacement, launched later,
         // gets the whole difference again, which is still right.
         let inherit = server.inherit();
         let msg = launch
-            .encode(self.header(report, parent, Some(inherit))?)
+            .encode(self.header(report, parent, Some(inherit), output)?)
             .map_err(ProcessError::Encode)?;
         let mut retried = false;
         loop {
@@ -545,7 +600,19 @@ impl Process {
     pub fn join(&self) -> Result<(), ProcessError> {
         self.started()?;
         self.poll(true, None);
+        self.output_done();
         Ok(())
+    }
+
+    /// Once the child has ended: waits until its forwarded output has been
+    /// handed on (the reader stops at the end of the child's stream, or
+    /// within 100 ms of the child's end).
+    fn output_done(&self) {
+        if let Some(c) = &self.child {
+            if c.ended().is_some() {
+                c.output_done();
+            }
+        }
     }
 
     /// Waits at most `timeout`; on timeout it returns `Ok` with the child
@@ -575,6 +642,7 @@ impl Process {
         self.started()?;
         // No deadline when the timeout is too far to represent.
         self.poll(true, Instant::now().checked_add(timeout));
+        self.output_done();
         Ok(())
     }
 

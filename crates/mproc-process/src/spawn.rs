@@ -114,6 +114,7 @@ pub struct Builder {
     name: Option<String>,
     daemon: bool,
     method: Option<StartMethod>,
+    forward: Option<bool>,
 }
 
 impl Builder {
@@ -138,6 +139,13 @@ impl Builder {
     /// [`get_start_method`](crate::get_start_method)).
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
+        self
+    }
+
+    /// Forwards the child's output to this process (see
+    /// [`Process::forward_output`]).
+    pub fn forward_output(mut self, on: bool) -> Builder {
+        self.forward = Some(on);
         self
     }
 
@@ -170,6 +178,9 @@ impl Builder {
         }
         if let Some(method) = self.method {
             process = process.start_method(method);
+        }
+        if let Some(on) = self.forward {
+            process = process.forward_output(on);
         }
         process.start()?;
         Ok(JoinHandle {

@@ -1,7 +1,8 @@
 //! Hello from a child process, three ways: a function target, a struct
 //! target (the Rust form of subclassing Python's `Process` and overriding
 //! `run`), and `spawn`, which hands the function's value back like
-//! `std::thread::spawn`.
+//! `std::thread::spawn`; then a child whose output is forwarded, tagged
+//! with its name.
 //!
 //! ```text
 //! cargo run --example hello
@@ -64,5 +65,14 @@ pub(crate) fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let loud = mproc::spawn(shout, ("carol".to_string(), 3)).join()?;
     println!("  spawn(shout, ..).join() returned {loud:?}\n");
+
+    // Its output forwarded: each line tagged with the child's name, all of
+    // it printed by the time `join` returns.
+    let mut p = Process::new(greet, ("dave".to_string(), 2))
+        .name("forwarded")
+        .forward_output(true);
+    p.start()?;
+    p.join()?;
+    println!("  ^ a child's stdout, forwarded line by line\n");
     Ok(())
 }

@@ -11,7 +11,7 @@
 //! Rust.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -289,6 +289,16 @@ pub(crate) fn close_inherited(fd: BorrowedFd<'static>) {
     let _ = unsafe { libc::close(fd.as_raw_fd()) };
 }
 
+/// In a forked child that will never return to the frame holding `fd` (it
+/// ends with `_exit`): closes that descriptor number, which the parent's
+/// copy of the frame would otherwise keep open in the child.
+pub(crate) fn close_in_forked_child(fd: &std::os::fd::OwnedFd) {
+    // SAFETY: the forked child never drops or uses `fd` again (the frame
+    // that owns it never resumes in this process), so the number is
+    // closed exactly once here.
+    let _ = unsafe { libc::close(fd.as_raw_fd()) };
+}
+
 /// The highest descriptor number plus one that a child could inherit, for
 /// the close-on-exec sweep's fallback: the soft `RLIMIT_NOFILE`, capped.
 pub(crate) fn fd_limit() -> RawFd {
@@ -446,6 +456,123 @@ pub(crate) fn wait_any_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io
     let mut polled: Vec<PollFd<'_>> = fds
         .iter()
         .map(|&fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
+    let timeout =
+        PollTimeout::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
+    match nix::poll::poll(&mut polled, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A connected pair of stream sockets, both close-on-exec from the call
+/// that makes them (on macOS, a call after: as for `pipe`).
+pub(crate) fn stream_pair() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    #[cfg(target_os = "linux")]
+    let flags = SockFlag::SOCK_CLOEXEC;
+    #[cfg(not(target_os = "linux"))]
+    let flags = SockFlag::empty();
+    let (a, b) = socketpair(AddressFamily::Unix, SockType::Stream, None, flags)?;
+    #[cfg(not(target_os = "linux"))]
+    for fd in [&a, &b] {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        // A write to a closed peer is EPIPE, never SIGPIPE (nix has no
+        // wrapper for SO_NOSIGPIPE).
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&on`,
+        // which lives across the call; `fd` is an open socket of ours.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NOSIGPIPE,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok((a, b))
+}
+
+/// Reads what `fd` has within `timeout`: `Ok(None)` when nothing came
+/// (`Some(0)` is end of file).
+pub(crate) fn read_some(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    timeout: Duration,
+) -> io::Result<Option<usize>> {
+    if !wait_readable(fd, Some(timeout))? {
+        return Ok(None);
+    }
+    read_now(fd, buf)
+}
+
+/// One read that does not wait (on a non-blocking descriptor, or one that
+/// `poll` said is readable): `Ok(None)` when there is nothing yet.
+pub(crate) fn read_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    match nix::unistd::read(fd, buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One send on a socket that never waits and never raises SIGPIPE:
+/// `Ok(None)` when the socket is full.
+pub(crate) fn write_now(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
+    use nix::sys::socket::{send, MsgFlags};
+    #[cfg(target_os = "linux")]
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    #[cfg(not(target_os = "linux"))]
+    let flags = MsgFlags::MSG_DONTWAIT;
+    match send(fd.as_raw_fd(), buf, flags) {
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes all of `buf` to `fd` (a blocking descriptor).
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Makes descriptors 1 and 2 copies of `out` and `err`.
+pub(crate) fn redirect_stdio(out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> io::Result<()> {
+    nix::unistd::dup2_stdout(out)?;
+    nix::unistd::dup2_stderr(err)?;
+    Ok(())
+}
+
+/// Points descriptors 1 and 2 at `/dev/null` (closing what they were).
+pub(crate) fn stdio_to_null() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    redirect_stdio(null.as_fd(), null.as_fd())
+}
+
+/// Waits until one of `reads` is readable (or hung up) or `write` is
+/// writable, at most `timeout`.
+pub(crate) fn wait_io(
+    reads: &[BorrowedFd<'_>],
+    write: Option<BorrowedFd<'_>>,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut polled: Vec<PollFd<'_>> = reads
+        .iter()
+        .map(|&fd| PollFd::new(fd, PollFlags::POLLIN))
+        .chain(write.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)))
         .collect();
     let timeout =
         PollTimeout::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
