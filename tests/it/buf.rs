@@ -143,15 +143,89 @@ fn a_worker_killed_while_holding_a_buf_leaks_nothing() {
     leaks.assert_clean();
 }
 
-/// A queue carries bytes, not descriptors: putting a buffer in one is a
-/// clear error, not a handle that means nothing on the other side.
+/// A child takes buffers from a queue (the parent's, and one whose
+/// sender is the child itself), checks them, and sends a buffer of its own
+/// back over a pipe together with a shared counter it was handed through
+/// the same queue: handles travel through queues and pipes like values.
+fn relay(
+    q: mproc::Queue<(Buf, mproc::Value<u64>)>,
+    back: mproc::Connection<Buf>,
+    taken: Event,
+) -> Result<u64, String> {
+    let (buf, counter) = q.get().map_err(|e| e.to_string())?;
+    counter.update(|c| *c += 1);
+    let sum = checksum(&buf);
+    back.send(pattern(3 << 20, 9)).map_err(|e| e.to_string())?;
+    // The parent takes the buffer from this process: stay until it has.
+    if !taken.wait_timeout(Duration::from_secs(60)) {
+        return Err("the parent never took the buffer".into());
+    }
+    Ok(sum)
+}
+
 #[test]
-fn a_buf_in_a_queue_is_a_clear_error() {
+fn bufs_and_handles_travel_through_queues_and_pipes() {
+    let leaks = LeakCheck::start();
+    {
+        let q = mproc::Queue::new().unwrap();
+        let (rx, tx) = mproc::Pipe::<Buf>::simplex().unwrap();
+        let counter = mproc::Value::new(0u64).unwrap();
+        let taken = Event::new().unwrap();
+        let sent = pattern(5 << 20, 3);
+        q.put((sent.clone(), counter.clone())).unwrap();
+        assert_eq!(mproc::shm::handoff::pending(), 1);
+        let child = mproc::spawn(relay, (q.clone(), tx, taken.clone()));
+        let back = rx.recv().unwrap();
+        taken.set();
+        assert_eq!(child.join().unwrap(), Ok(checksum(&sent)));
+        assert_eq!(counter.get(), 1, "the counter that crossed is the same");
+        assert_eq!(
+            (back.len(), checksum(&back)),
+            (3 << 20, checksum(&pattern(3 << 20, 9)))
+        );
+        // Taken: the parent holds nothing for anyone any more.
+        assert_eq!(mproc::shm::handoff::pending(), 0);
+
+        // An item that is not put (the queue is closed) is not held either.
+        q.close();
+        assert!(q.put((sent.clone(), counter.clone())).is_err());
+        assert_eq!(mproc::shm::handoff::pending(), 0);
+    }
+    leaks.assert_clean();
+}
+
+fn put_and_wait(q: mproc::Queue<Buf>, put: Event) {
+    q.put(pattern(1 << 20, 5)).unwrap();
+    put.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The process that put a buffer is SIGKILLed before anyone takes it: the
+/// taker gets a clear error (its handles went with their sender), within a
+/// bound, and the queue goes on.
+#[test]
+fn a_buf_whose_sender_was_killed_is_a_clear_error_and_the_queue_goes_on() {
     let leaks = LeakCheck::start();
     {
         let q = mproc::Queue::<Buf>::new().unwrap();
-        let err = q.put(pattern(64, 0)).unwrap_err();
-        assert!(err.to_string().contains("handle"), "{err}");
+        let put = Event::new().unwrap();
+        let mut p = mproc::Process::new(put_and_wait, (q.clone(), put.clone()));
+        p.start().unwrap();
+        assert!(put.wait_timeout(Duration::from_secs(30)));
+        p.kill().unwrap();
+        p.join().unwrap();
+        let q2 = q.clone();
+        let got = returns_within("get", Duration::from_secs(20), move || q2.get());
+        match got {
+            Err(mproc::queue::GetError::Bad(mproc::queue::BadMessage::Handles(why))) => {
+                assert!(why.contains("has ended"), "{why}")
+            }
+            other => panic!("{:?}", other.map(|b| b.len())),
+        }
+        q.put(pattern(100, 1)).unwrap();
+        assert_eq!(checksum(&q.get().unwrap()), checksum(&pattern(100, 1)));
     }
     leaks.assert_clean();
 }

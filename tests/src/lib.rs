@@ -167,6 +167,9 @@ impl LeakCheck {
         // The forkserver lives as long as this process; stop it (it is
         // reaped, its socket closed) so that what is left is a leak.
         mproc::process::stop_forkserver();
+        // So does the server that hands out the handles of items put in
+        // queues.
+        mproc::shm::handoff::stop_server();
         let kids = children_of(std::process::id());
         assert!(
             kids.is_empty(),

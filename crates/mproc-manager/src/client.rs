@@ -13,10 +13,10 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth;
 use crate::error::ManagerError;
 use crate::proxy::{Dict, List, SharedValue};
 use crate::wire::{self, CallPatience, Kind, Refusal, Request, Response};
-use crate::{auth, sys};
 
 /// How long one read waits before the client looks at the server's
 /// liveness and its call deadline again.
@@ -217,7 +217,7 @@ impl Client {
         let target = &self.inner.target;
         let stream = match &target.address {
             Address::Unix(path) => {
-                let s = sys::connect(path).map_err(not_there)?;
+                let s = mproc_shm::transfer::connect_private(path).map_err(not_there)?;
                 s.set_read_timeout(Some(SLICE))?;
                 Stream::Unix(s)
             }

@@ -3,11 +3,12 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mproc_call::{Callable, Registry, RemoteFn};
 use mproc_process::{Process, StartMethod};
-use mproc_shm::transfer::SharedFd;
+use mproc_shm::transfer::{self, SharedFd};
 use mproc_shm::ProcessIdent;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,6 +22,18 @@ use crate::server::{serve, ServerConfig};
 /// How long a dropped manager waits for its server to end after asking it
 /// to, before it kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// A fresh socket name for this process's next server.
+fn fresh_name() -> std::io::Result<String> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let salt = crate::auth::random::<4>()?;
+    Ok(format!(
+        "mproc-mgr-{}-{}-{:08x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        u32::from_le_bytes(salt)
+    ))
+}
 
 /// How to start a [`Manager`].
 #[derive(Debug, Default)]
@@ -74,7 +87,7 @@ impl Builder {
         if let Some(e) = self.io_error {
             return Err(e.into());
         }
-        let (listener, path, dir) = crate::sys::listen_private()?;
+        let (listener, path, dir) = transfer::listen_private(&fresh_name()?)?;
         let mut tcp_address = None;
         let tcp = match self.tcp {
             Some((addrs, key)) => {

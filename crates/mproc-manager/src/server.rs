@@ -67,7 +67,7 @@ pub(crate) fn serve(config: ServerConfig) -> Result<(), String> {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         // Only this user's processes, as a 0700 directory would allow.
-        if !matches!(crate::sys::peer_is_us(&stream), Ok(true)) {
+        if !matches!(mproc_shm::transfer::peer_is_us(&stream), Ok(true)) {
             continue;
         }
         let state = Arc::clone(&state);

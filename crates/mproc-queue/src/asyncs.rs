@@ -81,6 +81,8 @@ pub struct Put<'a, T> {
     item: Option<T>,
     /// The item's bytes, encoded at the first poll.
     bytes: Option<Vec<u8>>,
+    /// The handoff ticket of an item with handles, until it is put.
+    ticket: Option<mproc_shm::handoff::Ticket>,
     registration: Option<Registration>,
 }
 
@@ -95,6 +97,16 @@ impl<T> std::fmt::Debug for Put<'_, T> {
 
 impl<T> Unpin for Put<'_, T> {}
 
+impl<T> Drop for Put<'_, T> {
+    fn drop(&mut self) {
+        // Dropped (or failed) before the item was put: its handles are not
+        // for anyone.
+        if let Some(t) = self.ticket.take() {
+            mproc_shm::handoff::cancel(&t);
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Future for Put<'_, T> {
     type Output = Result<(), PutError<T>>;
 
@@ -106,18 +118,25 @@ impl<T: Serialize + DeserializeOwned> Future for Put<'_, T> {
         };
         if this.bytes.is_none() {
             let mut buf = Vec::new();
-            if let Err(message) = codec::encode(&item, &mut buf) {
-                return Poll::Ready(Err(PutError::Encode(EncodeError {
-                    value: item,
-                    message,
-                })));
+            match codec::encode(&item, &mut buf) {
+                Ok(ticket) => this.ticket = ticket,
+                Err(message) => {
+                    return Poll::Ready(Err(PutError::Encode(EncodeError {
+                        value: item,
+                        message,
+                    })))
+                }
             }
             this.bytes = Some(buf);
         }
         let bytes = this.bytes.as_deref().unwrap_or_default();
         let ring = this.queue.ring();
         match ring.put(bytes, Wait::No, None) {
-            Ok(()) => Poll::Ready(Ok(())),
+            Ok(()) => {
+                // Put: its handles now belong to whoever takes it.
+                this.ticket = None;
+                Poll::Ready(Ok(()))
+            }
             Err(PutFail::Corrupt) => Poll::Ready(Err(PutError::Corrupt(item))),
             Err(PutFail::Closed | PutFail::Gone) => Poll::Ready(Err(PutError::Closed(item))),
             Err(PutFail::Full) => {
@@ -197,6 +216,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             queue: self,
             item: Some(item),
             bytes: None,
+            ticket: None,
             registration: None,
         }
     }

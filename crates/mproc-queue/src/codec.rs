@@ -1,6 +1,20 @@
 //! Items to bytes and back: postcard, with a per-thread buffer so that a
 //! put or get allocates nothing in the steady state.
 //!
+//! # Items that hold handles
+//!
+//! An item's first byte says what follows. `0`: the value's postcard. `1`:
+//! the value holds mproc handles — a [`Buf`](mproc_shm::Buf), a segment,
+//! a lock, a queue — whose descriptors shared memory cannot carry; they
+//! wait in the sender's handoff table ([`mproc_shm::handoff`]) and the
+//! item carries a ticket for them, then the value's postcard as
+//! [`mproc_shm::transfer`] writes it. The taker fetches the descriptors
+//! from the sender, so **the sender must still be running when the item
+//! is taken** (the taker gets [`BadMessage::Handles`] otherwise), and an
+//! item never taken keeps its descriptors open in the sender until it
+//! ends — as CPython's queues do for the connections and sockets put in
+//! them.
+//!
 //! # What postcard cannot carry
 //!
 //! postcard is compact because it is not self-describing: the reader must
@@ -21,6 +35,8 @@
 
 use std::cell::Cell;
 
+use mproc_shm::handoff::{self, Ticket};
+use mproc_shm::transfer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -48,27 +64,56 @@ const NOT_SELF_DESCRIBING: &str = "items travel as postcard, which is not self-d
      back, and fields skipped with skip_serializing_if shift what follows; encode such a value \
      first (serde_json::to_string) or drop the conditional skip";
 
+/// The first byte of an item: its bytes are the value's postcard.
+const PLAIN: u8 = 0;
+/// The first byte of an item that holds mproc handles: a handoff
+/// [`Ticket`] for its descriptors, then the value's postcard (see the
+/// module docs).
+const HANDLES: u8 = 1;
+
 /// Serializes `value` into `buf` (cleared first); in debug builds, checks
-/// that it reads back as itself (see the module docs).
+/// that it reads back as itself (see the module docs). A value holding
+/// handles leaves its descriptors in this process's handoff table under
+/// the returned ticket: a caller whose put then fails must
+/// [`handoff::cancel`] it.
 pub(crate) fn encode<T: Serialize + DeserializeOwned>(
     value: &T,
     buf: &mut Vec<u8>,
-) -> Result<(), String> {
+) -> Result<Option<Ticket>, String> {
     buf.clear();
-    let out = postcard::to_extend(value, std::mem::take(buf)).map_err(|e| {
-        // Handles inside an item (a Segment, a Lock…) refuse to serialize
-        // outside mproc_shm::transfer: say so plainly.
-        format!(
-            "cannot serialize a {}: {e} (queues carry data; pass mproc handles as process \
-             arguments)",
-            std::any::type_name::<T>()
-        )
-    })?;
-    *buf = out;
-    if cfg!(debug_assertions) && buf.len() <= ROUND_TRIP_CHECK_MAX {
-        round_trips::<T>(buf)?;
+    buf.push(PLAIN);
+    match postcard::to_extend(value, std::mem::take(buf)) {
+        Ok(out) => {
+            *buf = out;
+            if cfg!(debug_assertions) && buf.len() <= ROUND_TRIP_CHECK_MAX {
+                round_trips::<T>(&buf[1..])?;
+            }
+            Ok(None)
+        }
+        // A handle (a Buf, a Segment, a Lock…) serializes only inside a
+        // transfer: encode it that way and hand its descriptors off.
+        Err(plain) => {
+            let msg = transfer::encode(value).map_err(|e| {
+                format!(
+                    "cannot serialize a {}: {e} (plainly: {plain})",
+                    std::any::type_name::<T>()
+                )
+            })?;
+            let ticket = handoff::export(msg.fds).map_err(|e| {
+                format!(
+                    "cannot hand off the handles of a {}: {e}",
+                    std::any::type_name::<T>()
+                )
+            })?;
+            buf.clear();
+            buf.push(HANDLES);
+            let mut out =
+                postcard::to_extend(&ticket, std::mem::take(buf)).map_err(|e| e.to_string())?;
+            out.extend_from_slice(&msg.bytes);
+            *buf = out;
+            Ok(Some(ticket))
+        }
     }
-    Ok(())
 }
 
 /// Debug builds check that a value reads back as itself at the sender when
@@ -94,8 +139,30 @@ fn round_trips<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Result<(), Stri
     ))
 }
 
-/// Deserializes a whole `T` from `bytes`.
+/// Deserializes a whole `T` from an item's bytes (fetching the
+/// descriptors of an item that holds handles from its sender).
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BadMessage> {
+    let name = std::any::type_name::<T>();
+    match bytes.split_first() {
+        Some((&PLAIN, value)) => decode_plain(value),
+        Some((&HANDLES, rest)) => {
+            let (ticket, value) = postcard::take_from_bytes::<Ticket>(rest)
+                .map_err(|e| BadMessage::Decode(format!("a {name} with a bad ticket: {e}")))?;
+            let fds = handoff::import(&ticket)
+                .map_err(|e| BadMessage::Handles(format!("a {name}: {e}")))?;
+            transfer::decode(transfer::Message {
+                bytes: value.to_vec(),
+                fds,
+            })
+            .map_err(|e| BadMessage::Decode(format!("cannot read a {name}: {e}")))
+        }
+        _ => Err(BadMessage::Decode(format!(
+            "a {name} that is not an item of this queue (an unknown first byte)"
+        ))),
+    }
+}
+
+fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BadMessage> {
     let name = std::any::type_name::<T>();
     match postcard::take_from_bytes::<T>(bytes) {
         Ok((v, [])) => Ok(v),

@@ -15,6 +15,9 @@ pub enum BadMessage {
     /// The bytes are not a postcard encoding of the item type (or leave
     /// bytes over).
     Decode(String),
+    /// The item holds handles whose descriptors could not be fetched from
+    /// the process that sent it (it has ended).
+    Handles(String),
 }
 
 impl fmt::Display for BadMessage {
@@ -22,6 +25,7 @@ impl fmt::Display for BadMessage {
         match self {
             BadMessage::Corrupt(e) => write!(f, "corrupt message: {e}"),
             BadMessage::Decode(e) => write!(f, "message does not decode: {e}"),
+            BadMessage::Handles(e) => write!(f, "message's handles are gone: {e}"),
         }
     }
 }

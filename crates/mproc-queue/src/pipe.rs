@@ -438,13 +438,21 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// ```
     pub fn send(&self, item: T) -> Result<(), SendError<T>> {
         with_buf(|buf| {
-            if let Err(message) = codec::encode(&item, buf) {
-                return Err(SendError::Encode(EncodeError {
-                    value: item,
-                    message,
-                }));
-            }
-            self.send_raw(buf).map_err(|e| e.map(|()| item))
+            let ticket = match codec::encode(&item, buf) {
+                Ok(ticket) => ticket,
+                Err(message) => {
+                    return Err(SendError::Encode(EncodeError {
+                        value: item,
+                        message,
+                    }))
+                }
+            };
+            self.send_raw(buf).map_err(|e| {
+                if let Some(t) = ticket {
+                    mproc_shm::handoff::cancel(&t);
+                }
+                e.map(|()| item)
+            })
         })
     }
 

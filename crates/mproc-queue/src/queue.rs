@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, with_buf};
 use crate::error::{EncodeError, GetError, GetTimeoutError, PutError, TryGetError, TryPutError};
 use crate::ring::{self, GetFail, Kind, PutFail, Ring, Wait};
+use mproc_shm::handoff;
 
 /// The data area of a queue made by [`Queue::new`]: 2 MiB.
 pub const DEFAULT_CAPACITY: usize = 2 << 20;
@@ -303,10 +304,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_with(&self, item: T, how: Wait) -> Result<(), (T, Result<PutFail, String>)> {
         with_buf(|buf| {
-            if let Err(e) = codec::encode(&item, buf) {
-                return Err((item, Err(e)));
-            }
-            self.ring.put(buf, how, None).map_err(|f| (item, Ok(f)))
+            let ticket = match codec::encode(&item, buf) {
+                Ok(ticket) => ticket,
+                Err(e) => return Err((item, Err(e))),
+            };
+            self.ring.put(buf, how, None).map_err(|f| {
+                // Not put: its handles are not for anyone.
+                if let Some(t) = ticket {
+                    handoff::cancel(&t);
+                }
+                (item, Ok(f))
+            })
         })
     }
 

@@ -130,7 +130,9 @@ struct Frozen {
 /// seals — and maps it read-only. A `Buf` is cheap to clone and slice, and
 /// it travels as a handle: its descriptor goes with it (inherited by a
 /// child, or over `SCM_RIGHTS` to a running worker, see
-/// [`transfer`](crate::transfer)), and the receiver maps the same pages. A
+/// [`transfer`](crate::transfer); through a queue or a pipe, by
+/// [`handoff`](crate::handoff) from the sender), and the receiver maps the
+/// same pages. A
 /// gigabyte crosses in the time of a few system calls, and exists once in
 /// memory however many processes hold it; it is freed when the last one
 /// lets go — or dies.

@@ -62,6 +62,7 @@ mod sys;
 mod buf;
 mod doc;
 pub mod fault;
+pub mod handoff;
 mod ident;
 mod named;
 mod segment;

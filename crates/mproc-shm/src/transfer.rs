@@ -619,6 +619,46 @@ pub fn recv(sock: &UnixStream) -> io::Result<Message> {
     })
 }
 
+/// A listening unix socket named `name` that only this user's processes
+/// can reach, for servers of this machine (the Manager, the handoff of
+/// [`crate::handoff`]): on Linux an abstract socket (nothing on disk, so a
+/// killed server leaves nothing behind), elsewhere a socket file in a
+/// fresh 0700 directory under the temporary directory. Returns the address
+/// for [`connect_private`] and the directory to remove at the end, if any.
+/// Accept only peers for which [`peer_is_us`] holds.
+///
+/// # Errors
+///
+/// When the name is taken or the socket cannot be made.
+pub fn listen_private(
+    name: &str,
+) -> io::Result<(
+    std::os::unix::net::UnixListener,
+    String,
+    Option<std::path::PathBuf>,
+)> {
+    sys::listen_private(name)
+}
+
+/// Connects to an address from [`listen_private`].
+///
+/// # Errors
+///
+/// `ConnectionRefused` or `NotFound` when nobody listens there (any more).
+pub fn connect_private(addr: &str) -> io::Result<UnixStream> {
+    sys::connect_private(addr)
+}
+
+/// Whether the peer of `stream` runs as this process's effective user
+/// (`SO_PEERCRED` on Linux, `getpeereid` on macOS).
+///
+/// # Errors
+///
+/// When the kernel cannot say.
+pub fn peer_is_us(stream: &UnixStream) -> io::Result<bool> {
+    sys::peer_is_us(stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

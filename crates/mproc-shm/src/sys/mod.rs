@@ -353,3 +353,85 @@ fn recv_flags() -> libc::c_int {
 fn recv_flags() -> libc::c_int {
     0
 }
+
+/// `N` random bytes from the system.
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    use std::io::Read;
+    let mut out = [0u8; N];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut out)?;
+    Ok(out)
+}
+
+/// A listening unix socket named `name` that only this user can reach: an
+/// abstract socket on Linux (`@name`: nothing on disk), a socket file in a
+/// fresh 0700 directory under the temporary directory elsewhere. Returns
+/// the address to connect to and the directory to remove at the end.
+pub(crate) fn listen_private(
+    name: &str,
+) -> io::Result<(
+    std::os::unix::net::UnixListener,
+    String,
+    Option<std::path::PathBuf>,
+)> {
+    use std::os::unix::net::UnixListener;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        Ok((UnixListener::bind_addr(&addr)?, format!("@{name}"), None))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(name);
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let path = dir.join("s");
+        match UnixListener::bind(&path) {
+            Ok(l) => Ok((l, path.to_string_lossy().into_owned(), Some(dir))),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Connects to an address made by [`listen_private`].
+pub(crate) fn connect_private(addr: &str) -> io::Result<UnixStream> {
+    #[cfg(target_os = "linux")]
+    if let Some(name) = addr.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        return UnixStream::connect_addr(&addr);
+    }
+    UnixStream::connect(addr)
+}
+
+/// Whether the peer of `stream` runs as this process's effective user.
+pub(crate) fn peer_is_us(stream: &UnixStream) -> io::Result<bool> {
+    let me = nix::unistd::geteuid();
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        Ok(getsockopt(stream, PeerCredentials)?.uid() == me.as_raw())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (uid, _) = nix::unistd::getpeereid(stream)?;
+        Ok(uid == me)
+    }
+}
+
+/// Waits until `fd` is readable (or hung up), at most `timeout`; whether
+/// it is.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let timeout =
+        PollTimeout::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, timeout) {
+        Ok(n) => Ok(n > 0),
+        Err(nix::errno::Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
