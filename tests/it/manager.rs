@@ -319,13 +319,25 @@ fn bump_calls(d: Dict<String, u64>) -> Option<u64> {
 #[test]
 fn manager_call_timeout_bounds_a_call_to_a_stopped_server() {
     let leaks = LeakCheck::start();
-    let m = Manager::new().unwrap();
+    // Spawned, so that the server is our child and we can wait for its stop.
+    let m = Manager::builder()
+        .start_method(mproc::StartMethod::Spawn)
+        .start()
+        .unwrap();
     let d = m.dict::<u8, u8>().unwrap();
     let pid = m.pid().unwrap() as i32;
     let quick = m.client().with_timeout(Duration::from_millis(300));
     let q = quick.named_dict::<u8, u8>("q").unwrap();
     // SAFETY: kill(2) of the server this test started, by its pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // The stop lands asynchronously: wait until the server has stopped
+    // (waitid reports it without reaping).
+    // SAFETY: waitid writes only the siginfo we pass; the pid is our child.
+    let stopped = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WSTOPPED)
+    };
+    assert_eq!(stopped, 0, "{}", std::io::Error::last_os_error());
     let r = returns_within("a bounded call", Duration::from_secs(20), move || {
         let r = q.len();
         (r, q)
