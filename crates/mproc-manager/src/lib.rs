@@ -18,7 +18,9 @@
 //! Keys and values are any serde types; they cross as postcard bytes and
 //! the server never decodes them. Each call is one round trip on a
 //! connection of the calling process (a connection per concurrently
-//! calling thread), so a call costs a few microseconds on one machine.
+//! calling thread): on one machine a pair of mproc's shared-memory rings,
+//! about 1.5 µs (CPython's `Manager().dict()` takes 50–80 µs); over TCP,
+//! length-prefixed frames.
 //!
 //! # Examples
 //!

@@ -139,8 +139,9 @@ impl Builder {
 /// killed — never a hang.
 ///
 /// The server listens on a unix socket that only this user can reach (an
-/// abstract socket on Linux: nothing on disk), and, with
-/// [`Builder::tcp`], on TCP for other machines behind an authkey.
+/// abstract socket on Linux: nothing on disk), where each local connection
+/// hands over a pair of shared-memory rings that its calls then use; and,
+/// with [`Builder::tcp`], on TCP for other machines behind an authkey.
 ///
 /// Objects live as long as the server: there is no reference counting
 /// across processes (a killed process could never give its references

@@ -1,7 +1,11 @@
 //! The server process: the shared objects and the loop that serves them.
 //!
 //! One thread accepts on each listener and one thread serves each
-//! connection, so a slow or silent client holds only its own thread. The
+//! connection, so a slow or silent client holds only its own thread. A
+//! local client sends, as the first thing on the unix socket, its end of a
+//! pair of mproc rings (a `Pipe`); its requests and the answers then travel
+//! as one message each on the rings, and the socket is closed. A TCP client
+//! speaks length-prefixed frames on its socket after the authkey challenge. The
 //! objects sit in a table behind a read-write lock; each object has its own
 //! mutex, held for the whole of one request — an `update` runs its task
 //! under it, which is what makes the read-modify-write atomic.
@@ -16,13 +20,14 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mproc_call::{CallError, Registry, RemoteFn};
 use mproc_shm::fault;
-use mproc_shm::transfer::SharedFd;
+use mproc_queue::Connection;
+use mproc_shm::transfer::{self, SharedFd};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -73,7 +78,7 @@ pub(crate) fn serve(config: ServerConfig) -> Result<(), String> {
         let state = Arc::clone(&state);
         let _ = std::thread::Builder::new()
             .name("manager-conn".into())
-            .spawn(move || serve_connection(stream, &state));
+            .spawn(move || serve_ring(stream, &state));
     }
     Ok(())
 }
@@ -99,6 +104,63 @@ fn accept_tcp(listener: &TcpListener, state: &Arc<State>, key: &[u8]) {
     }
 }
 
+/// A local client sends its end of a pair of rings on the socket; requests
+/// and answers then go over the rings, one message each.
+fn serve_ring(stream: UnixStream, state: &State) {
+    let _ = stream.set_read_timeout(Some(HANDSHAKE));
+    let Ok(hello) = transfer::recv(&stream) else {
+        return;
+    };
+    drop(stream);
+    let Ok(pipe) = transfer::decode::<Connection<()>>(hello) else {
+        return;
+    };
+    let mut rbuf = Vec::new();
+    let mut wbuf = Vec::new();
+    // Disconnected once the client's end is gone (its process ended).
+    while pipe.recv_bytes_into(&mut rbuf).is_ok() {
+        fault::point("manager.request-read");
+        let (answer, last) = answer(state, &rbuf);
+        fault::point("manager.applied");
+        if !reply(&mut wbuf, &answer) || pipe.send_bytes(&wbuf[4..]).is_err() {
+            return;
+        }
+        if finish(&answer, last) {
+            return;
+        }
+    }
+}
+
+/// The answer to one request, and whether it is the connection's last.
+fn answer(state: &State, body: &[u8]) -> (Response, bool) {
+    match wire::decode::<Request<'_>>(body) {
+        Ok(Request::Shutdown) => (Response::Done, true),
+        Ok(req) => (state.handle(req), false),
+        Err(e) => (Response::Refused(Refusal::Protocol(e.to_string())), true),
+    }
+}
+
+/// Frames `answer` into `wbuf` (an answer over the limit becomes a
+/// refusal); `false` if even that cannot be framed.
+fn reply(wbuf: &mut Vec<u8>, answer: &Response) -> bool {
+    if wire::frame(wbuf, answer).is_ok() {
+        return true;
+    }
+    let too_big = Response::Refused(Refusal::Protocol(
+        "the answer is over the 256 MiB limit".into(),
+    ));
+    wire::frame(wbuf, &too_big).is_ok()
+}
+
+/// After the last answer of a connection: a shutdown ends the process.
+fn finish(answer: &Response, last: bool) -> bool {
+    if last && matches!(answer, Response::Done) {
+        // Shutdown: the objects end with the process.
+        std::process::exit(0);
+    }
+    last
+}
+
 /// Answers one connection's requests in order until it closes or breaks
 /// the protocol.
 fn serve_connection(mut stream: impl Read + Write + AsFd, state: &State) {
@@ -109,28 +171,12 @@ fn serve_connection(mut stream: impl Read + Write + AsFd, state: &State) {
             return;
         };
         fault::point("manager.request-read");
-        let (answer, last) = match wire::decode::<Request<'_>>(body) {
-            Ok(Request::Shutdown) => (Response::Done, true),
-            Ok(req) => (state.handle(req), false),
-            Err(e) => (Response::Refused(Refusal::Protocol(e.to_string())), true),
-        };
+        let (answer, last) = answer(state, body);
         fault::point("manager.applied");
-        if wire::frame(&mut wbuf, &answer).is_err() {
-            let too_big = Response::Refused(Refusal::Protocol(
-                "the answer is over the 256 MiB limit".into(),
-            ));
-            if wire::frame(&mut wbuf, &too_big).is_err() {
-                return;
-            }
-        }
-        if wire::send(&mut stream, &wbuf).is_err() {
+        if !reply(&mut wbuf, &answer) || wire::send(&mut stream, &wbuf).is_err() {
             return;
         }
-        if last {
-            if matches!(answer, Response::Done) {
-                // Shutdown: the objects end with the process.
-                std::process::exit(0);
-            }
+        if finish(&answer, last) {
             return;
         }
     }

@@ -1,4 +1,5 @@
-//! The manager's wire protocol: length-prefixed postcard frames.
+//! The manager's wire protocol: postcard messages, as whole messages on a
+//! local client's rings, as length-prefixed frames on a TCP socket.
 //!
 //! A frame is a little-endian `u32` length and that many bytes of postcard:
 //! a [`Request`] from a client, a [`Response`] from the server, one response
