@@ -102,10 +102,7 @@ enum Link {
     /// Requests and answers as whole messages on an mproc `Pipe` (a round
     /// trip costs about a microsecond; the server's death is noticed by the
     /// pipe's lifelines).
-    Ring {
-        pipe: Connection<()>,
-        rbuf: Vec<u8>,
-    },
+    Ring { pipe: Connection<()>, rbuf: Vec<u8> },
     /// Length-prefixed frames on a socket.
     Socket {
         stream: TcpStream,
@@ -176,7 +173,13 @@ impl Client {
             timeout_us: 0,
         });
         // Connect now, so that a wrong address or key shows here.
-        let conn = client.connect()?;
+        let conn = client.connect().map_err(|e| match e {
+            ManagerError::ServerGone => ManagerError::Io(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "nothing listens at that address",
+            )),
+            other => other,
+        })?;
         client.inner.idle.lock().push(conn);
         Ok(client)
     }
@@ -203,8 +206,8 @@ impl Client {
                 // which is then done with.
                 let s = mproc_shm::transfer::connect_private(path).map_err(not_there)?;
                 let (ours, theirs) = Pipe::<()>::duplex()?;
-                let hello = transfer::encode(&theirs)
-                    .map_err(|e| ManagerError::Codec(e.to_string()))?;
+                let hello =
+                    transfer::encode(&theirs).map_err(|e| ManagerError::Codec(e.to_string()))?;
                 transfer::send(&s, &hello).map_err(wire::gone)?;
                 return Ok(Conn {
                     link: Link::Ring {
@@ -223,8 +226,10 @@ impl Client {
                 s.set_read_timeout(Some(CONNECT))?;
                 s.set_write_timeout(Some(CONNECT))?;
                 auth::answer(&mut s, &target.authkey)?;
-                s.set_write_timeout(None)?;
+                s.set_write_timeout(Some(SLICE))?;
                 s.set_read_timeout(Some(SLICE))?;
+                let _ =
+                    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::KeepAlive, &true);
                 s
             }
         };
@@ -261,7 +266,7 @@ impl Client {
         // On an error the connection is dropped: its state is unknown.
         let answer = match &mut conn.link {
             Link::Socket { stream, reader } => {
-                wire::send(stream, &conn.wbuf)?;
+                wire::send(stream, &conn.wbuf, &patience)?;
                 wire::decode::<Response>(reader.next(stream, &patience)?)?
             }
             Link::Ring { pipe, rbuf } => {
@@ -279,9 +284,12 @@ impl Client {
                     RecvError::Disconnected => ManagerError::ServerGone,
                     other => ManagerError::Protocol(other.to_string()),
                 })?;
-                wire::decode::<Response>(rbuf)?
+                let answer = wire::decode::<Response>(rbuf)?;
+                wire::trim(rbuf);
+                answer
             }
         };
+        wire::trim(&mut conn.wbuf);
         // The server closes a connection after a protocol error: never
         // reuse one that saw it.
         if ours && !matches!(answer, Response::Refused(Refusal::Protocol(_))) {

@@ -313,6 +313,10 @@ where
     /// read-modify-write. `None` in means no entry; `None` out removes it.
     /// Returns the new value.
     ///
+    /// The task runs with the whole object locked: a task that calls the
+    /// same object through a proxy (in its arguments) waits for itself —
+    /// give such a client a [timeout](Client::with_timeout), or don't.
+    ///
     /// # Errors
     ///
     /// [`ManagerError::TaskTypes`] when `task` does not have the types

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mproc_call::{CallError, Registry, RemoteFn};
-use mproc_shm::fault;
 use mproc_queue::Connection;
+use mproc_shm::fault;
 use mproc_shm::transfer::{self, SharedFd};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,12 @@ pub(crate) fn serve(config: ServerConfig) -> Result<(), String> {
     }
     let listener = UnixListener::from(config.unix.into_owned());
     for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors, say: let the process breathe instead of
+            // spinning on accept.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         // Only this user's processes, as a 0700 directory would allow.
         if !matches!(mproc_shm::transfer::peer_is_us(&stream), Ok(true)) {
             continue;
@@ -85,7 +90,13 @@ pub(crate) fn serve(config: ServerConfig) -> Result<(), String> {
 
 fn accept_tcp(listener: &TcpListener, state: &Arc<State>, key: &[u8]) {
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
+        let Ok(mut stream) = stream else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        // A client whose host vanishes is found out by the kernel's
+        // keepalive probes rather than held for ever.
+        let _ = nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::KeepAlive, &true);
         let state = Arc::clone(state);
         let key = key.to_vec();
         let _ = std::thread::Builder::new()
@@ -125,6 +136,8 @@ fn serve_ring(stream: UnixStream, state: &State) {
         if !reply(&mut wbuf, &answer) || pipe.send_bytes(&wbuf[4..]).is_err() {
             return;
         }
+        wire::trim(&mut rbuf);
+        wire::trim(&mut wbuf);
         if finish(&answer, last) {
             return;
         }
@@ -173,9 +186,10 @@ fn serve_connection(mut stream: impl Read + Write + AsFd, state: &State) {
         fault::point("manager.request-read");
         let (answer, last) = answer(state, body);
         fault::point("manager.applied");
-        if !reply(&mut wbuf, &answer) || wire::send(&mut stream, &wbuf).is_err() {
+        if !reply(&mut wbuf, &answer) || wire::send(&mut stream, &wbuf, &Forever).is_err() {
             return;
         }
+        wire::trim(&mut wbuf);
         if finish(&answer, last) {
             return;
         }

@@ -245,10 +245,42 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Manage
     Ok(msg)
 }
 
-/// Writes a whole frame (made by [`frame`]).
-pub(crate) fn send(stream: &mut impl Write, buf: &[u8]) -> Result<(), ManagerError> {
-    stream.write_all(buf).map_err(gone)
+/// Writes a whole frame (made by [`frame`]). The stream's write timeout
+/// (if any) is the slice after which `patience` is asked again.
+pub(crate) fn send(
+    stream: &mut impl Write,
+    mut buf: &[u8],
+    patience: &impl Patience,
+) -> Result<(), ManagerError> {
+    while !buf.is_empty() {
+        match stream.write(buf) {
+            Ok(0) => return Err(ManagerError::ServerGone),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                patience.still_waiting()?
+            }
+            Err(e) => return Err(gone(e)),
+        }
+    }
+    Ok(())
 }
+
+/// A buffer that held one very large message is given back rather than
+/// kept for the connection's life.
+pub(crate) fn trim(buf: &mut Vec<u8>) {
+    if buf.capacity() > SHRINK_ABOVE {
+        *buf = Vec::new();
+    }
+}
+
+/// Buffers larger than this are freed after use.
+const SHRINK_ABOVE: usize = 1 << 20;
 
 /// What a read that waits in slices checks between slices.
 pub(crate) trait Patience {
@@ -295,6 +327,7 @@ impl Reader {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            trim(&mut self.buf);
         }
         loop {
             let have = self.end - self.start;
@@ -316,13 +349,16 @@ impl Reader {
                     return Ok(&self.buf[body]);
                 }
             }
-            // Room for the rest of this frame, and more.
-            if self.buf.len() - self.start < need.max(READ) {
+            // Room for more of this frame: grown as its bytes arrive (at
+            // most 1 MiB ahead of them), never from the length alone,
+            // which the peer wrote.
+            let want = need.min(have + (1 << 20)).max(READ);
+            if self.buf.len() - self.start < want {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end = have;
                 self.start = 0;
-                if self.buf.len() < need.max(READ) {
-                    self.buf.resize(need.max(READ), 0);
+                if self.buf.len() < want {
+                    self.buf.resize(want, 0);
                 }
             }
             let n = if have == 0 {

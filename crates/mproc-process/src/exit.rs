@@ -32,11 +32,15 @@ pub(crate) fn rules() {
     forkserver::stop_forkserver();
 }
 
-/// How a child ends once its target is done: the rules, stdio flushed, and
-/// `_exit` — nothing of the parent's `atexit` handlers or statics (a forked
+/// How a child ends once its target is done: the rules, up to
+/// `handoff::EXIT_GRACE` for takers of the items with handles it put in
+/// queues, stdio flushed, and `_exit` — nothing of the parent's `atexit` handlers or statics (a forked
 /// child has copies of them) runs.
 pub(crate) fn finish(code: i32) -> ! {
     rules();
+    // Items with handles this child put in queues are fetched from it:
+    // give their takers a moment.
+    mproc_shm::handoff::wait_taken(mproc_shm::handoff::EXIT_GRACE);
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     crate::output::finish_in_child();

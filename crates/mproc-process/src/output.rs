@@ -51,9 +51,9 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mproc_shm::ProcessIdent;
@@ -217,7 +217,6 @@ pub(crate) fn read_from(
     let ident = ProcessIdent::of(pid);
     std::thread::Builder::new()
         .name("mproc-output".into())
-        .stack_size(64 << 10)
         .spawn(move || read_loop(&ours, &name, pid, ident))
 }
 
@@ -302,10 +301,37 @@ static FORWARDER: Mutex<Option<Forwarder>> = Mutex::new(None);
 
 struct Forwarder {
     done: std::sync::mpsc::Receiver<()>,
+    /// The process whose thread it is.
+    owner: u32,
+}
+
+/// In a child forked from this process: the forwarder and its descriptors
+/// are the parent's (its thread does not exist here). Closes them and
+/// forgets it, so that the child neither waits for it at exit nor keeps
+/// the parent's pipes open.
+pub(crate) fn forked_child() {
+    for slot in &FORWARDER_FDS {
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            sys::close_raw_in_forked_child(fd);
+        }
+    }
+    if let Ok(mut f) = FORWARDER.try_lock() {
+        f.take();
+    }
+    if let Ok(mut e) = EVENTS.try_lock() {
+        e.take();
+    }
 }
 
 /// Tracing events of this process go to the forwarder's queue.
-static EVENTS: OnceLock<Mutex<Option<std::sync::mpsc::SyncSender<Vec<u8>>>>> = OnceLock::new();
+static EVENTS: Mutex<Option<std::sync::mpsc::SyncSender<Vec<u8>>>> = Mutex::new(None);
+/// Events dropped because the forwarder was behind: counted with the
+/// dropped lines.
+static EVENTS_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The forwarder's descriptors (its pipes' read ends and its socket), for
+/// a child forked from this process to close: they are this process's.
+static FORWARDER_FDS: [AtomicI32; 3] = [AtomicI32::new(-1), AtomicI32::new(-1), AtomicI32::new(-1)];
 
 /// In a child: makes descriptors 1 and 2 pipes to a forwarder thread that
 /// sends their lines on `sock`.
@@ -320,14 +346,20 @@ pub(crate) fn start_in_child(sock: OwnedFd) -> io::Result<()> {
     drop((out_w, err_w));
     let (events_tx, events_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1024);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for (slot, fd) in FORWARDER_FDS.iter().zip([&out_r, &err_r, &sock]) {
+        slot.store(fd.as_raw_fd(), Ordering::Relaxed);
+    }
     std::thread::Builder::new()
         .name("mproc-forward".into())
         .spawn(move || {
             forward(&sock, [out_r, err_r], &events_rx);
             let _ = done_tx.send(());
         })?;
-    *FORWARDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(Forwarder { done: done_rx });
-    let _ = EVENTS.set(Mutex::new(Some(events_tx)));
+    *FORWARDER.lock().unwrap_or_else(PoisonError::into_inner) = Some(Forwarder {
+        done: done_rx,
+        owner: sys::my_pid(),
+    });
+    *EVENTS.lock().unwrap_or_else(PoisonError::into_inner) = Some(events_tx);
     #[cfg(feature = "tracing")]
     events::install();
     static AT_EXIT: AtomicBool = AtomicBool::new(false);
@@ -351,11 +383,12 @@ pub(crate) fn finish_in_child() {
     else {
         return;
     };
+    if fwd.owner != sys::my_pid() {
+        return;
+    }
     let _ = io::stdout().flush();
     let _ = io::stderr().flush();
-    if let Some(events) = EVENTS.get() {
-        events.lock().unwrap_or_else(PoisonError::into_inner).take();
-    }
+    EVENTS.lock().unwrap_or_else(PoisonError::into_inner).take();
     if sys::stdio_to_null().is_ok() {
         let _ = fwd.done.recv_timeout(FLUSH_LIMIT + SLICE);
     }
@@ -364,16 +397,16 @@ pub(crate) fn finish_in_child() {
 /// Queues a tracing event (level, then `target: message fields`).
 #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 fn queue_event(level: u8, text: &str) -> bool {
-    let Some(events) = EVENTS.get() else {
-        return false;
-    };
-    let tx = events.lock().unwrap_or_else(PoisonError::into_inner);
+    let tx = EVENTS.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(tx) = tx.as_ref() else { return false };
     let mut body = Vec::with_capacity(1 + text.len().min(MAX_LINE));
     body.push(level);
     body.extend_from_slice(&text.as_bytes()[..text.len().min(MAX_LINE)]);
-    // Full: the forwarder is behind; the event is dropped like a line.
-    let _ = tx.try_send(body);
+    // Full: the forwarder is behind; the event is dropped and counted like
+    // a line.
+    if tx.try_send(body).is_err() {
+        EVENTS_DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
     true
 }
 
@@ -490,6 +523,7 @@ fn forward(sock: &OwnedFd, pipes: [OwnedFd; 2], events: &std::sync::mpsc::Receiv
         while let Ok(event) = events.try_recv() {
             out.push(KIND_EVENT, &event);
         }
+        out.dropped += EVENTS_DROPPED.swap(0, Ordering::Relaxed);
         out.send(sock);
         if !open[0] && !open[1] {
             let until = *flush_until.get_or_insert_with(|| Instant::now() + FLUSH_LIMIT);

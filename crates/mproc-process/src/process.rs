@@ -389,9 +389,10 @@ impl Process {
         };
         // The child has its end (and ours was closed in it): read what it
         // sends until it ends.
-        let output = ours
-            .map(|ours| output::read_from(ours, self.name.clone(), pid))
-            .transpose()?;
+        // If no thread can be made for it, the child runs on without
+        // forwarding (its lines are dropped) rather than escape the
+        // registry.
+        let output = ours.and_then(|ours| output::read_from(ours, self.name.clone(), pid).ok());
         let child = Arc::new(Child {
             pid,
             name: self.name.clone(),
@@ -451,6 +452,9 @@ impl Process {
                     // The parent's end, copied by fork: closed here once.
                     sys::close_in_forked_child(ours);
                 }
+                // If the parent forwards its own output, its forwarder is
+                // its own, not ours.
+                output::forked_child();
                 if let Some(theirs) = theirs {
                     if output::start_in_child(theirs).is_err() {
                         sys::exit_now(boot::BOOT_FAILED);

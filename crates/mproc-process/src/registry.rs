@@ -138,6 +138,8 @@ pub(crate) fn settle_children() {
     }
     for child in &list {
         child.wait(true, None);
+        // What it wrote reaches our stdout before we go.
+        child.output_done();
     }
 }
 

@@ -299,6 +299,15 @@ pub(crate) fn close_in_forked_child(fd: &std::os::fd::OwnedFd) {
     let _ = unsafe { libc::close(fd.as_raw_fd()) };
 }
 
+/// In a forked child: closes descriptor number `fd`, which belongs to a
+/// thread of the parent that does not exist here (its owner is never
+/// dropped in this process).
+pub(crate) fn close_raw_in_forked_child(fd: RawFd) {
+    // SAFETY: the number belongs to state of the parent that this process
+    // never drops or uses; it is closed exactly once, here.
+    let _ = unsafe { libc::close(fd) };
+}
+
 /// The highest descriptor number plus one that a child could inherit, for
 /// the close-on-exec sweep's fallback: the soft `RLIMIT_NOFILE`, capped.
 pub(crate) fn fd_limit() -> RawFd {
