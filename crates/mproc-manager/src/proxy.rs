@@ -93,6 +93,25 @@ impl Handle {
     fn call(&self, req: &Request<'_>) -> Result<Response, ManagerError> {
         self.client.call(req)
     }
+
+    /// Runs `task` (`fn(T, A) -> T`) on a list item or a value in the
+    /// server; the new item.
+    fn update_in_place<T, A>(&self, task: &Task, index: u64, args: A) -> Result<T, ManagerError>
+    where
+        T: DeserializeOwned,
+        A: Serialize,
+    {
+        check_task::<(T, A), T>(task)?;
+        let args = encode(&args)?;
+        some(self.call(&Request::Update {
+            obj: self.obj,
+            key: &[],
+            index,
+            task: task.name(),
+            types: task.types(),
+            args: &args,
+        })?)
+    }
 }
 
 macro_rules! proxy_common {
@@ -545,16 +564,7 @@ where
         index: usize,
         args: A,
     ) -> Result<T, ManagerError> {
-        check_task::<(T, A), T>(task)?;
-        let args = encode(&args)?;
-        some(self.handle.call(&Request::Update {
-            obj: self.handle.obj,
-            key: &[],
-            index: index as u64,
-            task: task.name(),
-            types: task.types(),
-            args: &args,
-        })?)
+        self.handle.update_in_place(task, index as u64, args)
     }
 }
 
@@ -631,15 +641,6 @@ where
     ///
     /// As for [`Dict::update`].
     pub fn update<A: Serialize>(&self, task: &Task, args: A) -> Result<T, ManagerError> {
-        check_task::<(T, A), T>(task)?;
-        let args = encode(&args)?;
-        some(self.handle.call(&Request::Update {
-            obj: self.handle.obj,
-            key: &[],
-            index: 0,
-            task: task.name(),
-            types: task.types(),
-            args: &args,
-        })?)
+        self.handle.update_in_place(task, 0, args)
     }
 }

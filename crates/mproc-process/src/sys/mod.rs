@@ -462,16 +462,7 @@ pub(crate) fn report_name() -> &'static [u8] {
 
 /// Waits until one of `fds` is readable or hung up, at most `timeout`.
 pub(crate) fn wait_any_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<()> {
-    let mut polled: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|&fd| PollFd::new(fd, PollFlags::POLLIN))
-        .collect();
-    let timeout =
-        PollTimeout::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
-    match nix::poll::poll(&mut polled, timeout) {
-        Ok(_) | Err(Errno::EINTR) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    wait_io(fds, None, timeout)
 }
 
 /// A connected pair of stream sockets, both close-on-exec from the call
