@@ -46,6 +46,13 @@ fn aborts(_: ()) {
 
 /// Tells the parent which worker runs it, then waits to be released (or
 /// killed).
+/// This worker's pid, once another worker has reached the barrier too.
+fn pid_once_two_meet(both: mproc::sync::Barrier) -> u32 {
+    both.wait_timeout(Duration::from_secs(30))
+        .expect("two workers never met");
+    std::process::id()
+}
+
 fn report_and_block(args: (Queue<u32>, Event)) -> u32 {
     let (q, ev) = args;
     q.put(std::process::id()).unwrap();
@@ -328,7 +335,18 @@ fn a_worker_killed_mid_task_fails_only_that_task() {
         assert!(killed.elapsed() < Duration::from_secs(1));
         let got: Vec<u64> = others.into_iter().map(|r| r.get().unwrap()).collect();
         assert_eq!(got, (0..20).map(square).collect::<Vec<_>>(), "{method:?}");
-        // Replaced, and usable.
+        // Replaced (the dispatcher starts the replacement after the death
+        // is reported: wait until two workers meet at a barrier), and
+        // usable.
+        let both = mproc::sync::Barrier::new(2).unwrap();
+        let met = pool
+            .map_chunked(pid_once_two_meet, vec![both.clone(), both.clone()], 1)
+            .unwrap();
+        drop(both);
+        assert!(
+            met[0] != met[1] && !met.contains(&pid),
+            "{method:?}: {met:?} {pid}"
+        );
         assert!(!pool.worker_pids().contains(&pid));
         assert_eq!(pool.worker_pids().len(), 2);
         assert_eq!(
