@@ -63,8 +63,6 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
-mod sys;
-
 mod auth;
 mod client;
 mod error;

@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,7 +175,7 @@ fn finish(answer: &Response, last: bool) -> bool {
 
 /// Answers one connection's requests in order until it closes or breaks
 /// the protocol.
-fn serve_connection(mut stream: impl Read + Write + AsFd, state: &State) {
+fn serve_connection(mut stream: impl Read + Write, state: &State) {
     let mut reader = wire::Reader::default();
     let mut wbuf = Vec::new();
     loop {

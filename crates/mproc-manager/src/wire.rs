@@ -13,7 +13,6 @@
 //! length before it is checked.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -297,12 +296,6 @@ impl Patience for Forever {
     }
 }
 
-/// How long a [`Reader`] polls before it sleeps in the kernel. A round trip on
-/// one machine takes a few microseconds when both sides are awake and tens
-/// when each has to be woken (measured: 25 µs on a 2-core VM), so each
-/// side looks for the next frame a little while before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
-
 /// The receiving side of a connection: frames are read in as large pieces
 /// as the socket has (one read usually holds a whole frame), and handed out
 /// one by one.
@@ -317,9 +310,8 @@ pub(crate) struct Reader {
 impl Reader {
     /// The next frame's body. The stream's read timeout (if any) is the
     /// slice after which `patience` is asked again; a partial frame is kept
-    /// across slices. While nothing of the frame is there yet, the socket
-    /// is polled during [`SPIN`] before the read sleeps.
-    pub(crate) fn next<S: Read + AsFd>(
+    /// across slices.
+    pub(crate) fn next<S: Read>(
         &mut self,
         stream: &mut S,
         patience: &impl Patience,
@@ -361,35 +353,7 @@ impl Reader {
                     self.buf.resize(want, 0);
                 }
             }
-            let n = if have == 0 {
-                self.read_first(stream, patience)?
-            } else {
-                read_some(stream, &mut self.buf[self.end..], patience)?
-            };
-            self.end += n;
-        }
-    }
-
-    /// Reads the first bytes of a frame: polls, then sleeps.
-    fn read_first<S: Read + AsFd>(
-        &mut self,
-        stream: &mut S,
-        patience: &impl Patience,
-    ) -> Result<usize, ManagerError> {
-        let start = Instant::now();
-        let mut polls = 0u32;
-        loop {
-            match crate::sys::read_now(stream.as_fd(), &mut self.buf[self.end..]) {
-                Ok(Some(0)) => return Err(ManagerError::ServerGone),
-                Ok(Some(n)) => return Ok(n),
-                Ok(None) => {}
-                Err(e) => return Err(gone(e)),
-            }
-            polls += 1;
-            if polls % 16 == 0 && start.elapsed() >= SPIN {
-                return read_some(stream, &mut self.buf[self.end..], patience);
-            }
-            std::hint::spin_loop();
+            self.end += read_some(stream, &mut self.buf[self.end..], patience)?;
         }
     }
 }
