@@ -197,6 +197,15 @@ pub trait Backend: Send + Sync + 'static {
     /// not wait for a worker.
     fn submit(&self, job: Job);
 
+    /// Takes several jobs at once, in order, as [`submit`](Backend::submit)
+    /// takes each (the default does just that). A backend may send them to
+    /// a worker together: `imap`'s chunks come this way.
+    fn submit_many(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            self.submit(job);
+        }
+    }
+
     /// No more jobs will come; workers leave once the submitted ones are
     /// reported.
     fn close(&self);

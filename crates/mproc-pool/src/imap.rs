@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::backend::Work;
 use crate::chunk::decode_each;
+use crate::pool::Handler;
 use crate::{Pool, PoolError};
 
 /// Makes the job for a chunk of items.
@@ -19,6 +20,10 @@ type Hook = Box<dyn FnMut(u64, Option<u64>) + Send>;
 
 struct Done<R> {
     chunks: HashMap<u64, Vec<Result<R, PoolError>>>,
+    /// The chunk the iterating thread sleeps for (`Some(u64::MAX)`: any
+    /// chunk), if it sleeps: a chunk filed under another index does not
+    /// wake it.
+    awaited: Option<u64>,
     /// The task of a stream that found nothing to yield.
     #[cfg(feature = "async")]
     waker: Option<std::task::Waker>,
@@ -98,6 +103,7 @@ where
             shared: Arc::new(Shared {
                 done: Mutex::new(Done {
                     chunks: HashMap::new(),
+                    awaited: None,
                     #[cfg(feature = "async")]
                     waker: None,
                 }),
@@ -210,13 +216,20 @@ where
         self.on_progress(crate::progress::bar_hook(bar))
     }
 
-    /// Sends chunks while the window has room and the input lasts.
+    /// Sends chunks while the window has room and the input lasts — all
+    /// at once, once the window is half empty: the pool sends them to its
+    /// workers together, and the iterating thread yields results between
+    /// refills instead of sending one chunk per result.
     fn fill(&mut self) {
+        if self.submitted - self.taken > self.window / 2 {
+            return;
+        }
+        let mut jobs = Vec::new();
         while !self.exhausted && self.submitted - self.taken < self.window {
             let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
             if chunk.is_empty() {
                 self.exhausted = true;
-                return;
+                break;
             }
             let (index, len) = (self.submitted, chunk.len());
             self.submitted += 1;
@@ -227,18 +240,19 @@ where
                 done.chunks.insert(index, items);
                 #[cfg(feature = "async")]
                 let waker = done.waker.take();
+                let wake = done.awaited.is_some_and(|a| a == index || a == u64::MAX);
                 drop(done);
-                shared.arrived.notify_all();
+                if wake {
+                    shared.arrived.notify_all();
+                }
                 #[cfg(feature = "async")]
                 if let Some(w) = waker {
                     w.wake();
                 }
             };
             match (self.make)(&chunk) {
-                Ok(work) => self.pool.scheduler().submit(
-                    work,
-                    len,
-                    Box::new(move |out| {
+                Ok(work) => {
+                    let handler: Handler = Box::new(move |out| {
                         let items = match out.and_then(decode_each::<R>) {
                             Ok(items) if items.len() == len => items,
                             // One result per item, always: the length is
@@ -253,11 +267,14 @@ where
                             Err(e) => (0..len).map(|_| Err(e.clone())).collect(),
                         };
                         file(items);
-                    }),
-                    true,
-                ),
+                    });
+                    jobs.push((work, len, handler));
+                }
                 Err(e) => file((0..len).map(|_| Err(e.clone())).collect()),
             }
+        }
+        if !jobs.is_empty() {
+            self.pool.scheduler().submit_many(jobs, true);
         }
     }
 
@@ -327,8 +344,10 @@ where
                 Step::Wait => {
                     let mut done = self.shared.done.lock();
                     while !self.arrived(&done) {
+                        done.awaited = Some(if self.ordered { self.taken } else { u64::MAX });
                         self.shared.arrived.wait(&mut done);
                     }
+                    done.awaited = None;
                 }
             }
         }

@@ -513,6 +513,46 @@ impl Backend for LocalBackend {
         drop(self.local.drain(st));
     }
 
+    fn submit_many(&self, jobs: Vec<Job>) {
+        // Timed jobs have their deadline keeper to start, and the result
+        // thread never sends: those go one by one.
+        let simple = |j: &Job| j.timeout.is_none() && matches!(j.work, Work::SameBuild { .. });
+        if self.local.task_timeout.is_some()
+            || ON_RESULT_THREAD.with(Cell::get)
+            || !jobs.iter().all(simple)
+        {
+            for job in jobs {
+                self.submit(job);
+            }
+            return;
+        }
+        let mut st = self.local.state.lock();
+        if st.phase != Phase::Running {
+            return;
+        }
+        let mut ids = VecDeque::with_capacity(jobs.len());
+        for job in jobs {
+            if let Work::SameBuild { runner, input } = job.work {
+                st.jobs.insert(
+                    job.id,
+                    Pending {
+                        runner,
+                        input,
+                        timeout: None,
+                    },
+                );
+                ids.push_back(job.id);
+            }
+        }
+        if st.backlog.is_empty() && !st.dispatching {
+            drop(st);
+            self.local.send_many(ids);
+            return;
+        }
+        st.backlog.extend(ids);
+        drop(self.local.drain(st));
+    }
+
     fn close(&self) {}
 
     fn cancel(&self, job: JobId, running: bool) -> bool {
@@ -827,6 +867,105 @@ impl Local {
                 }
             }
             return;
+        }
+    }
+
+    /// Sends jobs `ids` (untimed, in order) to workers with room, as many
+    /// to each as its prefetch allows, in one message per worker (see
+    /// [`Wire::Batch`]); what no worker has room for goes to the front of
+    /// the backlog, in order. As [`send`](Local::send), it may block on a
+    /// full pipe: never call it on the result thread.
+    fn send_many(&self, mut ids: VecDeque<JobId>) {
+        let mut st = self.state.lock();
+        loop {
+            if st.phase != Phase::Running {
+                return;
+            }
+            // Cancelled meanwhile: dropped.
+            ids.retain(|id| st.jobs.contains_key(id));
+            if ids.is_empty() {
+                return;
+            }
+            let Some(slot) = self.pick(&st) else {
+                for id in ids.into_iter().rev() {
+                    st.backlog.push_front(id);
+                }
+                self.work.notify_one();
+                return;
+            };
+            let cap = st.prefetch.cap();
+            let Some(w) = st.workers[slot].as_mut() else {
+                continue;
+            };
+            let mut room = cap.saturating_sub(w.load()).max(1);
+            if self.maxtasks != 0 {
+                // `pick` chose it under its limit: room for one at least.
+                room = room.min(self.maxtasks.saturating_sub(w.assigned).max(1) as usize);
+            }
+            let n = room.min(ids.len());
+            w.assigned += n as u64;
+            w.reserved += n as u32;
+            let (gen, conn) = (w.gen, w.conn.clone());
+            drop(st);
+            let pipe = conn.lock();
+            st = self.state.lock();
+            let st_ref = &mut *st;
+            let Some(w) = st_ref.workers[slot].as_mut().filter(|w| w.gen == gen) else {
+                // It died while we waited for its pipe: choose again.
+                drop(pipe);
+                continue;
+            };
+            w.reserved -= n as u32;
+            let now = Instant::now();
+            let mut batch = Vec::with_capacity(n);
+            for id in ids.drain(..n) {
+                let Some(job) = st_ref.jobs.get(&id) else {
+                    // Cancelled meanwhile.
+                    w.assigned -= 1;
+                    continue;
+                };
+                let seq = w.next_seq;
+                w.next_seq += 1;
+                w.inflight.push_back((seq, id, now));
+                batch.push((seq, job.runner, job.input.clone()));
+            }
+            drop(st);
+            let wire = Wire::Batch(
+                batch
+                    .iter()
+                    .map(|(seq, runner, input)| WireJob {
+                        seq: *seq,
+                        fds: input.fds.len() as u32,
+                        runner: *runner,
+                        input: &input.bytes,
+                    })
+                    .collect(),
+            );
+            event!(
+                debug,
+                tasks = batch.len(),
+                worker = slot,
+                "tasks dispatched"
+            );
+            if let (Some(ends), Ok(bytes), false) = (
+                pipe.as_ref(),
+                postcard::to_allocvec(&wire),
+                batch.is_empty(),
+            ) {
+                // A dead worker's pipe refuses: its watcher reports the
+                // death, and the jobs, sent but never started, are sent
+                // again.
+                if ends.pipe.send_bytes(&bytes).is_ok() {
+                    for (_, _, input) in &batch {
+                        if !input.fds.is_empty() {
+                            let _ = send_fds(&ends.socket, &input.fds);
+                        }
+                    }
+                }
+            }
+            drop(wire);
+            drop(pipe);
+            st = self.state.lock();
         }
     }
 
@@ -1154,10 +1293,26 @@ impl Local {
             let Some(id) = st.backlog.pop_front() else {
                 break;
             };
+            // Untimed jobs that follow it go with it, a batch per worker.
+            let untimed =
+                |st: &State, id: &JobId| st.jobs.get(id).is_some_and(|j| j.timeout.is_none());
+            let mut run = VecDeque::new();
+            if untimed(&st, &id) {
+                while run.len() < MAX_PREFETCH * st.workers.len()
+                    && st.backlog.front().is_some_and(|next| untimed(&st, next))
+                {
+                    run.extend(st.backlog.pop_front());
+                }
+            }
             st.dispatching = true;
             drop(st);
             fault::point("pool.backlog-taken");
-            self.send(id);
+            if run.is_empty() {
+                self.send(id);
+            } else {
+                run.push_front(id);
+                self.send_many(run);
+            }
             st = self.state.lock();
             st.dispatching = false;
         }

@@ -196,16 +196,11 @@ impl Scheduler {
         }
     }
 
-    /// Hands a job to the backend, with the handler for its outcome. With
+    /// Hands a job to the backend, with the handler for its outcome and a
+    /// timeout for the job; its id, unless the pool refused it. With
     /// `even_if_closed`, a closed pool still takes it (the later chunks of
     /// an `imap` begun before `close`). If the pool refuses, the handler
     /// gets the error.
-    pub(crate) fn submit(&self, work: Work, items: usize, handler: Handler, even_if_closed: bool) {
-        self.submit_timed(work, items, handler, even_if_closed, None);
-    }
-
-    /// [`submit`](Scheduler::submit) with a timeout for the job; its id,
-    /// unless the pool refused it.
     pub(crate) fn submit_timed(
         &self,
         work: Work,
@@ -234,6 +229,40 @@ impl Scheduler {
             timeout,
         });
         Some(id)
+    }
+
+    /// Hands several jobs to the backend at once, in order, each with its
+    /// handler (as [`submit_timed`](Scheduler::submit_timed) hands each).
+    pub(crate) fn submit_many(&self, jobs: Vec<(Work, usize, Handler)>, even_if_closed: bool) {
+        let (accepted, refused) = {
+            let mut st = self.state.lock();
+            match st.phase.refusal(even_if_closed) {
+                Some(e) => (Vec::new(), Some((e, jobs))),
+                None => {
+                    let mut accepted = Vec::with_capacity(jobs.len());
+                    for (work, items, handler) in jobs {
+                        let id = st.next_job;
+                        st.next_job += 1;
+                        st.jobs.insert(id, handler);
+                        accepted.push(Job {
+                            id,
+                            work,
+                            items,
+                            timeout: None,
+                        });
+                    }
+                    (accepted, None)
+                }
+            }
+        };
+        if let Some((e, jobs)) = refused {
+            for (_, _, handler) in jobs {
+                run_handler(handler, Err(e.clone()));
+            }
+            return;
+        }
+        event!(debug, tasks = accepted.len(), "tasks submitted");
+        self.backend.submit_many(accepted);
     }
 
     /// Cancels `jobs` (see [`AsyncResult::cancel`]): each the backend drops

@@ -48,6 +48,10 @@ pub(crate) enum Wire<'a> {
     /// The parent took back every job before this message that the worker
     /// had not started ([`Gates::revoke`]); the jobs after it stand.
     Resume,
+    /// Several jobs, in sequence order, each run (or skipped) as if it had
+    /// come alone: one message for a batch that the parent sent together.
+    #[serde(borrow)]
+    Batch(Vec<WireJob<'a>>),
 }
 
 /// Each worker's gate: one shared word per slot,
@@ -346,16 +350,25 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     if a.results.put(Msg::Ready { slot, gen }).is_err() {
         return;
     }
-    let fd_socket = std::os::unix::net::UnixStream::from(a.fd_socket.into_owned());
+    let cx = Worker {
+        slot,
+        gen,
+        fd_socket: std::os::unix::net::UnixStream::from(a.fd_socket.into_owned()),
+        results: a.results,
+        gates: a.gates,
+        maxtasks: a.maxtasks,
+        max_memory: a.max_memory,
+    };
     let mut buf = Vec::new();
     let mut done = 0u64;
     // Until the parent sends the empty job that means "finish", or is gone.
     while a.jobs.recv_bytes_into(&mut buf).is_ok() && !buf.is_empty() {
         fault::point("pool.job-received");
-        let job = match postcard::from_bytes::<Wire<'_>>(&buf) {
-            Ok(Wire::Job(job)) => job,
+        let jobs = match postcard::from_bytes::<Wire<'_>>(&buf) {
+            Ok(Wire::Job(job)) => vec![job],
+            Ok(Wire::Batch(jobs)) => jobs,
             Ok(Wire::Resume) => {
-                a.gates.resume(slot as usize);
+                cx.gates.resume(slot as usize);
                 continue;
             }
             Err(_) => {
@@ -363,79 +376,103 @@ pub(crate) fn worker_main(a: WorkerArgs) {
                 mproc_process::exit(BAD_JOB);
             }
         };
-        let fds = if job.fds == 0 {
-            FdTable::new()
-        } else {
-            match transfer::recv(&fd_socket) {
-                Ok(m) => m.fds,
-                Err(e) => {
-                    fatal(&format!("a job's descriptors did not arrive: {e}"));
-                    mproc_process::exit(BAD_JOB);
-                }
+        for job in jobs {
+            if !run_job(&cx, job, &mut done) {
+                return;
             }
-        };
-        match a.gates.claim(slot as usize, job.seq) {
-            Claim::Run => {}
-            Claim::Skip => {
-                // Taken back for another worker (its descriptors, read
-                // above, close here).
-                fault::point("pool.job-skipped");
-                continue;
-            }
-            // The parent is about to kill this worker.
-            Claim::Stop => return,
-        }
-        fault::point("pool.job-recorded");
-        let input = Message {
-            bytes: job.input.to_vec(),
-            fds,
-        };
-        let out = match job.runner.call(input) {
-            Ok(r) => r,
-            Err(why) => Err(why.to_string()),
-        };
-        a.gates.finish(slot as usize);
-        // Handles in the results: their descriptors go first, on the
-        // socket; the parent reads them when it reads the result.
-        let (out, fds) = match out {
-            Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
-            Ok(m) => {
-                let n = m.fds.len() as u32;
-                let carried = transfer::send(
-                    &fd_socket,
-                    &Message {
-                        bytes: Vec::new(),
-                        fds: m.fds,
-                    },
-                );
-                match carried {
-                    Ok(()) => (Ok(serde_bytes::ByteBuf::from(m.bytes)), n),
-                    Err(e) => (Err(format!("cannot send the results' handles: {e}")), 0),
-                }
-            }
-            Err(why) => (Err(why), 0),
-        };
-        let msg = Msg::Done {
-            slot,
-            gen,
-            seq: job.seq,
-            out,
-            fds,
-        };
-        if a.results.put(msg).is_err() {
-            return;
-        }
-        fault::point("pool.result-sent");
-        done += 1;
-        if a.maxtasks != 0 && done >= a.maxtasks {
-            return;
-        }
-        if a.max_memory != 0 && crate::sys::resident_bytes().is_some_and(|b| b > a.max_memory) {
-            // Retire: the parent sends the jobs queued behind to others.
-            fault::point("pool.memory-retire");
-            return;
         }
     }
+}
+
+/// What a running worker keeps of its [`WorkerArgs`].
+struct Worker {
+    slot: u32,
+    gen: u64,
+    fd_socket: std::os::unix::net::UnixStream,
+    results: Queue<Msg>,
+    gates: Gates,
+    maxtasks: u64,
+    max_memory: u64,
+}
+
+/// Runs one job the worker read (or skips it, when the parent took it
+/// back); `false` when the worker must end: the parent is stopping it, is
+/// gone, or it has done its `maxtasks` or outgrown `max_memory`.
+fn run_job(a: &Worker, job: WireJob<'_>, done: &mut u64) -> bool {
+    let (slot, gen, fd_socket) = (a.slot, a.gen, &a.fd_socket);
+    let fds = if job.fds == 0 {
+        FdTable::new()
+    } else {
+        match transfer::recv(fd_socket) {
+            Ok(m) => m.fds,
+            Err(e) => {
+                fatal(&format!("a job's descriptors did not arrive: {e}"));
+                mproc_process::exit(BAD_JOB);
+            }
+        }
+    };
+    match a.gates.claim(slot as usize, job.seq) {
+        Claim::Run => {}
+        Claim::Skip => {
+            // Taken back for another worker (its descriptors, read
+            // above, close here).
+            fault::point("pool.job-skipped");
+            return true;
+        }
+        // The parent is about to kill this worker.
+        Claim::Stop => return false,
+    }
+    fault::point("pool.job-recorded");
+    let input = Message {
+        bytes: job.input.to_vec(),
+        fds,
+    };
+    let out = match job.runner.call(input) {
+        Ok(r) => r,
+        Err(why) => Err(why.to_string()),
+    };
+    a.gates.finish(slot as usize);
+    // Handles in the results: their descriptors go first, on the
+    // socket; the parent reads them when it reads the result.
+    let (out, fds) = match out {
+        Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
+        Ok(m) => {
+            let n = m.fds.len() as u32;
+            let carried = transfer::send(
+                fd_socket,
+                &Message {
+                    bytes: Vec::new(),
+                    fds: m.fds,
+                },
+            );
+            match carried {
+                Ok(()) => (Ok(serde_bytes::ByteBuf::from(m.bytes)), n),
+                Err(e) => (Err(format!("cannot send the results' handles: {e}")), 0),
+            }
+        }
+        Err(why) => (Err(why), 0),
+    };
+    let msg = Msg::Done {
+        slot,
+        gen,
+        seq: job.seq,
+        out,
+        fds,
+    };
+    if a.results.put(msg).is_err() {
+        return false;
+    }
+    fault::point("pool.result-sent");
+    *done += 1;
+    if a.maxtasks != 0 && *done >= a.maxtasks {
+        return false;
+    }
+    if a.max_memory != 0 && crate::sys::resident_bytes().is_some_and(|b| b > a.max_memory) {
+        // Retire: the parent sends the jobs queued behind to others.
+        fault::point("pool.memory-retire");
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
