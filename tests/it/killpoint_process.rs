@@ -310,6 +310,48 @@ fn killpoint_pool_worker_killed_around_its_job() {
     leaks.assert_clean();
 }
 
+/// A worker SIGKILLed in the middle of a run (`imap` at chunk size 1 sends
+/// several tasks as one job): as it starts a task, that task fails with
+/// `WorkerDied` and the rest of the run goes to the replacement; just after
+/// it reported a task, that task's result stands and the rest go to the
+/// replacement; as it takes the run, nothing of it ran and all of it goes
+/// again. Every other task's result comes back, in order.
+#[test]
+fn killpoint_pool_worker_killed_in_the_middle_of_a_run() {
+    let leaks = LeakCheck::start();
+    for point in ["pool.item-started", "pool.item-sent", "pool.job-recorded"] {
+        fault::die_at(point).unwrap();
+        let pool = Pool::builder()
+            .processes(1)
+            .run_length(8)
+            .start_method(StartMethod::Fork)
+            .build()
+            .unwrap();
+        fault::clear(point);
+        let first = pool.worker_pids()[0];
+        let got: Vec<Result<u64, PoolError>> = pool.imap(square, 0..20u64).collect();
+        for (x, r) in got.iter().enumerate() {
+            let x = x as u64;
+            if x == 0 && point == "pool.item-started" {
+                assert_eq!(
+                    r,
+                    &Err(PoolError::Task(TaskError::WorkerDied {
+                        pid: first,
+                        signal: Some(libc::SIGKILL)
+                    })),
+                    "{point}"
+                );
+            } else {
+                assert_eq!(r, &Ok(x * x), "{point}: item {x}");
+            }
+        }
+        assert!(!pool.worker_pids().contains(&first), "{point}");
+        pool.close();
+        returns_within("join", Duration::from_secs(20), move || pool.join()).unwrap();
+    }
+    leaks.assert_clean();
+}
+
 /// The result thread panics (a kill point's callback): the pool is broken —
 /// pending and later calls fail with `Broken`, nothing waits for ever, and
 /// terminate + join still reap everything.

@@ -360,6 +360,101 @@ fn a_worker_killed_mid_task_fails_only_that_task() {
     leaks.assert_clean();
 }
 
+/// How many times each item ran, shared with every worker by the
+/// initializer.
+static RUNS: std::sync::OnceLock<mproc::Array<u64>> = std::sync::OnceLock::new();
+
+fn share_runs(runs: mproc::Array<u64>) {
+    let _ = RUNS.set(runs);
+}
+
+/// The item that kills its own worker.
+const DOOMED: u64 = 1_000;
+
+/// Counts that item `x` ran, kills its own worker at [`DOOMED`], doubles.
+fn count_or_die(x: u64) -> u64 {
+    let runs = RUNS.get().expect("the initializer shares the counts");
+    {
+        let mut g = runs.lock();
+        let n = g.get(x as usize).expect("an item in range");
+        g.set(x as usize, n + 1).expect("an item in range");
+    }
+    if x == DOOMED {
+        // SAFETY: kill takes a pid and a signal; this is the worker itself.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    x * 2
+}
+
+/// `imap` at chunk size 1 sends its tasks to workers in runs; a worker that
+/// dies in the middle of one fails only the task it was running: the
+/// tasks of the run it had finished keep their results, the rest run on
+/// another worker — every task exactly once, in order, and the pool goes
+/// on. (Both iterators, a fixed run of 16 so that runs are sure.)
+#[test]
+fn imap_at_chunksize_1_in_runs_fails_only_the_task_whose_worker_died() {
+    let leaks = LeakCheck::start();
+    for ordered in [true, false] {
+        let n = 2_000usize;
+        let runs = mproc::Array::<u64>::new(n).unwrap();
+        let pool = Pool::builder()
+            .processes(2)
+            .run_length(16)
+            .initializer(share_runs, runs.clone())
+            .build()
+            .unwrap();
+        let items = 0..n as u64;
+        let mut got: Vec<(u64, Result<u64, PoolError>)> = if ordered {
+            items.clone().zip(pool.imap(count_or_die, items)).collect()
+        } else {
+            // In completion order: each result names its item.
+            let results: Vec<_> = pool.imap_unordered(count_or_die, items).collect();
+            let mut out: Vec<_> = results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(v) => (v / 2, Ok(v)),
+                    Err(e) => (DOOMED, Err(e)),
+                })
+                .collect();
+            out.sort_by_key(|(x, _)| *x);
+            out
+        };
+        assert_eq!(got.len(), n, "ordered: {ordered}");
+        let (_, doomed) = got.remove(DOOMED as usize);
+        assert!(
+            matches!(
+                doomed,
+                Err(PoolError::Task(TaskError::WorkerDied {
+                    signal: Some(libc::SIGKILL),
+                    ..
+                }))
+            ),
+            "ordered: {ordered}: {doomed:?}"
+        );
+        for (x, r) in got {
+            assert_eq!(r, Ok(x * 2), "ordered: {ordered}, item {x}");
+        }
+        let counts = runs.to_vec();
+        let wrong: Vec<_> = (0..n)
+            .filter(|&i| counts[i] != 1)
+            .map(|i| (i, counts[i]))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "ordered: {ordered}: items not run once: {wrong:?}"
+        );
+        // The pool goes on.
+        let more: Vec<_> = pool
+            .imap(count_or_die, 0..10u64)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(more, (0..10).map(|x| x * 2).collect::<Vec<_>>());
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
 #[test]
 fn an_aborting_task_and_a_panicking_task_fail_alone() {
     let leaks = LeakCheck::start();

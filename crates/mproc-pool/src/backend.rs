@@ -126,6 +126,12 @@ pub struct Job {
     /// How long it may run once started (`None`: the backend's default, if
     /// it has one). A backend that cannot stop a running job ignores it.
     pub timeout: Option<std::time::Duration>,
+    /// Its items are separate tasks (a *run*: `imap` at chunk size 1 sends
+    /// several items as one job when [`Backend::run_length`] says so). A
+    /// backend that can reports each item on its own, so that a worker's
+    /// death fails only the item it was running; any other runs it as a
+    /// chunk.
+    pub run: bool,
 }
 
 /// What became of a job, or of the backend.
@@ -204,6 +210,15 @@ pub trait Backend: Send + Sync + 'static {
         for job in jobs {
             self.submit(job);
         }
+    }
+
+    /// How many items of a call at chunk size 1 to send together as one
+    /// run ([`Job::run`]) now; 1 (the default) sends each item as a job of
+    /// its own. A backend that keeps every item a separate task — it is
+    /// failed alone when its worker dies — may say more when tasks are so
+    /// short that a job per item would cost more than the tasks.
+    fn run_length(&self) -> usize {
+        1
     }
 
     /// No more jobs will come; workers leave once the submitted ones are

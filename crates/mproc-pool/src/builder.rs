@@ -42,6 +42,7 @@ pub struct Builder {
     processes: Option<usize>,
     maxtasks: Option<u64>,
     prefetch: Option<usize>,
+    run_length: Option<usize>,
     task_timeout: Option<Duration>,
     max_memory: Option<u64>,
     method: Option<StartMethod>,
@@ -102,6 +103,35 @@ impl Builder {
     /// ```
     pub fn prefetch(mut self, n: usize) -> Builder {
         self.prefetch = Some(n);
+        self
+    }
+
+    /// How many tasks of an `imap` (or `imap_unordered`) at chunk size 1 a
+    /// worker is sent at once, as one *run*. Each stays a task of its own:
+    /// its result is its own, and a worker that dies fails only the task it
+    /// was running — those it had finished stand, those after it go to
+    /// another worker. Only the hand-off is shared: the run's results reach
+    /// the iterator together, when its last task is done.
+    ///
+    /// By default the length adapts: 1 (a job per task, as CPython) until
+    /// the pool has seen how long tasks take, then enough tasks to keep a
+    /// worker busy for about 100 µs, at most 64 — so tasks of a
+    /// millisecond or more always go one by one. 1 turns runs off. Without
+    /// effect with [`task_timeout`](Builder::task_timeout) (a timeout is
+    /// per task) or [`maxtasksperchild`](Builder::maxtasksperchild).
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::builder().processes(2).run_length(1).build()?;
+    /// let n = pool.imap(square, 0..1_000).count();
+    /// assert_eq!(n, 1_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_length(mut self, tasks: usize) -> Builder {
+        self.run_length = Some(tasks.max(1));
         self
     }
 
@@ -199,6 +229,7 @@ impl Builder {
                     processes,
                     maxtasks: self.maxtasks.unwrap_or(0),
                     prefetch: self.prefetch,
+                    run_length: self.run_length,
                     task_timeout: self.task_timeout,
                     max_memory: self.max_memory.unwrap_or(0),
                     method: self.method,

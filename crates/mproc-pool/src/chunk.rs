@@ -10,7 +10,11 @@
 //! ```
 //!
 //! `All` when every item succeeded (the common case: one tag for the whole
-//! chunk), `Each` with each item's value or panic message otherwise. Since
+//! chunk), `Each` with each item's value or panic message otherwise. A
+//! third form, `Items(Vec<ItemOut<R>>)`, is what the local backend puts
+//! together from a *run* — a job whose items are separate tasks, each
+//! reported on its own by the worker — where one item may have failed
+//! because its worker died. Since
 //! postcard simply concatenates, a worker that holds each item's result
 //! already encoded (a remote worker running a named task) builds the same
 //! bytes without knowing `R`: [`ChunkResults`].
@@ -54,11 +58,141 @@ enum ChunkOutRef<'a, R> {
 enum ChunkOut<R> {
     All(Vec<R>),
     Each(Vec<Result<R, String>>),
+    Items(Vec<ItemOut<R>>),
+}
+
+/// One item's outcome in a run's results (see the module docs).
+#[derive(Serialize, Deserialize)]
+enum ItemOut<R> {
+    Ok(R),
+    Panicked(String),
+    Died { pid: u32, signal: Option<i32> },
+    Refused(String),
+}
+
+/// The results of a run put together from its items' outcomes, each item's
+/// value encoded on its own (by [`transfer::encode_from`], numbering the
+/// descriptors after those of the items before it): one message in the
+/// chunk format, whose table is the items' tables one after the other.
+pub(crate) fn run_output(items: Vec<Result<Message, TaskError>>) -> Result<Message, String> {
+    let mut bytes = Vec::new();
+    let mut fds = transfer::FdTable::new();
+    push_varint(&mut bytes, 2);
+    push_varint(&mut bytes, items.len() as u64);
+    let head = |out: &mut Vec<u8>, item: &ItemOut<()>| {
+        postcard::to_extend(item, std::mem::take(out))
+            .map(|v| *out = v)
+            .map_err(|e| format!("cannot encode a run's results: {e}"))
+    };
+    for item in items {
+        match item {
+            Ok(m) => {
+                push_varint(&mut bytes, 0);
+                bytes.extend_from_slice(&m.bytes);
+                for fd in m.fds.into_vec() {
+                    fds.push(fd);
+                }
+            }
+            Err(TaskError::Panicked { message }) => head(&mut bytes, &ItemOut::Panicked(message))?,
+            Err(TaskError::WorkerDied { pid, signal }) => {
+                head(&mut bytes, &ItemOut::Died { pid, signal })?
+            }
+            Err(other) => head(&mut bytes, &ItemOut::Refused(other.to_string()))?,
+        }
+    }
+    Ok(Message { bytes, fds })
+}
+
+/// What the worker does with each item of a run: installed (by
+/// [`with_run`]) around the runner's call, which then runs the items one
+/// by one and hands each outcome here instead of returning them together.
+pub(crate) trait RunSink {
+    /// The first item to run: those before it ran in an earlier delivery.
+    fn skip(&self) -> usize;
+    /// How many descriptors the results of the items before `skip` hold.
+    fn fd_base(&self) -> u32;
+    /// Item `index` starts now.
+    fn start(&mut self, index: usize);
+    /// Item `index`'s outcome, its value encoded on its own; `false` when
+    /// the run must stop (the worker is to end).
+    fn done(&mut self, index: usize, outcome: Result<Message, TaskError>) -> bool;
+    /// A report failed (or the sink was lost): the worker is to end.
+    fn stopped(&self) -> bool;
+}
+
+thread_local! {
+    static RUN: std::cell::RefCell<Option<Box<dyn RunSink>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `f` with `sink` installed for the runner it calls, and gives the
+/// sink back.
+pub(crate) fn with_run<T>(sink: Box<dyn RunSink>, f: impl FnOnce() -> T) -> (T, Box<dyn RunSink>) {
+    RUN.with(|r| *r.borrow_mut() = Some(sink));
+    let out = f();
+    let sink = RUN.with(|r| r.borrow_mut().take());
+    // The runner puts it back before it returns; should it not have, the
+    // sink it took is gone with it.
+    (out, sink.unwrap_or_else(|| Box::new(Gone)))
+}
+
+/// A sink that stops every run: what is left if a runner lost the real one.
+struct Gone;
+
+impl RunSink for Gone {
+    fn skip(&self) -> usize {
+        usize::MAX
+    }
+    fn fd_base(&self) -> u32 {
+        0
+    }
+    fn start(&mut self, _: usize) {}
+    fn done(&mut self, _: usize, _: Result<Message, TaskError>) -> bool {
+        false
+    }
+    fn stopped(&self) -> bool {
+        true
+    }
+}
+
+/// Runs the items of a run one by one, each outcome to `sink`.
+fn run_each<T, R: Serialize>(
+    items: Vec<T>,
+    f: &mut impl FnMut(T) -> R,
+    sink: &mut dyn RunSink,
+) -> Message {
+    let skip = sink.skip();
+    let mut fds = sink.fd_base();
+    for (index, item) in items.into_iter().enumerate() {
+        if index < skip {
+            continue;
+        }
+        sink.start(index);
+        let outcome = match guarded(|| f(item)) {
+            Ok(v) => transfer::encode_from(&v, fds)
+                .map_err(|e| TaskError::Refused(format!("cannot encode the task's result: {e}"))),
+            Err(message) => Err(TaskError::Panicked { message }),
+        };
+        if let Ok(m) = &outcome {
+            fds += m.fds.len() as u32;
+        }
+        if !sink.done(index, outcome) {
+            break;
+        }
+    }
+    Message {
+        bytes: Vec::new(),
+        fds: transfer::FdTable::new(),
+    }
 }
 
 /// Calls `f` on each item, then encodes the outcomes (with the handle
 /// transfer: a result may carry handles).
 fn run_items<T, R: Serialize>(items: Vec<T>, mut f: impl FnMut(T) -> R) -> Result<Message, String> {
+    if let Some(mut sink) = RUN.with(|r| r.borrow_mut().take()) {
+        let out = run_each(items, &mut f, &mut *sink);
+        RUN.with(|r| *r.borrow_mut() = Some(sink));
+        return Ok(out);
+    }
     let mut all: Vec<R> = Vec::with_capacity(items.len());
     let mut each: Option<Vec<Result<R, String>>> = None;
     for item in items {
@@ -172,6 +306,17 @@ pub(crate) fn decode_each<R: DeserializeOwned>(
         ChunkOut::Each(v) => v
             .into_iter()
             .map(|r| r.map_err(|message| PoolError::Task(TaskError::Panicked { message })))
+            .collect(),
+        ChunkOut::Items(v) => v
+            .into_iter()
+            .map(|item| match item {
+                ItemOut::Ok(r) => Ok(r),
+                ItemOut::Panicked(message) => Err(PoolError::Task(TaskError::Panicked { message })),
+                ItemOut::Died { pid, signal } => {
+                    Err(PoolError::Task(TaskError::WorkerDied { pid, signal }))
+                }
+                ItemOut::Refused(why) => Err(PoolError::Task(TaskError::Refused(why))),
+            })
             .collect(),
     })
 }
@@ -373,5 +518,46 @@ mod tests {
                 .collect();
             assert_eq!(got, want);
         }
+    }
+
+    /// A run's results, put together from each item's own message (with a
+    /// handle numbered after the items before it), decode as one chunk —
+    /// the dead worker's item as `WorkerDied`.
+    #[test]
+    fn a_runs_items_put_together_decode_as_one_chunk() {
+        let a = mproc_shm::Segment::anonymous(4096).unwrap();
+        let b = mproc_shm::Segment::anonymous(8192).unwrap();
+        let first = transfer::encode_from(&(3u64, a), 0).unwrap();
+        let second = transfer::encode_from(&(4u64, b), 1).unwrap();
+        let out = run_output(vec![
+            Ok(first),
+            Err(TaskError::WorkerDied {
+                pid: 42,
+                signal: Some(9),
+            }),
+            Err(TaskError::Panicked {
+                message: "boom".into(),
+            }),
+            Ok(second),
+        ])
+        .unwrap();
+        assert_eq!(out.fds.len(), 2);
+        let got = decode_each::<(u64, mproc_shm::Segment)>(out).unwrap();
+        assert_eq!(got.len(), 4);
+        assert!(matches!(&got[0], Ok((3, s)) if s.len() == 4096));
+        assert_eq!(
+            got[1].as_ref().err(),
+            Some(&PoolError::Task(TaskError::WorkerDied {
+                pid: 42,
+                signal: Some(9)
+            }))
+        );
+        assert_eq!(
+            got[2].as_ref().err(),
+            Some(&PoolError::Task(TaskError::Panicked {
+                message: "boom".into()
+            }))
+        );
+        assert!(matches!(&got[3], Ok((4, s)) if s.len() == 8192));
     }
 }

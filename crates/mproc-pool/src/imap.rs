@@ -123,6 +123,14 @@ where
 
     /// Items per task (default 1, as CPython). Set it before iterating.
     ///
+    /// At 1, each item is a task of its own: its result or its error is its
+    /// own, and a worker that dies fails only the item it ran. When tasks
+    /// are very short, the pool still sends several to a worker at once
+    /// (a *run*, see [`Builder::run_length`](crate::Builder::run_length)),
+    /// so that chunk size 1 costs little more than larger chunks. A larger
+    /// chunk size makes a chunk one task: a panic fails only its item, but
+    /// a worker's death fails the whole chunk.
+    ///
     /// # Errors
     ///
     /// [`PoolError::ZeroChunksize`] for 0.
@@ -147,7 +155,8 @@ where
         Ok(self)
     }
 
-    /// Chunks in flight at most (default: 4 per worker, at least 128).
+    /// Chunks (or runs) in flight at most (default: 4 per worker, at least
+    /// 128). The window refills once half of it has been taken.
     ///
     /// # Examples
     ///
@@ -224,9 +233,17 @@ where
         if self.submitted - self.taken > self.window / 2 {
             return;
         }
+        // At chunk size 1, tasks too short to be worth a job each go
+        // several to a job, as a run: each stays a task of its own, failed
+        // alone if its worker dies (see `Backend::run_length`).
+        let run = if self.chunksize == 1 {
+            self.pool.scheduler().run_length()
+        } else {
+            1
+        };
         let mut jobs = Vec::new();
         while !self.exhausted && self.submitted - self.taken < self.window {
-            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize.max(run)).collect();
             if chunk.is_empty() {
                 self.exhausted = true;
                 break;
@@ -274,7 +291,7 @@ where
             }
         }
         if !jobs.is_empty() {
-            self.pool.scheduler().submit_many(jobs, true);
+            self.pool.scheduler().submit_many(jobs, run > 1, true);
         }
     }
 

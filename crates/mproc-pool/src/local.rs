@@ -32,6 +32,22 @@
 //! the jobs queued behind it are taken back (revoked through the worker's
 //! `Gates` word) and given to the idle one.
 //!
+//! # Runs: many short tasks, one job
+//!
+//! At chunk size 1 `imap` makes a job per task; when tasks take a few
+//! microseconds, the job's own cost — its bookkeeping here, a message each
+//! way — is most of the time. So, once the pool has measured how long tasks
+//! take, it sends several (`Prefetch::run_length`: about 100 µs of work, at
+//! most 64) as one job marked a *run*. The worker runs its tasks one by one
+//! and reports each on its own (`Msg::Item`) before it starts the next,
+//! after setting the second word of its `Gates` slot to the task it starts.
+//! So when it dies, the parent knows: the tasks it reported stand, the one
+//! it had started fails with `WorkerDied`, and the rest go again — to
+//! another worker, as a run that skips what was done (`RunFrom`). The
+//! run's results reach the caller together, put back into one chunk's
+//! results (`chunk::run_output`; handles in them are numbered across the
+//! run by `transfer::encode_from`).
+//!
 //! If the result machinery fails — the result queue reports an error, or
 //! the result thread panics — the backend is broken: it reports
 //! [`Event::Broken`], kills the workers, and `join` still returns (it reaps
@@ -85,7 +101,9 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::backend::{Backend, Calls, Event, Events, Job, JobId, LocalInput, Runner, Work};
 use crate::error::TaskError;
-use crate::worker::{worker_main, Gates, Init, JobPipe, Jobs, Msg, Wire, WireJob, WorkerArgs};
+use crate::worker::{
+    worker_main, Gates, Init, ItemFailure, JobPipe, Jobs, Msg, RunFrom, Wire, WireJob, WorkerArgs,
+};
 
 thread_local! {
     /// Set on a local backend's result thread: a job submitted here (by a
@@ -125,6 +143,8 @@ const LEAVE_GRACE: Duration = Duration::from_secs(5);
 struct Prefetch {
     /// The moving average, in nanoseconds (`None` before the first job).
     mean_ns: Option<f64>,
+    /// The same per item of a job (`None` before the first job).
+    item_ns: Option<f64>,
     cap: usize,
     /// The cap was set by the user ([`Builder::prefetch`](crate::Builder::prefetch)).
     fixed: bool,
@@ -156,6 +176,7 @@ impl Prefetch {
     fn new(fixed: Option<usize>) -> Prefetch {
         Prefetch {
             mean_ns: None,
+            item_ns: None,
             cap: fixed.unwrap_or(1).max(1),
             fixed: fixed.is_some(),
         }
@@ -173,14 +194,29 @@ impl Prefetch {
         (mean * 8).max(OVERDUE_FLOOR)
     }
 
-    /// A job occupied its worker for `ran`.
-    fn ran(&mut self, ran: Duration) {
+    /// How many items of a call at chunk size 1 go together as one run:
+    /// enough to fill [`RUN_SPAN`] at the mean time per item, at most
+    /// [`MAX_RUN`]; 1 before any job has been measured.
+    fn run_length(&self) -> usize {
+        match self.item_ns {
+            Some(ns) if ns > 0.0 => ((RUN_SPAN.as_nanos() as f64 / ns) as usize).clamp(1, MAX_RUN),
+            _ => 1,
+        }
+    }
+
+    /// A job of `items` items occupied its worker for `ran`.
+    fn ran(&mut self, ran: Duration, items: usize) {
         let ns = ran.as_nanos() as f64;
         let mean = match self.mean_ns {
             None => ns,
             Some(m) => m + (ns - m) / 8.0,
         };
         self.mean_ns = Some(mean);
+        let per_item = ns / items.max(1) as f64;
+        self.item_ns = Some(match self.item_ns {
+            None => per_item,
+            Some(m) => m + (per_item - m) / 8.0,
+        });
         if self.fixed {
             return;
         }
@@ -193,12 +229,95 @@ impl Prefetch {
     }
 }
 
+/// How long a run of tasks at chunk size 1 should keep its worker busy
+/// (see [`Prefetch::run_length`]): long enough that the job's own cost is
+/// small beside its tasks, short enough that a run holds nothing up.
+const RUN_SPAN: Duration = Duration::from_micros(100);
+/// The most tasks in one run.
+const MAX_RUN: usize = 64;
+
 /// A job the backend holds until it reports it.
 struct Pending {
     runner: Runner,
     input: Arc<LocalInput>,
     /// How long it may run once started.
     timeout: Option<Duration>,
+    /// How many items it has.
+    items: usize,
+    /// It is a run: its items are separate tasks, reported one by one.
+    run: Option<Run>,
+}
+
+impl Pending {
+    fn new(job_items: usize, runner: Runner, input: Arc<LocalInput>, run: bool) -> Pending {
+        Pending {
+            runner,
+            input,
+            timeout: None,
+            items: job_items,
+            run: run.then(|| Run {
+                parts: Vec::with_capacity(job_items),
+                broken: None,
+            }),
+        }
+    }
+
+    /// Where its worker starts: the whole job, or the items of the run not
+    /// yet reported.
+    fn from(&self) -> Option<RunFrom> {
+        self.run.as_ref().map(|r| RunFrom {
+            skip: r.parts.len() as u32,
+            fd_base: r.fd_count(),
+        })
+    }
+}
+
+/// What has come back of a run: its items' outcomes so far, in order.
+struct Run {
+    parts: Vec<Result<Message, TaskError>>,
+    /// An item's handles did not arrive: the run's results cannot be put
+    /// together (the descriptors of the later items would be misnumbered).
+    broken: Option<String>,
+}
+
+impl Run {
+    /// The descriptors the reported items' results hold.
+    fn fd_count(&self) -> u32 {
+        self.parts
+            .iter()
+            .map(|p| p.as_ref().map_or(0, |m| m.fds.len() as u32))
+            .sum()
+    }
+
+    /// The run's event once every item is accounted for (or it broke).
+    fn event(self, job: JobId, items: usize) -> Event {
+        if let Some(why) = self.broken {
+            return Event::Failed {
+                job,
+                error: TaskError::Refused(why),
+            };
+        }
+        if self.parts.len() != items {
+            return Event::Failed {
+                job,
+                error: TaskError::Refused(format!(
+                    "the worker reported {} of the run's {items} tasks",
+                    self.parts.len()
+                )),
+            };
+        }
+        match crate::chunk::run_output(self.parts) {
+            Ok(output) if output.fds.is_empty() => Event::Done {
+                job,
+                output: output.bytes,
+            },
+            Ok(output) => Event::DoneWithHandles { job, output },
+            Err(why) => Event::Failed {
+                job,
+                error: TaskError::Refused(why),
+            },
+        }
+    }
 }
 
 /// A worker's ends: the job pipe, and the socket that carries descriptors.
@@ -316,6 +435,8 @@ struct Local {
     /// taken back from it (see [`Gates`]).
     gates: Gates,
     maxtasks: u64,
+    /// A fixed run length (`None`: adaptive).
+    run_length: Option<usize>,
     task_timeout: Option<Duration>,
     max_memory: u64,
     method: Option<StartMethod>,
@@ -340,6 +461,8 @@ pub(crate) struct Config {
     pub(crate) maxtasks: u64,
     /// A fixed prefetch depth (`None`: adaptive).
     pub(crate) prefetch: Option<usize>,
+    /// A fixed run length (`None`: adaptive; see [`Prefetch::run_length`]).
+    pub(crate) run_length: Option<usize>,
     /// How long a job may run (a job's own overrides it).
     pub(crate) task_timeout: Option<Duration>,
     /// Resident bytes past which a worker retires after a task (0: none).
@@ -389,6 +512,7 @@ impl LocalBackend {
                 stopping: AtomicBool::new(false),
                 gates: Gates::new(cfg.processes)?,
                 maxtasks: cfg.maxtasks,
+                run_length: cfg.run_length,
                 task_timeout: cfg.task_timeout,
                 max_memory: cfg.max_memory,
                 method: cfg.method,
@@ -409,6 +533,21 @@ impl Backend for LocalBackend {
 
     fn parallelism(&self) -> usize {
         self.processes
+    }
+
+    fn run_length(&self) -> usize {
+        if self.local.task_timeout.is_some()
+            || self.local.maxtasks != 0
+            || self.local.max_memory != 0
+        {
+            // A timeout is per task (a run would share one), and so are
+            // the count of `maxtasksperchild` and the memory check.
+            return 1;
+        }
+        match self.local.run_length {
+            Some(n) => n,
+            None => self.local.state.lock().prefetch.run_length(),
+        }
     }
 
     fn start(&self, events: Arc<dyn Events>) -> Result<(), String> {
@@ -464,14 +603,9 @@ impl Backend for LocalBackend {
             return;
         }
         let timeout = job.timeout.or(self.local.task_timeout);
-        st.jobs.insert(
-            id,
-            Pending {
-                runner,
-                input,
-                timeout,
-            },
-        );
+        let mut pending = Pending::new(job.items, runner, input, job.run && timeout.is_none());
+        pending.timeout = timeout;
+        st.jobs.insert(id, pending);
         if timeout.is_some() && st.keeper.is_none() {
             // The first timed job: start the deadline keeper.
             let me = self.local.clone();
@@ -533,14 +667,8 @@ impl Backend for LocalBackend {
         let mut ids = VecDeque::with_capacity(jobs.len());
         for job in jobs {
             if let Work::SameBuild { runner, input } = job.work {
-                st.jobs.insert(
-                    job.id,
-                    Pending {
-                        runner,
-                        input,
-                        timeout: None,
-                    },
-                );
+                let pending = Pending::new(job.items, runner, input, job.run);
+                st.jobs.insert(job.id, pending);
                 ids.push_back(job.id);
             }
         }
@@ -830,11 +958,14 @@ impl Local {
                 continue;
             };
             w.reserved -= 1;
-            let Some((runner, input, timed)) = st
-                .jobs
-                .get(&id)
-                .map(|job| (job.runner, job.input.clone(), job.timeout.is_some()))
-            else {
+            let Some((runner, input, timed, run)) = st.jobs.get(&id).map(|job| {
+                (
+                    job.runner,
+                    job.input.clone(),
+                    job.timeout.is_some(),
+                    job.from(),
+                )
+            }) else {
                 // Cancelled meanwhile.
                 if let Some(w) = st.workers[slot].as_mut() {
                     w.assigned -= 1;
@@ -857,6 +988,7 @@ impl Local {
                 fds: input.fds.len() as u32,
                 runner,
                 input: &input.bytes,
+                run,
             }));
             event!(debug, job = id, seq, worker = slot, "task dispatched");
             if let (Some(ends), Ok(bytes)) = (pipe.as_ref(), bytes) {
@@ -927,17 +1059,18 @@ impl Local {
                 let seq = w.next_seq;
                 w.next_seq += 1;
                 w.inflight.push_back((seq, id, now));
-                batch.push((seq, job.runner, job.input.clone()));
+                batch.push((seq, job.runner, job.input.clone(), job.from()));
             }
             drop(st);
             let wire = Wire::Batch(
                 batch
                     .iter()
-                    .map(|(seq, runner, input)| WireJob {
+                    .map(|(seq, runner, input, run)| WireJob {
                         seq: *seq,
                         fds: input.fds.len() as u32,
                         runner: *runner,
                         input: &input.bytes,
+                        run: *run,
                     })
                     .collect(),
             );
@@ -956,7 +1089,7 @@ impl Local {
                 // death, and the jobs, sent but never started, are sent
                 // again.
                 if ends.pipe.send_bytes(&bytes).is_ok() {
-                    for (_, _, input) in &batch {
+                    for (_, _, input, _) in &batch {
                         if !input.fds.is_empty() {
                             let _ = send_fds(&ends.socket, &input.fds);
                         }
@@ -1405,7 +1538,8 @@ impl Local {
                                 Some((id, now.saturating_duration_since(began), w.load()))
                             });
                         let id = taken.map(|(id, ran, load)| {
-                            st.prefetch.ran(ran);
+                            let items = st.jobs.get(&id).map_or(1, |p| p.items);
+                            st.prefetch.ran(ran, items);
                             // Once the worker has drained to half its cap,
                             // the dispatcher refills it (one wake-up per
                             // half a cap of jobs, not per job).
@@ -1418,26 +1552,76 @@ impl Local {
                             }
                             id
                         });
-                        id.filter(|id| st.jobs.remove(id).is_some())
+                        id.and_then(|id| st.jobs.remove(&id).map(|p| (id, p)))
                     };
-                    if let Some(job) = id {
-                        self.report(match (out, handles) {
-                            (Ok(output), Ok(fds)) if fds.is_empty() => Event::Done {
+                    if let Some((job, pending)) = id {
+                        self.report(match (out, handles, pending.run) {
+                            // A run's results came item by item; its own
+                            // output is empty.
+                            (Ok(_), Ok(_), Some(run)) => run.event(job, pending.items),
+                            (Ok(output), Ok(fds), None) if fds.is_empty() => Event::Done {
                                 job,
                                 output: output.into_vec(),
                             },
-                            (Ok(output), Ok(fds)) => Event::DoneWithHandles {
+                            (Ok(output), Ok(fds), None) => Event::DoneWithHandles {
                                 job,
                                 output: Message {
                                     bytes: output.into_vec(),
                                     fds,
                                 },
                             },
-                            (Err(why), _) | (_, Err(why)) => Event::Failed {
+                            (Err(why), ..) | (_, Err(why), _) => Event::Failed {
                                 job,
                                 error: TaskError::Refused(why),
                             },
                         });
+                    }
+                }
+                Msg::Item {
+                    slot,
+                    gen,
+                    seq,
+                    index,
+                    out,
+                    fds,
+                } => {
+                    let handles = match fds {
+                        0 => Ok(FdTable::new()),
+                        n => self.result_fds(slot as usize, gen, n),
+                    };
+                    let mut st = self.state.lock();
+                    let st = &mut *st;
+                    let id = st.workers[slot as usize]
+                        .as_ref()
+                        .filter(|w| w.gen == gen)
+                        .and_then(|w| w.inflight.iter().find(|e| e.0 == seq))
+                        .map(|e| e.1);
+                    let pending = id.and_then(|id| st.jobs.get_mut(&id));
+                    if let Some((run, items)) =
+                        pending.and_then(|p| Some((p.run.as_mut()?, p.items)))
+                    {
+                        // Items come in order, each once: anything else is
+                        // a confused worker, and the run's end says so.
+                        if index as usize == run.parts.len() && run.parts.len() < items {
+                            run.parts.push(match (out, handles) {
+                                (Ok(bytes), Ok(fds)) => Ok(Message {
+                                    bytes: bytes.into_vec(),
+                                    fds,
+                                }),
+                                (Err(ItemFailure::Panicked(message)), _) => {
+                                    Err(TaskError::Panicked { message })
+                                }
+                                (Err(ItemFailure::Refused(why)), _) => Err(TaskError::Refused(why)),
+                                (Ok(_), Err(why)) => {
+                                    run.broken.get_or_insert(why.clone());
+                                    Err(TaskError::Refused(why))
+                                }
+                            });
+                        } else {
+                            run.broken.get_or_insert(format!(
+                                "the worker reported task {index} of a run out of turn"
+                            ));
+                        }
                     }
                 }
                 Msg::Exited { slot, gen } => self.on_exit(slot as usize, gen),
@@ -1504,6 +1688,27 @@ impl Local {
             let started = self.gates.started(slot);
             let mut again = Vec::new();
             for &(seq, id, _) in &w.inflight {
+                if seq == started && w.killed_for.is_none() {
+                    // A run it had started: the items it reported stand, the
+                    // one it was running fails, the rest go again.
+                    let item = self.gates.started_item(slot);
+                    if let Some(p) = st.jobs.get_mut(&id) {
+                        if let Some(run) = p.run.as_mut().filter(|r| r.broken.is_none()) {
+                            let reported = run.parts.len();
+                            if reported < p.items && item.is_some_and(|i| i >= reported) {
+                                run.parts.push(Err(died.clone()));
+                            }
+                            if run.parts.len() < p.items {
+                                again.push(id);
+                            } else if let Some(p) = st.jobs.remove(&id) {
+                                if let Some(run) = p.run {
+                                    events.push(run.event(id, p.items));
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
                 if seq <= started {
                     if st.jobs.remove(&id).is_some() {
                         let error = match w.killed_for {

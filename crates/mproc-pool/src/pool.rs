@@ -227,13 +227,21 @@ impl Scheduler {
             work,
             items,
             timeout,
+            run: false,
         });
         Some(id)
     }
 
     /// Hands several jobs to the backend at once, in order, each with its
     /// handler (as [`submit_timed`](Scheduler::submit_timed) hands each).
-    pub(crate) fn submit_many(&self, jobs: Vec<(Work, usize, Handler)>, even_if_closed: bool) {
+    ///
+    /// With `runs`, each job's items are separate tasks ([`Job::run`]).
+    pub(crate) fn submit_many(
+        &self,
+        jobs: Vec<(Work, usize, Handler)>,
+        runs: bool,
+        even_if_closed: bool,
+    ) {
         let (accepted, refused) = {
             let mut st = self.state.lock();
             match st.phase.refusal(even_if_closed) {
@@ -249,6 +257,7 @@ impl Scheduler {
                             work,
                             items,
                             timeout: None,
+                            run: runs && items > 1,
                         });
                     }
                     (accepted, None)
@@ -263,6 +272,12 @@ impl Scheduler {
         }
         event!(debug, tasks = accepted.len(), "tasks submitted");
         self.backend.submit_many(accepted);
+    }
+
+    /// How many items of a call at chunk size 1 go together as one run now
+    /// (see [`Backend::run_length`]).
+    pub(crate) fn run_length(&self) -> usize {
+        self.backend.run_length().max(1)
     }
 
     /// Cancels `jobs` (see [`AsyncResult::cancel`]): each the backend drops

@@ -36,6 +36,17 @@ pub(crate) struct WireJob<'a> {
     pub(crate) runner: Runner,
     #[serde(with = "serde_bytes", borrow)]
     pub(crate) input: &'a [u8],
+    /// A run: its items are separate tasks, each reported on its own
+    /// ([`Msg::Item`]); the items before `skip` ran in an earlier delivery,
+    /// and their results hold `fd_base` descriptors.
+    pub(crate) run: Option<RunFrom>,
+}
+
+/// Where a run starts again (see [`WireJob::run`]).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct RunFrom {
+    pub(crate) skip: u32,
+    pub(crate) fd_base: u32,
 }
 
 /// What the parent puts on a worker's job pipe (an empty message, not one
@@ -54,8 +65,16 @@ pub(crate) enum Wire<'a> {
     Batch(Vec<WireJob<'a>>),
 }
 
-/// Each worker's gate: one shared word per slot,
-/// `started << 3 | done << 2 | stop << 1 | revoked`.
+/// Each worker's gate: two shared words per slot. The first is
+/// `started << 3 | done << 2 | stop << 1 | revoked`; the second, in a run
+/// (a job whose items are separate tasks), is 1 + the index of the item
+/// the worker started last (0: none yet).
+///
+/// A worker starting a run clears the item word before it claims the run,
+/// and sets it before each item; it reports each item's result before it
+/// starts the next. So after it dies, the items of its run before the
+/// started one were reported, the started one — unless its result came —
+/// failed with `WorkerDied`, and the rest never ran.
 ///
 /// `started` is the sequence number of the job the worker runs or ran
 /// last, and `done` says it has finished it: after a worker dies, the
@@ -99,20 +118,45 @@ pub(crate) enum Claim {
 
 impl Gates {
     pub(crate) fn new(workers: usize) -> std::io::Result<Gates> {
-        RawArray::new(workers).map(Gates)
+        RawArray::new(workers * 2).map(Gates)
+    }
+
+    fn at(&self, index: usize) -> Option<&AtomicU64> {
+        let seg = self.0.segment();
+        (index < self.0.len()).then_some(())?;
+        seg.atomic_u64(self.0.offset() + index * 8)
     }
 
     fn word(&self, slot: usize) -> Option<&AtomicU64> {
-        let seg = self.0.segment();
-        (slot < self.0.len()).then_some(())?;
-        seg.atomic_u64(self.0.offset() + slot * 8)
+        self.at(slot.checked_mul(2)?)
+    }
+
+    fn item_word(&self, slot: usize) -> Option<&AtomicU64> {
+        self.at(slot.checked_mul(2)?.checked_add(1)?)
     }
 
     /// A new worker in `slot` has started nothing.
     pub(crate) fn reset(&self, slot: usize) {
-        if let Some(w) = self.word(slot) {
+        for w in [self.word(slot), self.item_word(slot)]
+            .into_iter()
+            .flatten()
+        {
             w.store(0, Ordering::Release);
         }
+    }
+
+    /// The worker in `slot` starts item `index` of its run (`None`: it is
+    /// about to claim a run and has started none of its items).
+    pub(crate) fn start_item(&self, slot: usize, index: Option<usize>) {
+        if let Some(w) = self.item_word(slot) {
+            w.store(index.map_or(0, |i| i as u64 + 1), Ordering::Release);
+        }
+    }
+
+    /// The item of its run the worker in `slot` started last, if any.
+    pub(crate) fn started_item(&self, slot: usize) -> Option<usize> {
+        let w = self.item_word(slot)?.load(Ordering::Acquire);
+        w.checked_sub(1).and_then(|i| usize::try_from(i).ok())
     }
 
     /// The sequence number of the job the worker in `slot` runs or ran last.
@@ -233,6 +277,25 @@ pub(crate) enum Msg {
     },
     /// The worker has ended (sent by its watcher thread in the parent).
     Exited { slot: u32, gen: u64 },
+    /// One item of a run: its result encoded on its own, or why it failed.
+    /// The run's `Done` follows its last item.
+    Item {
+        slot: u32,
+        gen: u64,
+        seq: u64,
+        index: u32,
+        out: Result<serde_bytes::ByteBuf, ItemFailure>,
+        /// Descriptors of handles in `out`, sent before on the worker's
+        /// socket.
+        fds: u32,
+    },
+}
+
+/// Why one item of a run failed in the worker.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum ItemFailure {
+    Panicked(String),
+    Refused(String),
 }
 
 /// The initializer as the parent keeps it: its runner, and its input
@@ -395,6 +458,84 @@ struct Worker {
     max_memory: u64,
 }
 
+/// The worker's side of a run: reports each item as it ends.
+struct Reporter {
+    slot: u32,
+    gen: u64,
+    seq: u64,
+    from: RunFrom,
+    results: Queue<Msg>,
+    gates: Gates,
+    fd_socket: Option<std::os::unix::net::UnixStream>,
+    /// A report could not be sent: the parent is gone.
+    failed: bool,
+}
+
+impl crate::chunk::RunSink for Reporter {
+    fn skip(&self) -> usize {
+        self.from.skip as usize
+    }
+
+    fn fd_base(&self) -> u32 {
+        self.from.fd_base
+    }
+
+    fn start(&mut self, index: usize) {
+        self.gates.start_item(self.slot as usize, Some(index));
+        fault::point("pool.item-started");
+    }
+
+    fn done(&mut self, index: usize, outcome: Result<Message, crate::TaskError>) -> bool {
+        let (out, fds) = match outcome {
+            Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
+            Ok(m) => {
+                let n = m.fds.len() as u32;
+                let carried =
+                    self.fd_socket
+                        .as_ref()
+                        .map_or(Err(std::io::Error::other("no socket")), |s| {
+                            transfer::send(
+                                s,
+                                &Message {
+                                    bytes: Vec::new(),
+                                    fds: m.fds,
+                                },
+                            )
+                        });
+                match carried {
+                    Ok(()) => (Ok(serde_bytes::ByteBuf::from(m.bytes)), n),
+                    Err(e) => (
+                        Err(ItemFailure::Refused(format!(
+                            "cannot send the result's handles: {e}"
+                        ))),
+                        0,
+                    ),
+                }
+            }
+            Err(crate::TaskError::Panicked { message }) => (Err(ItemFailure::Panicked(message)), 0),
+            Err(other) => (Err(ItemFailure::Refused(other.to_string())), 0),
+        };
+        let msg = Msg::Item {
+            slot: self.slot,
+            gen: self.gen,
+            seq: self.seq,
+            index: index as u32,
+            out,
+            fds,
+        };
+        if self.results.put(msg).is_err() {
+            self.failed = true;
+            return false;
+        }
+        fault::point("pool.item-sent");
+        true
+    }
+
+    fn stopped(&self) -> bool {
+        self.failed
+    }
+}
+
 /// Runs one job the worker read (or skips it, when the parent took it
 /// back); `false` when the worker must end: the parent is stopping it, is
 /// gone, or it has done its `maxtasks` or outgrown `max_memory`.
@@ -411,6 +552,10 @@ fn run_job(a: &Worker, job: WireJob<'_>, done: &mut u64) -> bool {
             }
         }
     };
+    if job.run.is_some() {
+        // Before the claim: after it, the word tells this run's items.
+        a.gates.start_item(slot as usize, None);
+    }
     match a.gates.claim(slot as usize, job.seq) {
         Claim::Run => {}
         Claim::Skip => {
@@ -427,7 +572,27 @@ fn run_job(a: &Worker, job: WireJob<'_>, done: &mut u64) -> bool {
         bytes: job.input.to_vec(),
         fds,
     };
-    let out = match job.runner.call(input) {
+    let (out, gone) = match job.run {
+        None => (job.runner.call(input), false),
+        Some(from) => {
+            let reporter = Reporter {
+                slot,
+                gen,
+                seq: job.seq,
+                from,
+                results: a.results.clone(),
+                gates: a.gates.clone(),
+                fd_socket: a.fd_socket.try_clone().ok(),
+                failed: false,
+            };
+            let (out, sink) = crate::chunk::with_run(Box::new(reporter), || job.runner.call(input));
+            (out, sink.stopped())
+        }
+    };
+    if gone {
+        return false;
+    }
+    let out = match out {
         Ok(r) => r,
         Err(why) => Err(why.to_string()),
     };

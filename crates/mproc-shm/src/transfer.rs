@@ -236,6 +236,9 @@ impl From<TransferError> for io::Error {
 /// What an `encode` or `decode` in progress on this thread has gathered.
 struct Context {
     fds: Vec<OwnedFd>,
+    /// The index of the first descriptor gathered here (see
+    /// [`encode_from`]).
+    base: u32,
     /// The first error a handle reported: serde formats such as postcard keep
     /// only the kind of a custom error, so we keep its words here.
     error: Option<String>,
@@ -258,7 +261,21 @@ impl Scope {
         key: &'static std::thread::LocalKey<RefCell<Option<Context>>>,
         fds: Vec<OwnedFd>,
     ) -> Scope {
-        let prev = key.with(|c| c.replace(Some(Context { fds, error: None })));
+        Scope::enter_at(key, fds, 0)
+    }
+
+    fn enter_at(
+        key: &'static std::thread::LocalKey<RefCell<Option<Context>>>,
+        fds: Vec<OwnedFd>,
+        base: u32,
+    ) -> Scope {
+        let prev = key.with(|c| {
+            c.replace(Some(Context {
+                fds,
+                base,
+                error: None,
+            }))
+        });
         Scope {
             key,
             prev: Some(prev),
@@ -269,6 +286,7 @@ impl Scope {
         let prev = self.prev.take().unwrap_or(None);
         self.key.with(|c| c.replace(prev)).unwrap_or(Context {
             fds: Vec::new(),
+            base: 0,
             error: None,
         })
     }
@@ -291,7 +309,42 @@ impl Drop for Scope {
 /// words when a handle refused; [`TransferError::Io`] when a descriptor could
 /// not be duplicated.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Message, TransferError> {
-    let mut scope = Scope::enter(&ENCODING, Vec::new());
+    encode_from(value, 0)
+}
+
+/// [`encode`], numbering the descriptors from `first` instead of 0: the
+/// message is the continuation of others whose tables hold `first`
+/// descriptors in all. Their bytes put one after the other, and their
+/// tables likewise, decode as one message (a pool's results sent item by
+/// item and put back together as one chunk). The returned table holds only
+/// this message's own descriptors.
+///
+/// # Errors
+///
+/// As [`encode`].
+///
+/// # Examples
+///
+/// ```
+/// use mproc_shm::transfer::{self, FdTable, Message};
+/// use mproc_shm::Segment;
+///
+/// let a = Segment::anonymous(4096)?;
+/// let b = Segment::anonymous(8192)?;
+/// let first = transfer::encode(&a)?;
+/// let second = transfer::encode_from(&b, first.fds.len() as u32)?;
+/// let mut bytes = first.bytes;
+/// bytes.extend_from_slice(&second.bytes);
+/// let mut fds = FdTable::new();
+/// for fd in first.fds.into_vec().into_iter().chain(second.fds.into_vec()) {
+///     fds.push(fd);
+/// }
+/// let (a2, b2): (Segment, Segment) = transfer::decode(Message { bytes, fds })?;
+/// assert_eq!((a2.len(), b2.len()), (4096, 8192));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn encode_from<T: Serialize + ?Sized>(value: &T, first: u32) -> Result<Message, TransferError> {
+    let mut scope = Scope::enter_at(&ENCODING, Vec::new(), first);
     let result = postcard::to_stdvec(value);
     let ctx = scope.take();
     match result {
@@ -402,7 +455,7 @@ impl FdRef {
             match sys::dup_cloexec(fd) {
                 Ok(dup) => {
                     ctx.fds.push(dup);
-                    Ok(FdRef((ctx.fds.len() - 1) as u32))
+                    Ok(FdRef(ctx.base + (ctx.fds.len() - 1) as u32))
                 }
                 Err(e) => {
                     let msg = format!("cannot duplicate descriptor: {e}");
