@@ -1,8 +1,9 @@
 //! Real workloads on a generated corpus of uneven files (about 100 MB; 4 MB
 //! in a smoke run): SHA-256 of every file with `Pool::map`, and word
 //! frequencies with `imap_unordered` (chunks of 16) and a reduce in the
-//! parent — each beside rayon on the same cores, and Python's Pool
-//! (`python/workloads.py`) on the same files.
+//! parent, and with `map_reduce` (merged in the workers first) — each
+//! beside rayon on the same cores, and Python's Pool (`python/workloads.py`)
+//! on the same files.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -65,6 +66,17 @@ fn workloads(c: &mut Criterion) {
                 .unwrap()
                 .map(Result::unwrap)
                 .fold(HashMap::new(), corpus::merge);
+            black_box(words(total))
+        })
+    });
+    // The same with the reduce done in the workers first: one value per
+    // chunk comes back.
+    g.bench_function("words_pool_map_reduce", |b| {
+        b.iter(|| {
+            let total = pool
+                .map_reduce(corpus::count_words, corpus::merge, paths.clone())
+                .unwrap()
+                .unwrap_or_default();
             black_box(words(total))
         })
     });

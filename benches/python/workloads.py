@@ -1,6 +1,8 @@
 """Python counterparts of benches/workloads.rs: SHA-256 of every file with
 Pool.map, and word frequencies with Pool.imap_unordered(chunksize=16) and a
-reduce, on the same corpus (written by the `corpus` binary of this package
+reduce, and with the reduce done in the workers first (Pool.map over groups
+of files, each group's counts merged in its worker: what mproc's
+Pool::map_reduce does), on the same corpus (written by the `corpus` binary of this package
 into a temporary directory, removed at the end)."""
 import hashlib
 import os
@@ -23,6 +25,13 @@ def sha256_file(path):
 def count_words(path):
     with open(path, "r") as f:
         return Counter(f.read().split())
+
+
+def count_group(paths):
+    total = Counter()
+    for p in paths:
+        total.update(count_words(p))
+    return total
 
 
 def main():
@@ -49,6 +58,18 @@ def main():
                 return total
 
             results["words_pool_imap_unordered"] = median(lambda: timed(words), runs)
+
+            # CPython's default map chunk size: ceil(len / (4 * workers)).
+            size = -(-len(paths) // (4 * os.cpu_count()))
+            groups = [paths[i:i + size] for i in range(0, len(paths), size)]
+
+            def words_in_workers():
+                total = Counter()
+                for c in pool.map(count_group, groups):
+                    total.update(c)
+                return total
+
+            results["words_pool_map_reduce"] = median(lambda: timed(words_in_workers), runs)
         report(results)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

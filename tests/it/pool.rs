@@ -137,6 +137,76 @@ fn get_timeout_on_a_slow_task_times_out_and_a_later_get_succeeds() {
     leaks.assert_clean();
 }
 
+/// The words of one text, counted.
+fn count_words(text: String) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for w in text.split_whitespace() {
+        *m.entry(w.to_owned()).or_default() += 1;
+    }
+    m
+}
+
+fn merge_counts(
+    mut a: std::collections::BTreeMap<String, u64>,
+    b: std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    for (w, n) in b {
+        *a.entry(w).or_default() += n;
+    }
+    a
+}
+
+/// Associative, not commutative: the order of the parts shows.
+fn concat(a: String, b: String) -> String {
+    a + &b
+}
+
+fn digit(x: u64) -> String {
+    if x == 7_777 {
+        panic!("no sevens");
+    }
+    (x % 10).to_string()
+}
+
+/// `map_reduce` gives the serial fold's result: word counts over many
+/// texts (many chunks, reduced in the workers and then here), a
+/// non-commutative reduce kept in input order, `None` for no items, and a
+/// panicking item as that item's error — and the pool goes on.
+#[test]
+fn map_reduce_matches_the_serial_fold_in_input_order() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(3).unwrap();
+        let texts: Vec<String> = (0..500u64)
+            .map(|i| format!("w{} w{} common w{}", i % 7, i % 13, i % 50))
+            .collect();
+        let want = texts
+            .iter()
+            .cloned()
+            .map(count_words)
+            .fold(std::collections::BTreeMap::new(), merge_counts);
+        let got = pool.map_reduce(count_words, merge_counts, texts).unwrap();
+        assert_eq!(got, Some(want));
+        let got = pool.map_reduce(digit, concat, 0..5_000u64).unwrap();
+        let want: String = (0..5_000u64).map(|x| (x % 10).to_string()).collect();
+        assert_eq!(got.as_deref(), Some(want.as_str()));
+        assert_eq!(pool.map_reduce(digit, concat, 0..0u64), Ok(None));
+        assert_eq!(
+            pool.map_reduce(digit, concat, 0..10_000u64),
+            Err(PoolError::Task(TaskError::Panicked {
+                message: "no sevens".into()
+            }))
+        );
+        assert_eq!(
+            pool.map_reduce(digit, concat, 0..3u64),
+            Ok(Some("012".into()))
+        );
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
 #[test]
 fn map_imap_and_starmap_match_the_serial_results() {
     let leaks = LeakCheck::start();

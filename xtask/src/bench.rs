@@ -435,6 +435,22 @@ const SCENARIOS: &[Scenario] = &[
         per_core: false,
     },
     Scenario {
+        id: "workload/words_pool_map_reduce",
+        title: "word frequencies, Pool::map_reduce (merged in the workers first), vs Python's Pool.map of groups + reduce",
+        reference: Reference::Python("workloads.py", "words_pool_map_reduce"),
+        items: 0,
+        target: None,
+        per_core: false,
+    },
+    Scenario {
+        id: "workload/words_pool_map_reduce",
+        title: "the same vs rayon's par_iter + reduce (≤ 1.1× its time)",
+        reference: Reference::Rust("workload/words_rayon"),
+        items: 0,
+        target: Some(1.0 / 1.1),
+        per_core: false,
+    },
+    Scenario {
         id: "pool/cpu_map_all_cores",
         title: "CPU-bound map on all cores vs serial (speed-up)",
         reference: Reference::Rust("pool/cpu_serial"),

@@ -247,6 +247,69 @@ where
     ))
 }
 
+/// What a `map_reduce` chunk's input decodes to.
+type ReduceInput<A, R> = (RemoteFn<A, R>, RemoteFn<(R, R), R>, Vec<A>);
+
+/// The runner of `map_reduce` chunks: the input is
+/// `(RemoteFn<A, R>, RemoteFn<(R, R), R>, Vec<A>)`; the output is the
+/// chunk's items mapped and reduced to one value (`All` of one), or the
+/// first panic (`Each` of one error).
+fn run_chunk_reduce<A, R>(input: Message) -> Result<Message, String>
+where
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    let (f, g, items): ReduceInput<A, R> =
+        transfer::decode(input).map_err(|e| format!("cannot decode the task's arguments: {e}"))?;
+    let f = f.resolve().map_err(|e| e.to_string())?;
+    let g = g.resolve().map_err(|e| e.to_string())?;
+    let mut acc: Option<R> = None;
+    for item in items {
+        let before = acc.take();
+        match guarded(|| {
+            let v = f(item);
+            match before {
+                None => v,
+                Some(a) => g((a, v)),
+            }
+        }) {
+            Ok(v) => acc = Some(v),
+            Err(message) => {
+                let failed: [Result<R, String>; 1] = [Err(message)];
+                return transfer::encode(&ChunkOutRef::Each(&failed))
+                    .map_err(|e| format!("cannot encode the task's results: {e}"));
+            }
+        }
+    }
+    let out = match &acc {
+        Some(v) => ChunkOutRef::All(std::slice::from_ref(v)),
+        None => ChunkOutRef::All(&[]),
+    };
+    transfer::encode(&out).map_err(|e| format!("cannot encode the task's results: {e}"))
+}
+
+/// The runner and the input of one `map_reduce` chunk: `f` over the items,
+/// reduced with `g` in the worker.
+pub(crate) fn same_build_reduce<A, R>(
+    f: RemoteFn<A, R>,
+    g: RemoteFn<(R, R), R>,
+    items: &[A],
+) -> Result<(Runner, LocalInput), PoolError>
+where
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + DeserializeOwned + 'static,
+{
+    let runner = RemoteFn::new(run_chunk_reduce::<A, R>);
+    let msg = transfer::encode(&(f, g, items)).map_err(|e| PoolError::Codec(e.to_string()))?;
+    Ok((
+        runner,
+        LocalInput {
+            bytes: msg.bytes,
+            fds: msg.fds.into_vec(),
+        },
+    ))
+}
+
 /// The runner of chunks of `f(&ctx, item)`: the input is
 /// `(ContextFn<C, A, R>, C, Vec<A>)`, the context decoded once per chunk.
 fn run_chunk_with<C, A, R>(input: Message) -> Result<Message, String>

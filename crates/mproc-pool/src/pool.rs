@@ -727,6 +727,91 @@ impl Pool {
         self.map_async(f, iterable)?.get()
     }
 
+    /// `f` over every item, reduced with `reduce` to one value — rayon's
+    /// `map(f).reduce(…)` across processes: each worker reduces its chunk
+    /// of results itself, and only one value per chunk comes back, to be
+    /// reduced here in input order. `reduce` must be associative (the
+    /// chunks are reduced separately), not commutative. `None` for no
+    /// items. Chunks of CPython's default `map` size
+    /// (`ceil(len / (4 × processes))`).
+    ///
+    /// Where [`map`](Pool::map) or [`imap_unordered`](Pool::imap_unordered)
+    /// followed by a fold here would bring every result to this process
+    /// and combine them on one thread, this combines most of them in the
+    /// workers, in parallel: word counts over many files, say, where each
+    /// file's counts are large and the totals much smaller than their sum.
+    /// A pool whose workers run named tasks elsewhere (a remote backend)
+    /// maps there and reduces everything here.
+    ///
+    /// # Errors
+    ///
+    /// The error of the first chunk (in input order) that failed — a
+    /// panic in `f` or in `reduce`, or its worker's death; `Closed` after
+    /// [`close`](Pool::close).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::collections::HashMap;
+    ///
+    /// fn count(text: String) -> HashMap<String, u64> {
+    ///     let mut m = HashMap::new();
+    ///     for w in text.split_whitespace() {
+    ///         *m.entry(w.to_owned()).or_default() += 1;
+    ///     }
+    ///     m
+    /// }
+    ///
+    /// fn merge(mut a: HashMap<String, u64>, b: HashMap<String, u64>) -> HashMap<String, u64> {
+    ///     for (w, n) in b {
+    ///         *a.entry(w).or_default() += n;
+    ///     }
+    ///     a
+    /// }
+    ///
+    /// let pool = mproc_pool::Pool::new(2)?;
+    /// let texts = vec!["a b".to_string(), "b c".to_string(), "c c".to_string()];
+    /// let total = pool.map_reduce(count, merge, texts)?.unwrap_or_default();
+    /// assert_eq!(total["c"], 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_reduce<F, M, G, N, I>(
+        &self,
+        f: F,
+        reduce: G,
+        iterable: I,
+    ) -> Result<Option<F::Output>, PoolError>
+    where
+        F: Callable<M>,
+        F::Args: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned + Send,
+        G: Callable<N, Args = (F::Output, F::Output), Output = F::Output>,
+        I: IntoIterator<Item = F::Args>,
+    {
+        let items: Vec<F::Args> = iterable.into_iter().collect();
+        let parts = match &self.sched.calls {
+            Calls::SameBuild => {
+                let (f, g) = (RemoteFn::new(f), RemoteFn::new(reduce));
+                self.gather_works(
+                    items,
+                    None,
+                    |c| {
+                        let (runner, input) = chunk::same_build_reduce(f, g, c)?;
+                        Ok(Work::SameBuild {
+                            runner,
+                            input: Arc::new(input),
+                        })
+                    },
+                    Box::new(|_| {}),
+                    None,
+                )?
+                .get()?
+            }
+            Calls::Named(_) => self.map(f, items)?,
+        };
+        Ok(parts.into_iter().reduce(|a, b| reduce.call((a, b))))
+    }
+
     /// [`map`](Pool::map) with an explicit chunk size.
     ///
     /// # Errors
