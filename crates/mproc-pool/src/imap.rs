@@ -18,8 +18,8 @@ pub(crate) type MakeWork<A> = Box<dyn Fn(&[A]) -> Result<Work, PoolError> + Send
 /// Makes the hook of [`Imap::on_progress`].
 type Hook = Box<dyn FnMut(u64, Option<u64>) + Send>;
 
-struct Done<R> {
-    chunks: HashMap<u64, Vec<Result<R, PoolError>>>,
+struct Done {
+    chunks: HashMap<u64, Arrived>,
     /// The chunk the iterating thread sleeps for (`Some(u64::MAX)`: any
     /// chunk), if it sleeps: a chunk filed under another index does not
     /// wake it.
@@ -29,8 +29,44 @@ struct Done<R> {
     waker: Option<std::task::Waker>,
 }
 
-struct Shared<R> {
-    done: Mutex<Done<R>>,
+/// A chunk's outcome as it arrived: decoded by the iterating thread when it
+/// takes it, not by the pool's result thread, which serves every call.
+enum Arrived {
+    Raw {
+        out: Result<mproc_shm::transfer::Message, PoolError>,
+        len: usize,
+    },
+    Failed {
+        error: PoolError,
+        len: usize,
+    },
+}
+
+impl Arrived {
+    /// One result per item, always: the length is what `size_hint` promised.
+    fn items<R: DeserializeOwned>(self) -> Vec<Result<R, PoolError>> {
+        let (out, len) = match self {
+            Arrived::Failed { error, len } => {
+                return (0..len).map(|_| Err(error.clone())).collect()
+            }
+            Arrived::Raw { out, len } => (out, len),
+        };
+        match out.and_then(decode_each::<R>) {
+            Ok(items) if items.len() == len => items,
+            Ok(items) => {
+                let e = PoolError::Codec(format!(
+                    "a chunk of {len} items came back with {} results",
+                    items.len()
+                ));
+                (0..len).map(|_| Err(e.clone())).collect()
+            }
+            Err(e) => (0..len).map(|_| Err(e.clone())).collect(),
+        }
+    }
+}
+
+struct Shared {
+    done: Mutex<Done>,
     arrived: Condvar,
 }
 
@@ -65,7 +101,7 @@ pub struct Imap<'p, A, R, I> {
     chunksize: usize,
     ordered: bool,
     window: u64,
-    shared: Arc<Shared<R>>,
+    shared: Arc<Shared>,
     submitted: u64,
     taken: u64,
     exhausted: bool,
@@ -252,7 +288,7 @@ where
             self.submitted += 1;
             self.pending += len as u64;
             let shared = self.shared.clone();
-            let file = move |items: Vec<Result<R, PoolError>>| {
+            let file = move |items: Arrived| {
                 let mut done = shared.done.lock();
                 done.chunks.insert(index, items);
                 #[cfg(feature = "async")]
@@ -269,25 +305,10 @@ where
             };
             match (self.make)(&chunk) {
                 Ok(work) => {
-                    let handler: Handler = Box::new(move |out| {
-                        let items = match out.and_then(decode_each::<R>) {
-                            Ok(items) if items.len() == len => items,
-                            // One result per item, always: the length is
-                            // what `size_hint` promised.
-                            Ok(items) => {
-                                let e = PoolError::Codec(format!(
-                                    "a chunk of {len} items came back with {} results",
-                                    items.len()
-                                ));
-                                (0..len).map(|_| Err(e.clone())).collect()
-                            }
-                            Err(e) => (0..len).map(|_| Err(e.clone())).collect(),
-                        };
-                        file(items);
-                    });
+                    let handler: Handler = Box::new(move |out| file(Arrived::Raw { out, len }));
                     jobs.push((work, len, handler));
                 }
-                Err(e) => file((0..len).map(|_| Err(e.clone())).collect()),
+                Err(error) => file(Arrived::Failed { error, len }),
             }
         }
         if !jobs.is_empty() {
@@ -296,7 +317,7 @@ where
     }
 
     /// Whether the chunk to yield next has arrived.
-    fn arrived(&self, done: &Done<R>) -> bool {
+    fn arrived(&self, done: &Done) -> bool {
         if self.ordered {
             done.chunks.contains_key(&self.taken)
         } else {
@@ -335,12 +356,12 @@ where
             } else {
                 done.chunks.keys().next().copied()
             };
-            let Some(items) = key.and_then(|k| done.chunks.remove(&k)) else {
+            let Some(arrived) = key.and_then(|k| done.chunks.remove(&k)) else {
                 return Step::Wait;
             };
             drop(done);
             self.taken += 1;
-            self.buffer.extend(items);
+            self.buffer.extend(arrived.items::<R>());
         }
     }
 }
