@@ -137,6 +137,37 @@ fn get_timeout_on_a_slow_task_times_out_and_a_later_get_succeeds() {
     leaks.assert_clean();
 }
 
+/// A result of 8 bytes or 12 KiB, by item: the small ones go back through
+/// the worker's item log, the large ones as messages.
+fn small_or_large(x: u64) -> Vec<u8> {
+    let len = if x % 3 == 1 { 12 << 10 } else { 8 };
+    vec![(x % 251) as u8; len]
+}
+
+/// A run's results that come back by two ways — the worker's item log and,
+/// for those too large for it (or when it is full), the result queue — are
+/// put back in order: every item's own result, at its own place.
+#[test]
+fn imap_results_of_a_run_come_back_in_order_whatever_way_they_took() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder().processes(2).run_length(32).build().unwrap();
+        for round in 0..3 {
+            let got: Vec<Vec<u8>> = pool
+                .imap(small_or_large, 0..2_000u64)
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(got.len(), 2_000, "round {round}");
+            for (x, v) in got.iter().enumerate() {
+                assert_eq!(v, &small_or_large(x as u64), "round {round}, item {x}");
+            }
+        }
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
 /// The words of one text, counted.
 fn count_words(text: String) -> std::collections::BTreeMap<String, u64> {
     let mut m = std::collections::BTreeMap::new();

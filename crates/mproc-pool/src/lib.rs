@@ -116,6 +116,7 @@ mod builder;
 mod chunk;
 mod error;
 mod imap;
+mod itemlog;
 pub mod local;
 mod pool;
 mod progress;

@@ -39,8 +39,11 @@
 //! way — is most of the time. So, once the pool has measured how long tasks
 //! take, it sends several (`Prefetch::run_length`: about 100 µs of work, at
 //! most 64) as one job marked a *run*. The worker runs its tasks one by one
-//! and reports each on its own (`Msg::Item`) before it starts the next,
-//! after setting the second word of its `Gates` slot to the task it starts.
+//! and reports each on its own before it starts the next — into its item
+//! log (`itemlog`: a byte ring shared with the parent, read when the run
+//! ends; nobody is woken), or as a message (`Msg::Item`) when it does not
+//! fit there — after setting the second word of its `Gates` slot to the
+//! task it starts.
 //! So when it dies, the parent knows: the tasks it reported stand, the one
 //! it had started fails with `WorkerDied`, and the rest go again — to
 //! another worker, as a run that skips what was done (`RunFrom`). The
@@ -101,6 +104,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::backend::{Backend, Calls, Event, Events, Job, JobId, LocalInput, Runner, Work};
 use crate::error::TaskError;
+use crate::itemlog::{self, ItemLog};
 use crate::worker::{
     worker_main, Gates, Init, ItemFailure, JobPipe, Jobs, Msg, RunFrom, Wire, WireJob, WorkerArgs,
 };
@@ -255,58 +259,144 @@ impl Pending {
             input,
             timeout: None,
             items: job_items,
-            run: run.then(|| Run {
-                parts: Vec::with_capacity(job_items),
-                broken: None,
-            }),
+            run: run.then(|| Run::new(job_items)),
         }
     }
 
     /// Where its worker starts: the whole job, or the items of the run not
     /// yet reported.
     fn from(&self) -> Option<RunFrom> {
-        self.run.as_ref().map(|r| RunFrom {
-            skip: r.parts.len() as u32,
-            fd_base: r.fd_count(),
+        self.run.as_ref().map(|r| {
+            let skip = r.prefix();
+            RunFrom {
+                skip: skip as u32,
+                fd_base: r.fd_count(skip),
+            }
         })
     }
 }
 
-/// What has come back of a run: its items' outcomes so far, in order.
+/// Reads what a worker has written to its item log into the runs it holds
+/// (`inflight`): before a run's end is taken, before a task's result that
+/// came as a message, and after the worker's death.
+fn absorb(
+    log: &ItemLog,
+    inflight: &VecDeque<(u64, JobId, Instant)>,
+    jobs: &mut HashMap<JobId, Pending>,
+) {
+    let read = log.drain(|e| {
+        let Some(&(_, id, _)) = inflight.iter().find(|f| f.0 == e.seq) else {
+            return;
+        };
+        let Some(run) = jobs.get_mut(&id).and_then(|p| p.run.as_mut()) else {
+            return;
+        };
+        let part = match e.kind {
+            itemlog::OK => Ok(Message {
+                bytes: e.payload,
+                fds: FdTable::new(),
+            }),
+            itemlog::PANICKED => Err(TaskError::Panicked {
+                message: String::from_utf8_lossy(&e.payload).into_owned(),
+            }),
+            itemlog::REFUSED => Err(TaskError::Refused(
+                String::from_utf8_lossy(&e.payload).into_owned(),
+            )),
+            other => {
+                run.broken
+                    .get_or_insert(format!("a task's result of unknown kind {other}"));
+                return;
+            }
+        };
+        run.push(e.index, part);
+    });
+    if let Err(why) = read {
+        for &(_, id, _) in inflight {
+            if let Some(run) = jobs.get_mut(&id).and_then(|p| p.run.as_mut()) {
+                run.broken.get_or_insert(why.clone());
+            }
+        }
+    }
+}
+
+/// What has come back of a run: each task's outcome, by index. They come
+/// through two channels — the worker's item log and, for what does not fit
+/// there, the result queue — so not always in order; the tasks themselves
+/// run in order, so once both are read to the same point, what came is the
+/// run's first tasks.
 struct Run {
-    parts: Vec<Result<Message, TaskError>>,
-    /// An item's handles did not arrive: the run's results cannot be put
-    /// together (the descriptors of the later items would be misnumbered).
+    parts: Vec<Option<Result<Message, TaskError>>>,
+    /// How many of `parts` are in.
+    count: usize,
+    /// A task's handles did not arrive, or the worker reported something
+    /// impossible: the run's results cannot be put together.
     broken: Option<String>,
 }
 
 impl Run {
-    /// The descriptors the reported items' results hold.
-    fn fd_count(&self) -> u32 {
+    fn new(items: usize) -> Run {
+        Run {
+            parts: (0..items).map(|_| None).collect(),
+            count: 0,
+            broken: None,
+        }
+    }
+
+    /// Task `index` of the run, reported: each once, within the run;
+    /// anything else is a confused worker, and the run's end says so.
+    fn push(&mut self, index: u32, part: Result<Message, TaskError>) {
+        match self.parts.get_mut(index as usize) {
+            Some(slot @ None) => {
+                *slot = Some(part);
+                self.count += 1;
+            }
+            _ => {
+                self.broken.get_or_insert(format!(
+                    "the worker reported task {index} of a run twice or out of range"
+                ));
+            }
+        }
+    }
+
+    /// How many of its first tasks are in (where a delivery starts again).
+    fn prefix(&self) -> usize {
+        self.parts.iter().take_while(|p| p.is_some()).count()
+    }
+
+    /// Whether every task is in.
+    fn complete(&self) -> bool {
+        self.count == self.parts.len()
+    }
+
+    /// The descriptors the results of its first `n` tasks hold.
+    fn fd_count(&self, n: usize) -> u32 {
         self.parts
             .iter()
+            .take(n)
+            .flatten()
             .map(|p| p.as_ref().map_or(0, |m| m.fds.len() as u32))
             .sum()
     }
 
     /// The run's event once every item is accounted for (or it broke).
-    fn event(self, job: JobId, items: usize) -> Event {
+    fn event(self, job: JobId) -> Event {
         if let Some(why) = self.broken {
             return Event::Failed {
                 job,
                 error: TaskError::Refused(why),
             };
         }
-        if self.parts.len() != items {
+        if !self.complete() {
             return Event::Failed {
                 job,
                 error: TaskError::Refused(format!(
-                    "the worker reported {} of the run's {items} tasks",
+                    "the worker reported {} of the run's {} tasks",
+                    self.count,
                     self.parts.len()
                 )),
             };
         }
-        match crate::chunk::run_output(self.parts) {
+        match crate::chunk::run_output(self.parts.into_iter().flatten().collect()) {
             Ok(output) if output.fds.is_empty() => Event::Done {
                 job,
                 output: output.bytes,
@@ -356,6 +446,8 @@ struct Worker {
     /// Its socket's other use: the result thread reads the descriptors of
     /// handles in its results here (a clone, so no pipe lock is needed).
     back: Arc<UnixStream>,
+    /// Where it writes the results of a run's tasks.
+    items: ItemLog,
 }
 
 impl Worker {
@@ -754,7 +846,9 @@ impl Local {
             })
             .map_err(|e| format!("cannot share the worker's socket: {e}"))?;
         self.gates.reset(slot);
+        let items = ItemLog::new().map_err(|e| format!("cannot make an item log: {e}"))?;
         let args = WorkerArgs {
+            items: items.clone(),
             slot: slot as u32,
             gen,
             jobs: rx,
@@ -828,6 +922,7 @@ impl Local {
             ready_at: None,
             running: None,
             back: Arc::new(back),
+            items,
         };
         Ok((worker, watcher))
     }
@@ -1521,6 +1616,11 @@ impl Local {
                     let id = {
                         let mut st = self.state.lock();
                         let st = &mut *st;
+                        if let Some(w) = st.workers[slot as usize].as_ref().filter(|w| w.gen == gen)
+                        {
+                            // A run's last tasks may be in its item log.
+                            absorb(&w.items, &w.inflight, &mut st.jobs);
+                        }
                         let now = Instant::now();
                         let taken = st.workers[slot as usize]
                             .as_mut()
@@ -1558,7 +1658,7 @@ impl Local {
                         self.report(match (out, handles, pending.run) {
                             // A run's results came item by item; its own
                             // output is empty.
-                            (Ok(_), Ok(_), Some(run)) => run.event(job, pending.items),
+                            (Ok(_), Ok(_), Some(run)) => run.event(job),
                             (Ok(output), Ok(fds), None) if fds.is_empty() => Event::Done {
                                 job,
                                 output: output.into_vec(),
@@ -1591,37 +1691,30 @@ impl Local {
                     };
                     let mut st = self.state.lock();
                     let st = &mut *st;
-                    let id = st.workers[slot as usize]
-                        .as_ref()
-                        .filter(|w| w.gen == gen)
-                        .and_then(|w| w.inflight.iter().find(|e| e.0 == seq))
-                        .map(|e| e.1);
+                    let Some(w) = st.workers[slot as usize].as_ref().filter(|w| w.gen == gen)
+                    else {
+                        continue;
+                    };
+                    // What it logged before this one comes first.
+                    absorb(&w.items, &w.inflight, &mut st.jobs);
+                    let id = w.inflight.iter().find(|e| e.0 == seq).map(|e| e.1);
                     let pending = id.and_then(|id| st.jobs.get_mut(&id));
-                    if let Some((run, items)) =
-                        pending.and_then(|p| Some((p.run.as_mut()?, p.items)))
-                    {
-                        // Items come in order, each once: anything else is
-                        // a confused worker, and the run's end says so.
-                        if index as usize == run.parts.len() && run.parts.len() < items {
-                            run.parts.push(match (out, handles) {
-                                (Ok(bytes), Ok(fds)) => Ok(Message {
-                                    bytes: bytes.into_vec(),
-                                    fds,
-                                }),
-                                (Err(ItemFailure::Panicked(message)), _) => {
-                                    Err(TaskError::Panicked { message })
-                                }
-                                (Err(ItemFailure::Refused(why)), _) => Err(TaskError::Refused(why)),
-                                (Ok(_), Err(why)) => {
-                                    run.broken.get_or_insert(why.clone());
-                                    Err(TaskError::Refused(why))
-                                }
-                            });
-                        } else {
-                            run.broken.get_or_insert(format!(
-                                "the worker reported task {index} of a run out of turn"
-                            ));
-                        }
+                    if let Some(run) = pending.and_then(|p| p.run.as_mut()) {
+                        let part = match (out, handles) {
+                            (Ok(bytes), Ok(fds)) => Ok(Message {
+                                bytes: bytes.into_vec(),
+                                fds,
+                            }),
+                            (Err(ItemFailure::Panicked(message)), _) => {
+                                Err(TaskError::Panicked { message })
+                            }
+                            (Err(ItemFailure::Refused(why)), _) => Err(TaskError::Refused(why)),
+                            (Ok(_), Err(why)) => {
+                                run.broken.get_or_insert(why.clone());
+                                Err(TaskError::Refused(why))
+                            }
+                        };
+                        run.push(index, part);
                     }
                 }
                 Msg::Exited { slot, gen } => self.on_exit(slot as usize, gen),
@@ -1686,6 +1779,8 @@ impl Local {
                 signal: code.filter(|&c| c < 0).map(|c| -c),
             };
             let started = self.gates.started(slot);
+            // What it logged before it died stands.
+            absorb(&w.items, &w.inflight, &mut st.jobs);
             let mut again = Vec::new();
             for &(seq, id, _) in &w.inflight {
                 if seq == started && w.killed_for.is_none() {
@@ -1694,15 +1789,18 @@ impl Local {
                     let item = self.gates.started_item(slot);
                     if let Some(p) = st.jobs.get_mut(&id) {
                         if let Some(run) = p.run.as_mut().filter(|r| r.broken.is_none()) {
-                            let reported = run.parts.len();
-                            if reported < p.items && item.is_some_and(|i| i >= reported) {
-                                run.parts.push(Err(died.clone()));
+                            // Everything it reported has been read (the log
+                            // above, its messages before this one): the
+                            // tasks in are the run's first.
+                            let reported = run.prefix();
+                            if !run.complete() && item.is_some_and(|i| i >= reported) {
+                                run.push(reported as u32, Err(died.clone()));
                             }
-                            if run.parts.len() < p.items {
+                            if !run.complete() {
                                 again.push(id);
                             } else if let Some(p) = st.jobs.remove(&id) {
                                 if let Some(run) = p.run {
-                                    events.push(run.event(id, p.items));
+                                    events.push(run.event(id));
                                 }
                             }
                             continue;

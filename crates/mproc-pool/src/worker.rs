@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Runner;
+use crate::itemlog::{self, ItemLog};
 
 /// Runs an initializer in a worker: decodes `(RemoteFn<A, ()>, A)` (with
 /// the descriptors of the handles inside) and calls it. A panic ends the
@@ -352,6 +353,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) jobs: JobPipe,
     /// Carries the descriptors of handles in a job's input.
     pub(crate) fd_socket: SharedFd,
+    /// Where it writes the results of a run's tasks.
+    pub(crate) items: ItemLog,
     pub(crate) results: Queue<Msg>,
     /// The workers' gates: which job this one runs or ran last (the parent
     /// reads it after the worker dies), and the jobs the parent took back.
@@ -416,6 +419,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     let cx = Worker {
         slot,
         gen,
+        items: a.items,
         fd_socket: std::os::unix::net::UnixStream::from(a.fd_socket.into_owned()),
         results: a.results,
         gates: a.gates,
@@ -451,6 +455,7 @@ pub(crate) fn worker_main(a: WorkerArgs) {
 struct Worker {
     slot: u32,
     gen: u64,
+    items: ItemLog,
     fd_socket: std::os::unix::net::UnixStream,
     results: Queue<Msg>,
     gates: Gates,
@@ -464,6 +469,7 @@ struct Reporter {
     gen: u64,
     seq: u64,
     from: RunFrom,
+    items: ItemLog,
     results: Queue<Msg>,
     gates: Gates,
     fd_socket: Option<std::os::unix::net::UnixStream>,
@@ -486,6 +492,31 @@ impl crate::chunk::RunSink for Reporter {
     }
 
     fn done(&mut self, index: usize, outcome: Result<Message, crate::TaskError>) -> bool {
+        // Into the item log if it fits (no handles, room now); otherwise
+        // as a message, which the parent takes only after reading the log.
+        let logged = match &outcome {
+            Ok(m) if m.fds.is_empty() => {
+                self.items
+                    .append(self.seq, index as u32, itemlog::OK, &m.bytes)
+            }
+            Ok(_) => false,
+            Err(crate::TaskError::Panicked { message }) => self.items.append(
+                self.seq,
+                index as u32,
+                itemlog::PANICKED,
+                message.as_bytes(),
+            ),
+            Err(other) => self.items.append(
+                self.seq,
+                index as u32,
+                itemlog::REFUSED,
+                other.to_string().as_bytes(),
+            ),
+        };
+        if logged {
+            fault::point("pool.item-sent");
+            return true;
+        }
         let (out, fds) = match outcome {
             Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
             Ok(m) => {
@@ -580,6 +611,7 @@ fn run_job(a: &Worker, job: WireJob<'_>, done: &mut u64) -> bool {
                 gen,
                 seq: job.seq,
                 from,
+                items: a.items.clone(),
                 results: a.results.clone(),
                 gates: a.gates.clone(),
                 fd_socket: a.fd_socket.try_clone().ok(),

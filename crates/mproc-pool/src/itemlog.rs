@@ -1,0 +1,255 @@
+//! A worker's item log: where it writes the result of each task of a run
+//! (see the local backend's "Runs") before it starts the next one.
+//!
+//! One writer (the worker) and one reader (the parent's result thread)
+//! share a byte ring in a segment of their own. The worker appends a record
+//! and then publishes it by moving `tail`; the parent reads what is
+//! published when the run ends, when the worker dies, or when the worker
+//! sends a task's result the other way, and then moves `head`. Nothing
+//! waits and nobody is woken: a record that does not fit (a full log, a
+//! large result, a result holding handles) goes as a message on the result
+//! queue instead, and the parent reads the log before it takes such a
+//! message, so the tasks of a run arrive in order either way.
+//!
+//! ```text
+//! 0: head (u64, the parent's)   8: tail (u64, the worker's)   64: data
+//! a record, 8-byte aligned, never split by the end of the data:
+//!   total: u32 | kind: u8 | 0 0 0 | seq: u64 | index: u32 | payload len: u32 | payload
+//! kind PAD (header only) skips to the end of the data.
+//! ```
+//!
+//! The positions only grow; a record sits at `position % capacity`. The
+//! bytes are the worker's, so the parent checks every length and position
+//! and stops at the first that does not add up.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mproc_shm::Segment;
+use serde::{Deserialize, Serialize};
+
+const HEAD: usize = 0;
+const TAIL: usize = 8;
+const DATA: usize = 64;
+/// The data's size: some runs' worth of small results.
+const CAPACITY: usize = 32 << 10;
+const HEADER: usize = 24;
+
+/// The record kinds.
+pub(crate) const OK: u8 = 0;
+pub(crate) const PANICKED: u8 = 1;
+pub(crate) const REFUSED: u8 = 2;
+const PAD: u8 = 0xff;
+
+/// A record read back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) index: u32,
+    pub(crate) kind: u8,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// One worker's item log (a handle: the worker and the parent hold the
+/// same segment).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct ItemLog(Segment);
+
+impl std::fmt::Debug for ItemLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemLog").finish_non_exhaustive()
+    }
+}
+
+fn align8(n: usize) -> usize {
+    n.div_ceil(8) * 8
+}
+
+impl ItemLog {
+    pub(crate) fn new() -> io::Result<ItemLog> {
+        Segment::anonymous(DATA + CAPACITY).map(ItemLog)
+    }
+
+    fn word(&self, at: usize) -> Option<&AtomicU64> {
+        self.0.atomic_u64(at)
+    }
+
+    /// The data's capacity, if the segment has room for it.
+    fn capacity(&self) -> Option<usize> {
+        (self.0.len() >= DATA + CAPACITY).then_some(CAPACITY)
+    }
+
+    /// Appends a record and publishes it; `false` when it does not fit
+    /// now (nothing was published).
+    pub(crate) fn append(&self, seq: u64, index: u32, kind: u8, payload: &[u8]) -> bool {
+        let (Some(cap), Some(head), Some(tail)) =
+            (self.capacity(), self.word(HEAD), self.word(TAIL))
+        else {
+            return false;
+        };
+        let need = align8(HEADER + payload.len());
+        if need > cap / 4 {
+            return false;
+        }
+        let head = head.load(Ordering::Acquire);
+        let start = tail.load(Ordering::Relaxed);
+        let Some(used) = start.checked_sub(head).map(|u| u as usize) else {
+            return false;
+        };
+        let off = start as usize % cap;
+        let pad = if off + need > cap { cap - off } else { 0 };
+        if used + pad + need > cap {
+            return false;
+        }
+        if pad > 0 {
+            let mut h = [0u8; 8];
+            h[..4].copy_from_slice(&(pad as u32).to_le_bytes());
+            h[4] = PAD;
+            let _ = self.0.write(DATA + off, &h);
+        }
+        let at = DATA + (off + pad) % cap;
+        let mut h = [0u8; HEADER];
+        h[..4].copy_from_slice(&(need as u32).to_le_bytes());
+        h[4] = kind;
+        h[8..16].copy_from_slice(&seq.to_le_bytes());
+        h[16..20].copy_from_slice(&index.to_le_bytes());
+        h[20..24].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        if self.0.write(at, &h).is_err() || self.0.write(at + HEADER, payload).is_err() {
+            return false;
+        }
+        tail.store(start + (pad + need) as u64, Ordering::Release);
+        true
+    }
+
+    /// Reads every published record, in order, and frees its room. `Err`
+    /// at the first record that does not add up (what was read before it
+    /// is handed on; the log is useless from then on).
+    pub(crate) fn drain(&self, mut f: impl FnMut(Entry)) -> Result<(), String> {
+        let (Some(cap), Some(head_w), Some(tail_w)) =
+            (self.capacity(), self.word(HEAD), self.word(TAIL))
+        else {
+            return Err("the item log is too small".into());
+        };
+        let tail = tail_w.load(Ordering::Acquire);
+        let mut head = head_w.load(Ordering::Relaxed);
+        let bad = |why: &str| Err(format!("the worker's item log is corrupt: {why}"));
+        if tail < head || tail - head > cap as u64 {
+            return bad("impossible positions");
+        }
+        let mut result = Ok(());
+        while head < tail {
+            let off = head as usize % cap;
+            let left = (tail - head) as usize;
+            let mut h = [0u8; 8];
+            if off + 8 > cap || left < 8 || self.0.read(DATA + off, &mut h).is_err() {
+                result = bad("a record header past the end");
+                break;
+            }
+            let total = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let kind = h[4];
+            if total < 8 || total % 8 != 0 || total > left || off + total > cap {
+                result = bad("a record of impossible length");
+                break;
+            }
+            if kind == PAD {
+                if off + total != cap {
+                    result = bad("padding short of the end");
+                    break;
+                }
+                head += total as u64;
+                continue;
+            }
+            let mut rest = [0u8; HEADER - 8];
+            if total < HEADER || self.0.read(DATA + off + 8, &mut rest).is_err() {
+                result = bad("a record shorter than its header");
+                break;
+            }
+            let seq = u64::from_le_bytes(rest[..8].try_into().unwrap_or_default());
+            let index = u32::from_le_bytes(rest[8..12].try_into().unwrap_or_default());
+            let len = u32::from_le_bytes(rest[12..16].try_into().unwrap_or_default()) as usize;
+            if align8(HEADER + len) != total {
+                result = bad("a payload of impossible length");
+                break;
+            }
+            let mut payload = vec![0u8; len];
+            if self.0.read(DATA + off + HEADER, &mut payload).is_err() {
+                result = bad("a payload past the end");
+                break;
+            }
+            f(Entry {
+                seq,
+                index,
+                kind,
+                payload,
+            });
+            head += total as u64;
+        }
+        head_w.store(head, Ordering::Release);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(log: &ItemLog) -> Vec<Entry> {
+        let mut v = Vec::new();
+        log.drain(|e| v.push(e)).unwrap();
+        v
+    }
+
+    /// Records come back in order, across the wrap of the ring many times
+    /// over; a record that does not fit is refused, never half-written.
+    #[test]
+    fn records_come_back_in_order_across_the_wrap() {
+        let log = ItemLog::new().unwrap();
+        let mut next = 0u32;
+        for round in 0..200u32 {
+            let n = 1 + round % 37;
+            let mut sent = Vec::new();
+            for _ in 0..n {
+                let payload = vec![next as u8; (next % 300) as usize];
+                if log.append(7, next, OK, &payload) {
+                    sent.push((next, payload));
+                    next += 1;
+                } else {
+                    break;
+                }
+            }
+            let got = all(&log);
+            assert_eq!(got.len(), sent.len(), "round {round}");
+            for (e, (i, p)) in got.iter().zip(&sent) {
+                assert_eq!((e.seq, e.index, e.kind, &e.payload), (7, *i, OK, p));
+            }
+        }
+        assert!(next > 2_000, "the ring wrapped many times: {next} records");
+        // Full: refused until the reader frees room.
+        let mut fitted = 0;
+        while log.append(1, fitted, PANICKED, &[1; 64]) {
+            fitted += 1;
+        }
+        assert!(fitted > 10);
+        assert_eq!(all(&log).len(), fitted as usize);
+        assert!(log.append(1, 0, REFUSED, b"room again"));
+        // Too large for the log at all.
+        assert!(!log.append(1, 1, OK, &vec![0; CAPACITY]));
+    }
+
+    /// Garbage written by a confused worker is an error, never a panic or a
+    /// read past the data.
+    #[test]
+    fn a_corrupt_log_is_an_error() {
+        let log = ItemLog::new().unwrap();
+        assert!(log.append(3, 0, OK, b"fine"));
+        // A header claiming more than was published.
+        let tail = log.word(TAIL).unwrap().load(Ordering::Relaxed);
+        let _ = log.0.write(DATA, &(4096u32).to_le_bytes());
+        assert!(log.drain(|_| {}).is_err());
+        // Impossible positions.
+        log.word(TAIL)
+            .unwrap()
+            .store(tail + (1 << 40), Ordering::Relaxed);
+        assert!(log.drain(|_| {}).is_err());
+    }
+}
