@@ -2,7 +2,9 @@
 //! (see the local backend's "Runs") before it starts the next one.
 //!
 //! One writer (the worker) and one reader (the parent's result thread)
-//! share a byte ring in a segment of their own. The worker appends a record
+//! share a byte ring: the worker's slot's region of one segment for the
+//! whole pool (untouched pages cost nothing, and no descriptor is spent
+//! per worker). The worker appends a record
 //! and then publishes it by moving `tail`; the parent reads what is
 //! published when the run ends, when the worker dies, or when the worker
 //! sends a task's result the other way, and then moves `head`. Nothing
@@ -12,6 +14,7 @@
 //! message, so the tasks of a run arrive in order either way.
 //!
 //! ```text
+//! (from the region's start)
 //! 0: head (u64, the parent's)   8: tail (u64, the worker's)   64: data
 //! a record, 8-byte aligned, never split by the end of the data:
 //!   total: u32 | kind: u8 | 0 0 0 | seq: u64 | index: u32 | payload len: u32 | payload
@@ -53,7 +56,14 @@ pub(crate) struct Entry {
 /// One worker's item log (a handle: the worker and the parent hold the
 /// same segment).
 #[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct ItemLog(Segment);
+pub(crate) struct ItemLog {
+    seg: Segment,
+    /// Where its region starts.
+    base: usize,
+}
+
+/// The bytes of one slot's region.
+const REGION: usize = DATA + CAPACITY;
 
 impl std::fmt::Debug for ItemLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,17 +76,45 @@ fn align8(n: usize) -> usize {
 }
 
 impl ItemLog {
-    pub(crate) fn new() -> io::Result<ItemLog> {
-        Segment::anonymous(DATA + CAPACITY).map(ItemLog)
+    /// The segment for the logs of a pool of `workers`.
+    pub(crate) fn segment(workers: usize) -> io::Result<Segment> {
+        Segment::anonymous(workers.max(1) * REGION)
+    }
+
+    /// Slot `slot`'s log in `seg`.
+    pub(crate) fn slot(seg: &Segment, slot: usize) -> ItemLog {
+        ItemLog {
+            seg: seg.clone(),
+            base: slot.saturating_mul(REGION),
+        }
+    }
+
+    /// Empties the log for the slot's next worker (the last one is gone,
+    /// and what it wrote has been read).
+    pub(crate) fn reset(&self) {
+        for at in [HEAD, TAIL] {
+            if let Some(w) = self.word(at) {
+                w.store(0, Ordering::Release);
+            }
+        }
     }
 
     fn word(&self, at: usize) -> Option<&AtomicU64> {
-        self.0.atomic_u64(at)
+        self.seg.atomic_u64(self.base.checked_add(at)?)
     }
 
-    /// The data's capacity, if the segment has room for it.
+    /// The data's capacity, if the segment has room for the region.
     fn capacity(&self) -> Option<usize> {
-        (self.0.len() >= DATA + CAPACITY).then_some(CAPACITY)
+        let end = self.base.checked_add(REGION)?;
+        (self.seg.len() >= end).then_some(CAPACITY)
+    }
+
+    fn write(&self, at: usize, bytes: &[u8]) -> bool {
+        self.seg.write(self.base + DATA + at, bytes).is_ok()
+    }
+
+    fn read(&self, at: usize, buf: &mut [u8]) -> bool {
+        self.seg.read(self.base + DATA + at, buf).is_ok()
     }
 
     /// Appends a record and publishes it; `false` when it does not fit
@@ -105,16 +143,16 @@ impl ItemLog {
             let mut h = [0u8; 8];
             h[..4].copy_from_slice(&(pad as u32).to_le_bytes());
             h[4] = PAD;
-            let _ = self.0.write(DATA + off, &h);
+            let _ = self.write(off, &h);
         }
-        let at = DATA + (off + pad) % cap;
+        let at = (off + pad) % cap;
         let mut h = [0u8; HEADER];
         h[..4].copy_from_slice(&(need as u32).to_le_bytes());
         h[4] = kind;
         h[8..16].copy_from_slice(&seq.to_le_bytes());
         h[16..20].copy_from_slice(&index.to_le_bytes());
         h[20..24].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        if self.0.write(at, &h).is_err() || self.0.write(at + HEADER, payload).is_err() {
+        if !self.write(at, &h) || !self.write(at + HEADER, payload) {
             return false;
         }
         tail.store(start + (pad + need) as u64, Ordering::Release);
@@ -141,7 +179,7 @@ impl ItemLog {
             let off = head as usize % cap;
             let left = (tail - head) as usize;
             let mut h = [0u8; 8];
-            if off + 8 > cap || left < 8 || self.0.read(DATA + off, &mut h).is_err() {
+            if off + 8 > cap || left < 8 || !self.read(off, &mut h) {
                 result = bad("a record header past the end");
                 break;
             }
@@ -160,7 +198,7 @@ impl ItemLog {
                 continue;
             }
             let mut rest = [0u8; HEADER - 8];
-            if total < HEADER || self.0.read(DATA + off + 8, &mut rest).is_err() {
+            if total < HEADER || !self.read(off + 8, &mut rest) {
                 result = bad("a record shorter than its header");
                 break;
             }
@@ -172,7 +210,7 @@ impl ItemLog {
                 break;
             }
             let mut payload = vec![0u8; len];
-            if self.0.read(DATA + off + HEADER, &mut payload).is_err() {
+            if !self.read(off + HEADER, &mut payload) {
                 result = bad("a payload past the end");
                 break;
             }
@@ -203,7 +241,8 @@ mod tests {
     /// over; a record that does not fit is refused, never half-written.
     #[test]
     fn records_come_back_in_order_across_the_wrap() {
-        let log = ItemLog::new().unwrap();
+        let seg = ItemLog::segment(3).unwrap();
+        let log = ItemLog::slot(&seg, 1);
         let mut next = 0u32;
         for round in 0..200u32 {
             let n = 1 + round % 37;
@@ -234,17 +273,27 @@ mod tests {
         assert!(log.append(1, 0, REFUSED, b"room again"));
         // Too large for the log at all.
         assert!(!log.append(1, 1, OK, &vec![0; CAPACITY]));
+        // The slots beside it saw nothing; a slot past the end takes
+        // nothing.
+        for other in [0, 2] {
+            assert!(all(&ItemLog::slot(&seg, other)).is_empty());
+        }
+        assert!(!ItemLog::slot(&seg, 3).append(1, 0, OK, b"x"));
+        assert!(ItemLog::slot(&seg, 3).drain(|_| {}).is_err());
+        log.reset();
+        assert!(all(&log).is_empty());
     }
 
     /// Garbage written by a confused worker is an error, never a panic or a
     /// read past the data.
     #[test]
     fn a_corrupt_log_is_an_error() {
-        let log = ItemLog::new().unwrap();
+        let seg = ItemLog::segment(1).unwrap();
+        let log = ItemLog::slot(&seg, 0);
         assert!(log.append(3, 0, OK, b"fine"));
         // A header claiming more than was published.
         let tail = log.word(TAIL).unwrap().load(Ordering::Relaxed);
-        let _ = log.0.write(DATA, &(4096u32).to_le_bytes());
+        assert!(log.write(0, &(4096u32).to_le_bytes()));
         assert!(log.drain(|_| {}).is_err());
         // Impossible positions.
         log.word(TAIL)

@@ -526,6 +526,8 @@ struct Local {
     /// Each slot's gate: the job its worker runs or ran last, and the jobs
     /// taken back from it (see [`Gates`]).
     gates: Gates,
+    /// Each slot's item log (see [`ItemLog`]), one segment for all.
+    logs: mproc_shm::Segment,
     maxtasks: u64,
     /// A fixed run length (`None`: adaptive).
     run_length: Option<usize>,
@@ -603,6 +605,7 @@ impl LocalBackend {
                 results: Queue::new()?,
                 stopping: AtomicBool::new(false),
                 gates: Gates::new(cfg.processes)?,
+                logs: ItemLog::segment(cfg.processes)?,
                 maxtasks: cfg.maxtasks,
                 run_length: cfg.run_length,
                 task_timeout: cfg.task_timeout,
@@ -846,7 +849,8 @@ impl Local {
             })
             .map_err(|e| format!("cannot share the worker's socket: {e}"))?;
         self.gates.reset(slot);
-        let items = ItemLog::new().map_err(|e| format!("cannot make an item log: {e}"))?;
+        let items = ItemLog::slot(&self.logs, slot);
+        items.reset();
         let args = WorkerArgs {
             items: items.clone(),
             slot: slot as u32,
