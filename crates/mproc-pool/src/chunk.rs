@@ -227,6 +227,21 @@ where
     run_items(items, f)
 }
 
+/// A runner and its input, encoded with the handle transfer.
+fn job_input<T: Serialize + ?Sized>(
+    runner: Runner,
+    input: &T,
+) -> Result<(Runner, LocalInput), PoolError> {
+    let msg = transfer::encode(input).map_err(|e| PoolError::Codec(e.to_string()))?;
+    Ok((
+        runner,
+        LocalInput {
+            bytes: msg.bytes,
+            fds: msg.fds.into_vec(),
+        },
+    ))
+}
+
 /// The runner for `f: A -> R` and the input of one chunk of its items.
 pub(crate) fn same_build<A, R>(
     f: RemoteFn<A, R>,
@@ -236,15 +251,7 @@ where
     A: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned + 'static,
 {
-    let runner = RemoteFn::new(run_chunk::<A, R>);
-    let msg = transfer::encode(&(f, items)).map_err(|e| PoolError::Codec(e.to_string()))?;
-    Ok((
-        runner,
-        LocalInput {
-            bytes: msg.bytes,
-            fds: msg.fds.into_vec(),
-        },
-    ))
+    job_input(RemoteFn::new(run_chunk::<A, R>), &(f, items))
 }
 
 /// What a `map_reduce` chunk's input decodes to.
@@ -299,15 +306,7 @@ where
     A: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned + 'static,
 {
-    let runner = RemoteFn::new(run_chunk_reduce::<A, R>);
-    let msg = transfer::encode(&(f, g, items)).map_err(|e| PoolError::Codec(e.to_string()))?;
-    Ok((
-        runner,
-        LocalInput {
-            bytes: msg.bytes,
-            fds: msg.fds.into_vec(),
-        },
-    ))
+    job_input(RemoteFn::new(run_chunk_reduce::<A, R>), &(f, g, items))
 }
 
 /// The runner of chunks of `f(&ctx, item)`: the input is
@@ -335,15 +334,7 @@ where
     A: Serialize + DeserializeOwned + Send + 'static,
     R: Serialize + DeserializeOwned + 'static,
 {
-    let runner = RemoteFn::new(run_chunk_with::<C, A, R>);
-    let msg = transfer::encode(&(f, ctx, items)).map_err(|e| PoolError::Codec(e.to_string()))?;
-    Ok((
-        runner,
-        LocalInput {
-            bytes: msg.bytes,
-            fds: msg.fds.into_vec(),
-        },
-    ))
+    job_input(RemoteFn::new(run_chunk_with::<C, A, R>), &(f, ctx, items))
 }
 
 /// Each item postcard-encoded on its own, for a named task.

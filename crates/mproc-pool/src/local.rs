@@ -728,18 +728,7 @@ impl Backend for LocalBackend {
             self.local.work.notify_one();
             return;
         }
-        if st.backlog.is_empty() && !st.dispatching {
-            // Nothing waits before it: straight to a worker (or, if none
-            // has room, to the backlog).
-            drop(st);
-            self.local.send(id);
-            return;
-        }
-        // Jobs already waiting go first. The caller's thread sends what
-        // workers have room for itself (unless another thread is at it), so
-        // a steady stream of jobs needs no hand-off to the dispatcher.
-        st.backlog.push_back(id);
-        drop(self.local.drain(st));
+        self.local.enqueue(st, VecDeque::from([id]));
     }
 
     fn submit_many(&self, jobs: Vec<Job>) {
@@ -767,13 +756,7 @@ impl Backend for LocalBackend {
                 ids.push_back(job.id);
             }
         }
-        if st.backlog.is_empty() && !st.dispatching {
-            drop(st);
-            self.local.send_many(ids);
-            return;
-        }
-        st.backlog.extend(ids);
-        drop(self.local.drain(st));
+        self.local.enqueue(st, ids);
     }
 
     fn close(&self) {}
@@ -1099,6 +1082,25 @@ impl Local {
             }
             return;
         }
+    }
+
+    /// Sends jobs `ids` (in order) from the caller's thread: straight to
+    /// workers if nothing waits before them (or, where none has room, to
+    /// the backlog); otherwise behind the jobs already waiting, sending
+    /// what workers have room for (unless another thread is at it), so a
+    /// steady stream of jobs needs no hand-off to the dispatcher.
+    fn enqueue(&self, st: MutexGuard<'_, State>, mut ids: VecDeque<JobId>) {
+        if st.backlog.is_empty() && !st.dispatching {
+            drop(st);
+            match (ids.len(), ids.front()) {
+                (1, Some(&id)) => self.send(id),
+                _ => self.send_many(ids),
+            }
+            return;
+        }
+        let mut st = st;
+        st.backlog.append(&mut ids);
+        drop(self.drain(st));
     }
 
     /// Sends jobs `ids` (untimed, in order) to workers with room, as many
@@ -1613,10 +1615,7 @@ impl Local {
                     // The descriptors of handles in the results came first,
                     // on the worker's socket: take them now, wanted or not,
                     // so the next ones are read in their turn.
-                    let handles = match fds {
-                        0 => Ok(FdTable::new()),
-                        n => self.result_fds(slot as usize, gen, n),
-                    };
+                    let handles = self.result_fds(slot as usize, gen, fds);
                     let id = {
                         let mut st = self.state.lock();
                         let st = &mut *st;
@@ -1689,10 +1688,7 @@ impl Local {
                     out,
                     fds,
                 } => {
-                    let handles = match fds {
-                        0 => Ok(FdTable::new()),
-                        n => self.result_fds(slot as usize, gen, n),
-                    };
+                    let handles = self.result_fds(slot as usize, gen, fds);
                     let mut st = self.state.lock();
                     let st = &mut *st;
                     let Some(w) = st.workers[slot as usize].as_ref().filter(|w| w.gen == gen)
@@ -1727,9 +1723,13 @@ impl Local {
     }
 
     /// The `n` descriptors a worker sent on its socket just before a result
-    /// that holds handles. They are there already (sent before the result
-    /// was put), so the wait is a safeguard against a confused worker.
+    /// that holds handles (none for 0). They are there already (sent before
+    /// the result was put), so the wait is a safeguard against a confused
+    /// worker.
     fn result_fds(&self, slot: usize, gen: u64, n: u32) -> Result<FdTable, String> {
+        if n == 0 {
+            return Ok(FdTable::new());
+        }
         let back = self.state.lock().workers[slot]
             .as_ref()
             .filter(|w| w.gen == gen)
