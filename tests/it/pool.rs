@@ -137,6 +137,108 @@ fn get_timeout_on_a_slow_task_times_out_and_a_later_get_succeeds() {
     leaks.assert_clean();
 }
 
+/// An argument whose decoding kills the worker that decodes it (at 13).
+#[derive(serde::Serialize)]
+struct Poison(u64);
+
+impl<'de> serde::Deserialize<'de> for Poison {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Poison, D::Error> {
+        let x = u64::deserialize(d)?;
+        if x == 13 {
+            // SAFETY: kill takes a pid and a signal; this is the worker itself.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        Ok(Poison(x))
+    }
+}
+
+fn unwrap_poison(p: Poison) -> u64 {
+    p.0
+}
+
+/// A run whose input kills every worker that decodes it — before any of its
+/// tasks starts — does not go round for ever: each death fails the task the
+/// run would have started with (its first task counts as started from the
+/// claim), so the run ends, its tasks failed with `WorkerDied`, and the
+/// tasks of the other runs come back. (It went round for ever once.)
+#[test]
+fn a_run_whose_input_kills_its_worker_fails_and_ends() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder().processes(2).run_length(8).build().unwrap();
+        let pool = Arc::new(pool);
+        let p = pool.clone();
+        let got: Vec<Result<u64, PoolError>> = returns_within(
+            "imap over a poisoned run",
+            Duration::from_secs(30),
+            move || p.imap(unwrap_poison, (0..24).map(Poison)).collect(),
+        );
+        assert_eq!(got.len(), 24);
+        for (x, r) in got.iter().enumerate() {
+            if (8..16).contains(&x) {
+                // Runs are [0, 8), [8, 16), [16, 24): the poisoned one's.
+                assert!(
+                    matches!(
+                        r,
+                        Err(PoolError::Task(TaskError::WorkerDied {
+                            signal: Some(libc::SIGKILL),
+                            ..
+                        }))
+                    ),
+                    "item {x}: {r:?}"
+                );
+            } else {
+                assert_eq!(r, &Ok(x as u64), "item {x}");
+            }
+        }
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
+/// Segments in a result: one of `4096 × (x + 1)` bytes, except item 1,
+/// whose result holds more than a message can carry.
+fn segments(x: u64) -> Vec<mproc::Segment> {
+    let n = if x == 1 {
+        mproc::shm::transfer::MAX_FDS + 1
+    } else {
+        1
+    };
+    (0..n)
+        .map(|_| mproc::Segment::anonymous(4096 * (x as usize + 1)).unwrap())
+        .collect()
+}
+
+/// Handles in a run's results are numbered across the run; a task whose
+/// handles cannot be sent (more than a message carries) fails alone, and
+/// the later tasks' handles are still theirs — not their neighbours', not
+/// an undecodable chunk.
+#[test]
+fn a_task_whose_handles_cannot_be_sent_fails_alone_in_its_run() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::builder().processes(1).run_length(6).build().unwrap();
+        let got: Vec<Result<Vec<mproc::Segment>, PoolError>> =
+            pool.imap(segments, 0..6u64).collect();
+        for (x, r) in got.iter().enumerate() {
+            if x == 1 {
+                assert!(
+                    matches!(r, Err(PoolError::Task(TaskError::Refused(_)))),
+                    "item 1: {r:?}"
+                );
+            } else {
+                let segs = r.as_ref().unwrap_or_else(|e| panic!("item {x}: {e:?}"));
+                assert_eq!(segs.len(), 1, "item {x}");
+                assert_eq!(segs[0].len(), 4096 * (x + 1), "item {x}");
+            }
+        }
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
 /// A result of 8 bytes or 12 KiB, by item: the small ones go back through
 /// the worker's item log, the large ones as messages.
 fn small_or_large(x: u64) -> Vec<u8> {

@@ -113,9 +113,11 @@ pub(crate) trait RunSink {
     fn fd_base(&self) -> u32;
     /// Item `index` starts now.
     fn start(&mut self, index: usize);
-    /// Item `index`'s outcome, its value encoded on its own; `false` when
-    /// the run must stop (the worker is to end).
-    fn done(&mut self, index: usize, outcome: Result<Message, TaskError>) -> bool;
+    /// Item `index`'s outcome, its value encoded on its own: how many of
+    /// its descriptors reached the parent (the next item's are numbered
+    /// after them), or `None` when the run must stop (the worker is to
+    /// end).
+    fn done(&mut self, index: usize, outcome: Result<Message, TaskError>) -> Option<u32>;
     /// A report failed (or the sink was lost): the worker is to end.
     fn stopped(&self) -> bool;
 }
@@ -146,8 +148,8 @@ impl RunSink for Gone {
         0
     }
     fn start(&mut self, _: usize) {}
-    fn done(&mut self, _: usize, _: Result<Message, TaskError>) -> bool {
-        false
+    fn done(&mut self, _: usize, _: Result<Message, TaskError>) -> Option<u32> {
+        None
     }
     fn stopped(&self) -> bool {
         true
@@ -172,11 +174,9 @@ fn run_each<T, R: Serialize>(
                 .map_err(|e| TaskError::Refused(format!("cannot encode the task's result: {e}"))),
             Err(message) => Err(TaskError::Panicked { message }),
         };
-        if let Ok(m) = &outcome {
-            fds += m.fds.len() as u32;
-        }
-        if !sink.done(index, outcome) {
-            break;
+        match sink.done(index, outcome) {
+            Some(sent) => fds += sent,
+            None => break,
         }
     }
     Message {

@@ -160,8 +160,8 @@ impl ItemLog {
     }
 
     /// Reads every published record, in order, and frees its room. `Err`
-    /// at the first record that does not add up (what was read before it
-    /// is handed on; the log is useless from then on).
+    /// at the first record that does not add up: what was read before it
+    /// is handed on, what follows it (up to what is published) is dropped.
     pub(crate) fn drain(&self, mut f: impl FnMut(Entry)) -> Result<(), String> {
         let (Some(cap), Some(head_w), Some(tail_w)) =
             (self.capacity(), self.word(HEAD), self.word(TAIL))
@@ -221,6 +221,9 @@ impl ItemLog {
                 payload,
             });
             head += total as u64;
+        }
+        if result.is_err() {
+            head = tail;
         }
         head_w.store(head, Ordering::Release);
         result
@@ -295,6 +298,9 @@ mod tests {
         let tail = log.word(TAIL).unwrap().load(Ordering::Relaxed);
         assert!(log.write(0, &(4096u32).to_le_bytes()));
         assert!(log.drain(|_| {}).is_err());
+        // Dropped: the log goes on after it.
+        assert!(log.append(3, 1, OK, b"after"));
+        assert_eq!(all(&log).len(), 1);
         // Impossible positions.
         log.word(TAIL)
             .unwrap()

@@ -276,16 +276,21 @@ impl Pending {
     }
 }
 
-/// Reads what a worker has written to its item log into the runs it holds
-/// (`inflight`): before a run's end is taken, before a task's result that
-/// came as a message, and after the worker's death.
-fn absorb(
-    log: &ItemLog,
-    inflight: &VecDeque<(u64, JobId, Instant)>,
-    jobs: &mut HashMap<JobId, Pending>,
-) {
-    let read = log.drain(|e| {
-        let Some(&(_, id, _)) = inflight.iter().find(|f| f.0 == e.seq) else {
+/// Reads what the worker in `slot` has written to its item log into the
+/// runs it holds (`inflight`) and has claimed: before a run's end is taken,
+/// before a task's result that came as a message, and after the worker's
+/// death. (A record for a run it has not claimed is a confused worker's,
+/// and dropped.)
+fn absorb(w: &Worker, gates: &Gates, slot: usize, jobs: &mut HashMap<JobId, Pending>) {
+    let inflight = &w.inflight;
+    // Loaded after the records: a claim comes before the records of its run.
+    let claimed = |seq: u64| seq <= gates.started(slot);
+    let read = w.items.drain(|e| {
+        let Some(&(_, id, _)) = inflight
+            .iter()
+            .find(|f| f.0 == e.seq)
+            .filter(|_| claimed(e.seq))
+        else {
             return;
         };
         let Some(run) = jobs.get_mut(&id).and_then(|p| p.run.as_mut()) else {
@@ -311,7 +316,7 @@ fn absorb(
         run.push(e.index, part);
     });
     if let Err(why) = read {
-        for &(_, id, _) in inflight {
+        for &(_, id, _) in inflight.iter().filter(|f| claimed(f.0)) {
             if let Some(run) = jobs.get_mut(&id).and_then(|p| p.run.as_mut()) {
                 run.broken.get_or_insert(why.clone());
             }
@@ -1622,7 +1627,7 @@ impl Local {
                         if let Some(w) = st.workers[slot as usize].as_ref().filter(|w| w.gen == gen)
                         {
                             // A run's last tasks may be in its item log.
-                            absorb(&w.items, &w.inflight, &mut st.jobs);
+                            absorb(w, &self.gates, slot as usize, &mut st.jobs);
                         }
                         let now = Instant::now();
                         let taken = st.workers[slot as usize]
@@ -1696,7 +1701,7 @@ impl Local {
                         continue;
                     };
                     // What it logged before this one comes first.
-                    absorb(&w.items, &w.inflight, &mut st.jobs);
+                    absorb(w, &self.gates, slot as usize, &mut st.jobs);
                     let id = w.inflight.iter().find(|e| e.0 == seq).map(|e| e.1);
                     let pending = id.and_then(|id| st.jobs.get_mut(&id));
                     if let Some(run) = pending.and_then(|p| p.run.as_mut()) {
@@ -1784,7 +1789,7 @@ impl Local {
             };
             let started = self.gates.started(slot);
             // What it logged before it died stands.
-            absorb(&w.items, &w.inflight, &mut st.jobs);
+            absorb(&w, &self.gates, slot, &mut st.jobs);
             let mut again = Vec::new();
             for &(seq, id, _) in &w.inflight {
                 if seq == started && w.killed_for.is_none() {

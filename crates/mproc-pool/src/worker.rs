@@ -71,9 +71,9 @@ pub(crate) enum Wire<'a> {
 /// (a job whose items are separate tasks), is 1 + the index of the item
 /// the worker started last (0: none yet).
 ///
-/// A worker starting a run clears the item word before it claims the run,
-/// and sets it before each item; it reports each item's result before it
-/// starts the next. So after it dies, the items of its run before the
+/// A worker starting a run sets the item word to the run's first task
+/// before it claims the run, and to each task before it starts it; it
+/// reports each task's result before it starts the next. So after it dies, the items of its run before the
 /// started one were reported, the started one — unless its result came —
 /// failed with `WorkerDied`, and the rest never ran.
 ///
@@ -146,11 +146,10 @@ impl Gates {
         }
     }
 
-    /// The worker in `slot` starts item `index` of its run (`None`: it is
-    /// about to claim a run and has started none of its items).
-    pub(crate) fn start_item(&self, slot: usize, index: Option<usize>) {
+    /// The worker in `slot` starts item `index` of its run.
+    pub(crate) fn start_item(&self, slot: usize, index: usize) {
         if let Some(w) = self.item_word(slot) {
-            w.store(index.map_or(0, |i| i as u64 + 1), Ordering::Release);
+            w.store(index as u64 + 1, Ordering::Release);
         }
     }
 
@@ -487,11 +486,11 @@ impl crate::chunk::RunSink for Reporter {
     }
 
     fn start(&mut self, index: usize) {
-        self.gates.start_item(self.slot as usize, Some(index));
+        self.gates.start_item(self.slot as usize, index);
         fault::point("pool.item-started");
     }
 
-    fn done(&mut self, index: usize, outcome: Result<Message, crate::TaskError>) -> bool {
+    fn done(&mut self, index: usize, outcome: Result<Message, crate::TaskError>) -> Option<u32> {
         // Into the item log if it fits (no handles, room now); otherwise
         // as a message, which the parent takes only after reading the log.
         let logged = match &outcome {
@@ -515,7 +514,7 @@ impl crate::chunk::RunSink for Reporter {
         };
         if logged {
             fault::point("pool.item-sent");
-            return true;
+            return Some(0);
         }
         let (out, fds) = match outcome {
             Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
@@ -556,10 +555,10 @@ impl crate::chunk::RunSink for Reporter {
         };
         if self.results.put(msg).is_err() {
             self.failed = true;
-            return false;
+            return None;
         }
         fault::point("pool.item-sent");
-        true
+        Some(fds)
     }
 
     fn stopped(&self) -> bool {
@@ -583,9 +582,12 @@ fn run_job(a: &Worker, job: WireJob<'_>, done: &mut u64) -> bool {
             }
         }
     };
-    if job.run.is_some() {
-        // Before the claim: after it, the word tells this run's items.
-        a.gates.start_item(slot as usize, None);
+    if let Some(from) = job.run {
+        // Before the claim, the first task to run counts as started: a
+        // death anywhere from the claim on (decoding the run's input, say)
+        // fails that task, never none — a run that kills every worker
+        // before its first task would otherwise go round for ever.
+        a.gates.start_item(slot as usize, from.skip as usize);
     }
     match a.gates.claim(slot as usize, job.seq) {
         Claim::Run => {}
