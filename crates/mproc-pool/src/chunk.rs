@@ -355,7 +355,12 @@ pub(crate) fn named_items<A: Serialize>(items: &[A]) -> Result<Vec<Vec<u8>>, Poo
 pub(crate) fn decode_each<R: DeserializeOwned>(
     output: Message,
 ) -> Result<Vec<Result<R, PoolError>>, PoolError> {
-    Ok(match decode::<R>(output)? {
+    decode::<R>(output).map(decode_out)
+}
+
+/// A decoded chunk's results, item by item.
+fn decode_out<R>(out: ChunkOut<R>) -> Vec<Result<R, PoolError>> {
+    match out {
         ChunkOut::All(v) => v.into_iter().map(Ok).collect(),
         ChunkOut::Each(v) => v
             .into_iter()
@@ -372,12 +377,16 @@ pub(crate) fn decode_each<R: DeserializeOwned>(
                 ItemOut::Refused(why) => Err(PoolError::Task(TaskError::Refused(why))),
             })
             .collect(),
-    })
+    }
 }
 
 /// A chunk's results as one list, or the first failure.
 pub(crate) fn decode_all<R: DeserializeOwned>(output: Message) -> Result<Vec<R>, PoolError> {
-    decode_each::<R>(output)?.into_iter().collect()
+    match decode::<R>(output)? {
+        // The common case, taken as it is (no list of `Result`s between).
+        ChunkOut::All(v) => Ok(v),
+        other => decode_out(other).into_iter().collect(),
+    }
 }
 
 fn decode<R: DeserializeOwned>(output: Message) -> Result<ChunkOut<R>, PoolError> {

@@ -1220,7 +1220,13 @@ impl Pool {
                     if g.remaining == 0 {
                         let r = match g.first_error.take() {
                             Some((_, e)) => Err(e),
-                            None => Ok(g.parts.drain(..).flatten().flatten().collect()),
+                            None => {
+                                let mut all = Vec::with_capacity(g.total_items as usize);
+                                for part in g.parts.drain(..).flatten() {
+                                    all.extend(part);
+                                }
+                                Ok(all)
+                            }
                         };
                         let finish = g.finish.take();
                         drop(g);
