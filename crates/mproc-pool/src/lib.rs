@@ -3,9 +3,15 @@
 //!
 //! - [`Pool`] — `apply`, `apply_async` (with callbacks, or with its own
 //!   timeout), `map`, `map_async`, `starmap`, `imap`, `imap_unordered`,
+//!   `map_reduce` (rayon's `map().reduce()`, reduced in the workers),
 //!   `close`, `join`, `terminate`; [`Pool::builder`] for `processes`,
 //!   `initializer`, `maxtasksperchild`, `max_memory_per_child`,
-//!   `task_timeout`, `prefetch` and `start_method`.
+//!   `task_timeout`, `prefetch`, `run_length` and `start_method`.
+//! - Short tasks: `imap` at chunk size 1 keeps every item a task of its
+//!   own, but once it has seen that tasks take microseconds it sends them
+//!   to a worker several at a time, as a *run*
+//!   ([`Builder::run_length`]); a worker that dies in a run fails only the
+//!   task it was running.
 //! - [`AsyncResult`] — `get`, `get_timeout`, `wait`, `wait_timeout`,
 //!   `ready`, `successful`, `cancel`, `cancel_even_if_running`.
 //! - Balancing: idle workers pull. A worker holds only the job it runs and
