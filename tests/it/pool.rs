@@ -239,6 +239,50 @@ fn a_task_whose_handles_cannot_be_sent_fails_alone_in_its_run() {
     leaks.assert_clean();
 }
 
+fn set_then_square(args: (Event, u64)) -> u64 {
+    args.0.set();
+    args.1 * args.1
+}
+
+/// `imap` sends each item it pulls before it pulls the next (while tasks are
+/// not known to be short): an input that waits until the first item has run
+/// does not wait for ever. The input here waits for the task's event before
+/// it gives its second item.
+#[test]
+fn imap_sends_an_item_before_it_pulls_the_next() {
+    let leaks = LeakCheck::start();
+    {
+        let pool = Pool::new(2).unwrap();
+        let ran = Event::new().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (ev, saw) = (ran.clone(), seen.clone());
+        let input = (0..5u64).map(move |x| {
+            if x == 1 {
+                // Set by the worker that runs item 0; not set means item 0
+                // was held back until this item came.
+                if ev.wait_timeout(Duration::from_secs(30)) {
+                    saw.store(1, Ordering::SeqCst);
+                }
+            }
+            (ev.clone(), x)
+        });
+        let got: Vec<u64> = pool
+            .imap(set_then_square, input)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, [0, 1, 4, 9, 16]);
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "item 0 ran while the input waited"
+        );
+        drop(ran);
+        pool.close();
+        pool.join().unwrap();
+    }
+    leaks.assert_clean();
+}
+
 /// A result of 8 bytes or 12 KiB, by item: the small ones go back through
 /// the worker's item log, the large ones as messages.
 fn small_or_large(x: u64) -> Vec<u8> {

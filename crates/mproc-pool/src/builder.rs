@@ -116,7 +116,10 @@ impl Builder {
     /// By default the length adapts: 1 (a job per task, as CPython) until
     /// the pool has seen how long tasks take, then enough tasks to keep a
     /// worker busy for about 100 µs, at most 64 — so tasks of a
-    /// millisecond or more always go one by one. 1 turns runs off. Without
+    /// millisecond or more always go one by one. A run is sent once it is
+    /// full, or once the input has been slow to give items for a
+    /// millisecond; an input that waits for the results of earlier items
+    /// (a feedback loop) wants 1, which turns runs off. Without
     /// effect with [`task_timeout`](Builder::task_timeout) (a timeout is
     /// per task) or [`maxtasksperchild`](Builder::maxtasksperchild).
     ///

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde::de::DeserializeOwned;
@@ -14,6 +15,10 @@ use crate::{Pool, PoolError};
 
 /// Makes the job for a chunk of items.
 pub(crate) type MakeWork<A> = Box<dyn Fn(&[A]) -> Result<Work, PoolError> + Send + Sync>;
+
+/// How long chunks pulled from a slow input may wait to be sent (and a
+/// run, for items to fill it): the burst goes as it is then.
+const SLOW_INPUT: Duration = Duration::from_millis(1);
 
 /// Makes the hook of [`Imap::on_progress`].
 type Hook = Box<dyn FnMut(u64, Option<u64>) + Send>;
@@ -264,7 +269,10 @@ where
     /// Sends chunks while the window has room and the input lasts — all
     /// at once, once the window is half empty: the pool sends them to its
     /// workers together, and the iterating thread yields results between
-    /// refills instead of sending one chunk per result.
+    /// refills instead of sending one chunk per result. From an input that
+    /// is slow to give its items, what has been pulled goes every
+    /// [`SLOW_INPUT`], and a run is cut short then: workers do not wait for
+    /// a burst to fill.
     fn fill(&mut self) {
         if self.submitted - self.taken > self.window / 2 {
             return;
@@ -278,12 +286,28 @@ where
             1
         };
         let mut jobs = Vec::new();
+        let mut since = Instant::now();
         while !self.exhausted && self.submitted - self.taken < self.window {
-            let chunk: Vec<A> = self.input.by_ref().take(self.chunksize.max(run)).collect();
+            let want = self.chunksize.max(run);
+            let mut chunk: Vec<A> = Vec::with_capacity(want.min(1024));
+            let mut slow = false;
+            while chunk.len() < want {
+                let Some(item) = self.input.next() else {
+                    self.exhausted = true;
+                    break;
+                };
+                chunk.push(item);
+                // A run is the pool's choice, not the caller's: it ends
+                // early when the input is slow (a chunk never does).
+                if run > 1 && chunk.len() % 8 == 0 && since.elapsed() >= SLOW_INPUT {
+                    slow = true;
+                    break;
+                }
+            }
             if chunk.is_empty() {
-                self.exhausted = true;
                 break;
             }
+            slow = slow || since.elapsed() >= SLOW_INPUT;
             let (index, len) = (self.submitted, chunk.len());
             self.submitted += 1;
             self.pending += len as u64;
@@ -309,6 +333,11 @@ where
                     jobs.push((work, len, handler));
                 }
                 Err(error) => file(Arrived::Failed { error, len }),
+            }
+            if (slow || run == 1) && !jobs.is_empty() {
+                let burst = std::mem::take(&mut jobs);
+                self.pool.scheduler().submit_many(burst, run > 1, true);
+                since = Instant::now();
             }
         }
         if !jobs.is_empty() {
