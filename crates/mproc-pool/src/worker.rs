@@ -419,7 +419,9 @@ pub(crate) fn worker_main(a: WorkerArgs) {
         slot,
         gen,
         items: a.items,
-        fd_socket: std::os::unix::net::UnixStream::from(a.fd_socket.into_owned()),
+        fd_socket: Arc::new(std::os::unix::net::UnixStream::from(
+            a.fd_socket.into_owned(),
+        )),
         results: a.results,
         gates: a.gates,
         maxtasks: a.maxtasks,
@@ -450,12 +452,31 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     }
 }
 
+/// A result's bytes, its handles' descriptors sent first on the socket
+/// (the parent reads them when it reads the result): the bytes and how
+/// many descriptors went.
+fn carry(
+    socket: &std::os::unix::net::UnixStream,
+    m: Message,
+) -> Result<(serde_bytes::ByteBuf, u32), String> {
+    let n = m.fds.len() as u32;
+    if n > 0 {
+        let fds = Message {
+            bytes: Vec::new(),
+            fds: m.fds,
+        };
+        transfer::send(socket, &fds)
+            .map_err(|e| format!("cannot send the results' handles: {e}"))?;
+    }
+    Ok((serde_bytes::ByteBuf::from(m.bytes), n))
+}
+
 /// What a running worker keeps of its [`WorkerArgs`].
 struct Worker {
     slot: u32,
     gen: u64,
     items: ItemLog,
-    fd_socket: std::os::unix::net::UnixStream,
+    fd_socket: Arc<std::os::unix::net::UnixStream>,
     results: Queue<Msg>,
     gates: Gates,
     maxtasks: u64,
@@ -471,7 +492,7 @@ struct Reporter {
     items: ItemLog,
     results: Queue<Msg>,
     gates: Gates,
-    fd_socket: Option<std::os::unix::net::UnixStream>,
+    fd_socket: Arc<std::os::unix::net::UnixStream>,
     /// A report could not be sent: the parent is gone.
     failed: bool,
 }
@@ -517,31 +538,10 @@ impl crate::chunk::RunSink for Reporter {
             return Some(0);
         }
         let (out, fds) = match outcome {
-            Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
-            Ok(m) => {
-                let n = m.fds.len() as u32;
-                let carried =
-                    self.fd_socket
-                        .as_ref()
-                        .map_or(Err(std::io::Error::other("no socket")), |s| {
-                            transfer::send(
-                                s,
-                                &Message {
-                                    bytes: Vec::new(),
-                                    fds: m.fds,
-                                },
-                            )
-                        });
-                match carried {
-                    Ok(()) => (Ok(serde_bytes::ByteBuf::from(m.bytes)), n),
-                    Err(e) => (
-                        Err(ItemFailure::Refused(format!(
-                            "cannot send the result's handles: {e}"
-                        ))),
-                        0,
-                    ),
-                }
-            }
+            Ok(m) => match carry(&self.fd_socket, m) {
+                Ok((bytes, n)) => (Ok(bytes), n),
+                Err(why) => (Err(ItemFailure::Refused(why)), 0),
+            },
             Err(crate::TaskError::Panicked { message }) => (Err(ItemFailure::Panicked(message)), 0),
             Err(other) => (Err(ItemFailure::Refused(other.to_string())), 0),
         };
@@ -616,7 +616,7 @@ fn run_job(a: &Worker, job: WireJob<'_>, done: &mut u64) -> bool {
                 items: a.items.clone(),
                 results: a.results.clone(),
                 gates: a.gates.clone(),
-                fd_socket: a.fd_socket.try_clone().ok(),
+                fd_socket: a.fd_socket.clone(),
                 failed: false,
             };
             let (out, sink) = crate::chunk::with_run(Box::new(reporter), || job.runner.call(input));
@@ -633,22 +633,8 @@ fn run_job(a: &Worker, job: WireJob<'_>, done: &mut u64) -> bool {
     a.gates.finish(slot as usize);
     // Handles in the results: their descriptors go first, on the
     // socket; the parent reads them when it reads the result.
-    let (out, fds) = match out {
-        Ok(m) if m.fds.is_empty() => (Ok(serde_bytes::ByteBuf::from(m.bytes)), 0),
-        Ok(m) => {
-            let n = m.fds.len() as u32;
-            let carried = transfer::send(
-                fd_socket,
-                &Message {
-                    bytes: Vec::new(),
-                    fds: m.fds,
-                },
-            );
-            match carried {
-                Ok(()) => (Ok(serde_bytes::ByteBuf::from(m.bytes)), n),
-                Err(e) => (Err(format!("cannot send the results' handles: {e}")), 0),
-            }
-        }
+    let (out, fds) = match out.and_then(|m| carry(fd_socket, m)) {
+        Ok((bytes, n)) => (Ok(bytes), n),
         Err(why) => (Err(why), 0),
     };
     let msg = Msg::Done {
