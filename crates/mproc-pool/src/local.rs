@@ -283,8 +283,10 @@ impl Pending {
 /// and dropped.)
 fn absorb(w: &Worker, gates: &Gates, slot: usize, jobs: &mut HashMap<JobId, Pending>) {
     let inflight = &w.inflight;
-    // Loaded after the records: a claim comes before the records of its run.
-    let claimed = |seq: u64| seq <= gates.started(slot);
+    // Loaded once, after the published position (the first record read):
+    // a claim comes before the records of its run.
+    let started = std::cell::OnceCell::new();
+    let claimed = |seq: u64| seq <= *started.get_or_init(|| gates.started(slot));
     let read = w.items.drain(|e| {
         let Some(&(_, id, _)) = inflight
             .iter()
