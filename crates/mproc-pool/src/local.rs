@@ -1571,6 +1571,8 @@ impl Local {
     /// cannot come.
     fn result_loop(self: &Arc<Self>) {
         ON_RESULT_THREAD.with(|t| t.set(true));
+        // Nor spinning for the next result from the caller it just woke.
+        mproc_sync::wait::yield_while_spinning(true);
         let why = match catch_unwind(AssertUnwindSafe(|| self.read_results())) {
             Ok(None) => return,
             Ok(Some(why)) => why,

@@ -384,6 +384,9 @@ pub(crate) fn worker_main(a: WorkerArgs) {
     // Ctrl-C goes to the whole process group; the parent decides what
     // happens to its workers.
     crate::sys::ignore_sigint();
+    // Spinning for the next job must not keep a core from the parent's
+    // threads that will send it.
+    mproc_sync::wait::yield_while_spinning(true);
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !crate::chunk::in_task() {

@@ -10,7 +10,9 @@
 //! caught without a sleep. The spin is adaptive and bounded: its length
 //! doubles (up to [`MAX_SPIN`] iterations) each time spinning caught the
 //! change or a sleep ended within 200 µs, and halves each time a spin
-//! missed.
+//! missed. A thread whose spins should not keep a core from a runnable
+//! thread asks them to give way now and then ([`yield_while_spinning`]):
+//! a pool's workers and its result thread do.
 //!
 //! **No wait sleeps for ever.** A single sleep in the kernel lasts at most
 //! [`SLICE`] (100 ms); when it ends the wait returns as a spurious wake-up
@@ -43,6 +45,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -133,7 +136,11 @@ pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) 
 /// is not the futex word itself (a ring's positions, say).
 pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     let limit = SPIN.load(Ordering::Relaxed);
-    for _ in 0..limit {
+    let yielding = YIELDING.with(Cell::get);
+    for i in 0..limit {
+        if yielding && i % YIELD_EVERY == YIELD_EVERY - 1 {
+            std::thread::yield_now();
+        }
         if ready() {
             let _ = SPIN.compare_exchange(
                 limit,
@@ -152,6 +159,38 @@ pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
         Ordering::Relaxed,
     );
     ready()
+}
+
+/// How many spin iterations a yielding thread spins between yields.
+const YIELD_EVERY: u32 = 64;
+
+thread_local! {
+    static YIELDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the calling thread's spins give way to other runnable threads
+/// (a `sched_yield` every 64 iterations, about 1.5 µs) — off by default.
+///
+/// For a thread whose spins are likely to keep a core from a thread that
+/// has work — a pool's worker waiting for its next job while the caller
+/// that will send it waits for a core. The yield costs about half a
+/// microsecond, so a pair of threads that answer each other within a few
+/// microseconds (an `Event` ping-pong) is faster without it.
+///
+/// ```
+/// use mproc_sync::wait;
+///
+/// // This thread's spins now give way; a spin still sees its condition.
+/// wait::yield_while_spinning(true);
+/// let mut polls = 0;
+/// assert!(wait::spin_until(|| {
+///     polls += 1;
+///     polls > 10
+/// }));
+/// wait::yield_while_spinning(false);
+/// ```
+pub fn yield_while_spinning(on: bool) {
+    YIELDING.with(|y| y.set(on));
 }
 
 /// Sleeps while `*word == expected` (no spin), counted in `sleepers` so that
