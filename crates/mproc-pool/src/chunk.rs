@@ -74,8 +74,11 @@ enum ItemOut<R> {
 /// value encoded on its own (by [`transfer::encode_from`], numbering the
 /// descriptors after those of the items before it): one message in the
 /// chunk format, whose table is the items' tables one after the other.
-pub(crate) fn run_output(items: Vec<Result<Message, TaskError>>) -> Result<Message, String> {
-    let mut bytes = Vec::new();
+pub(crate) fn run_output<'a>(
+    items: impl ExactSizeIterator<Item = Piece<'a>>,
+    size: usize,
+) -> Result<Message, String> {
+    let mut bytes = Vec::with_capacity(size + 2 * items.len() + 20);
     let mut fds = transfer::FdTable::new();
     push_varint(&mut bytes, 2);
     push_varint(&mut bytes, items.len() as u64);
@@ -86,21 +89,36 @@ pub(crate) fn run_output(items: Vec<Result<Message, TaskError>>) -> Result<Messa
     };
     for item in items {
         match item {
-            Ok(m) => {
+            Piece::Value(value) => {
+                push_varint(&mut bytes, 0);
+                bytes.extend_from_slice(value);
+            }
+            Piece::Sent(Ok(m)) => {
                 push_varint(&mut bytes, 0);
                 bytes.extend_from_slice(&m.bytes);
                 for fd in m.fds.into_vec() {
                     fds.push(fd);
                 }
             }
-            Err(TaskError::Panicked { message }) => head(&mut bytes, &ItemOut::Panicked(message))?,
-            Err(TaskError::WorkerDied { pid, signal }) => {
+            Piece::Sent(Err(TaskError::Panicked { message })) => {
+                head(&mut bytes, &ItemOut::Panicked(message))?
+            }
+            Piece::Sent(Err(TaskError::WorkerDied { pid, signal })) => {
                 head(&mut bytes, &ItemOut::Died { pid, signal })?
             }
-            Err(other) => head(&mut bytes, &ItemOut::Refused(other.to_string()))?,
+            Piece::Sent(Err(other)) => head(&mut bytes, &ItemOut::Refused(other.to_string()))?,
         }
     }
     Ok(Message { bytes, fds })
+}
+
+/// One item's outcome for [`run_output`].
+pub(crate) enum Piece<'a> {
+    /// Its value's bytes, holding no handles.
+    Value(&'a [u8]),
+    /// Its value as a message (its handles numbered in the run), or its
+    /// failure.
+    Sent(Result<Message, TaskError>),
 }
 
 /// What the worker does with each item of a run: installed (by
@@ -592,18 +610,18 @@ mod tests {
         let b = mproc_shm::Segment::anonymous(8192).unwrap();
         let first = transfer::encode_from(&(3u64, a), 0).unwrap();
         let second = transfer::encode_from(&(4u64, b), 1).unwrap();
-        let out = run_output(vec![
-            Ok(first),
-            Err(TaskError::WorkerDied {
+        let pieces = vec![
+            Piece::Sent(Ok(first)),
+            Piece::Sent(Err(TaskError::WorkerDied {
                 pid: 42,
                 signal: Some(9),
-            }),
-            Err(TaskError::Panicked {
+            })),
+            Piece::Sent(Err(TaskError::Panicked {
                 message: "boom".into(),
-            }),
-            Ok(second),
-        ])
-        .unwrap();
+            })),
+            Piece::Sent(Ok(second)),
+        ];
+        let out = run_output(pieces.into_iter(), 0).unwrap();
         assert_eq!(out.fds.len(), 2);
         let got = decode_each::<(u64, mproc_shm::Segment)>(out).unwrap();
         assert_eq!(got.len(), 4);
@@ -622,5 +640,30 @@ mod tests {
             }))
         );
         assert!(matches!(&got[3], Ok((4, s)) if s.len() == 8192));
+    }
+
+    /// Values from the item log (bytes without handles) and values sent as
+    /// messages mix in one chunk, in the order given.
+    #[test]
+    fn logged_and_sent_values_decode_in_order() {
+        let seven = postcard::to_allocvec(&7u64).unwrap();
+        let nine = postcard::to_allocvec(&9u64).unwrap();
+        let eight = transfer::encode(&8u64).unwrap();
+        let pieces = vec![
+            Piece::Value(&seven),
+            Piece::Sent(Ok(eight)),
+            Piece::Sent(Err(TaskError::Panicked {
+                message: "boom".into(),
+            })),
+            Piece::Value(&nine),
+        ];
+        let out = run_output(pieces.into_iter(), seven.len() + nine.len()).unwrap();
+        let got = decode_each::<u64>(out).unwrap();
+        assert_eq!(got[..2], [Ok(7), Ok(8)]);
+        assert!(matches!(
+            &got[2],
+            Err(PoolError::Task(TaskError::Panicked { .. }))
+        ));
+        assert_eq!(got[3], Ok(9));
     }
 }

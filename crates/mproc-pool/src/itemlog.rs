@@ -44,13 +44,13 @@ pub(crate) const PANICKED: u8 = 1;
 pub(crate) const REFUSED: u8 = 2;
 const PAD: u8 = 0xff;
 
-/// A record read back.
+/// A record read back; its payload is a copy, valid until the next record.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub(crate) struct Entry<'a> {
     pub(crate) seq: u64,
     pub(crate) index: u32,
     pub(crate) kind: u8,
-    pub(crate) payload: Vec<u8>,
+    pub(crate) payload: &'a [u8],
 }
 
 /// One worker's item log (a handle: the worker and the parent hold the
@@ -162,7 +162,7 @@ impl ItemLog {
     /// Reads every published record, in order, and frees its room. `Err`
     /// at the first record that does not add up: what was read before it
     /// is handed on, what follows it (up to what is published) is dropped.
-    pub(crate) fn drain(&self, mut f: impl FnMut(Entry)) -> Result<(), String> {
+    pub(crate) fn drain(&self, mut f: impl FnMut(Entry<'_>)) -> Result<(), String> {
         let (Some(cap), Some(head_w), Some(tail_w)) =
             (self.capacity(), self.word(HEAD), self.word(TAIL))
         else {
@@ -175,6 +175,8 @@ impl ItemLog {
             return bad("impossible positions");
         }
         let mut result = Ok(());
+        // One copy of each payload out of the shared ring, into one buffer.
+        let mut payload = Vec::new();
         while head < tail {
             let off = head as usize % cap;
             let left = (tail - head) as usize;
@@ -209,7 +211,8 @@ impl ItemLog {
                 result = bad("a payload of impossible length");
                 break;
             }
-            let mut payload = vec![0u8; len];
+            payload.clear();
+            payload.resize(len, 0);
             if !self.read(off + HEADER, &mut payload) {
                 result = bad("a payload past the end");
                 break;
@@ -218,7 +221,7 @@ impl ItemLog {
                 seq,
                 index,
                 kind,
-                payload,
+                payload: &payload,
             });
             head += total as u64;
         }
@@ -234,9 +237,11 @@ impl ItemLog {
 mod tests {
     use super::*;
 
-    fn all(log: &ItemLog) -> Vec<Entry> {
+    /// Every record as (seq, index, kind, payload).
+    fn all(log: &ItemLog) -> Vec<(u64, u32, u8, Vec<u8>)> {
         let mut v = Vec::new();
-        log.drain(|e| v.push(e)).unwrap();
+        log.drain(|e| v.push((e.seq, e.index, e.kind, e.payload.to_vec())))
+            .unwrap();
         v
     }
 
@@ -262,7 +267,7 @@ mod tests {
             let got = all(&log);
             assert_eq!(got.len(), sent.len(), "round {round}");
             for (e, (i, p)) in got.iter().zip(&sent) {
-                assert_eq!((e.seq, e.index, e.kind, &e.payload), (7, *i, OK, p));
+                assert_eq!((e.0, e.1, e.2, &e.3), (7, *i, OK, p));
             }
         }
         assert!(next > 2_000, "the ring wrapped many times: {next} records");

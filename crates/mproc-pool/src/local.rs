@@ -86,7 +86,7 @@
 //! ```
 
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -102,7 +102,8 @@ use mproc_shm::fault;
 use mproc_shm::transfer::{self, FdTable, Message, SharedFd};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::backend::{Backend, Calls, Event, Events, Job, JobId, LocalInput, Runner, Work};
+use crate::backend::{Backend, Calls, Event, Events, IdMap, Job, JobId, LocalInput, Runner, Work};
+use crate::chunk::Piece;
 use crate::error::TaskError;
 use crate::itemlog::{self, ItemLog};
 use crate::worker::{
@@ -281,7 +282,7 @@ impl Pending {
 /// before a task's result that came as a message, and after the worker's
 /// death. (A record for a run it has not claimed is a confused worker's,
 /// and dropped.)
-fn absorb(w: &Worker, gates: &Gates, slot: usize, jobs: &mut HashMap<JobId, Pending>) {
+fn absorb(w: &Worker, gates: &Gates, slot: usize, jobs: &mut IdMap<Pending>) {
     let inflight = &w.inflight;
     // Loaded once, after the published position (the first record read):
     // a claim comes before the records of its run.
@@ -299,15 +300,12 @@ fn absorb(w: &Worker, gates: &Gates, slot: usize, jobs: &mut HashMap<JobId, Pend
             return;
         };
         let part = match e.kind {
-            itemlog::OK => Ok(Message {
-                bytes: e.payload,
-                fds: FdTable::new(),
-            }),
+            itemlog::OK => return run.push_logged(e.index, e.payload),
             itemlog::PANICKED => Err(TaskError::Panicked {
-                message: String::from_utf8_lossy(&e.payload).into_owned(),
+                message: String::from_utf8_lossy(e.payload).into_owned(),
             }),
             itemlog::REFUSED => Err(TaskError::Refused(
-                String::from_utf8_lossy(&e.payload).into_owned(),
+                String::from_utf8_lossy(e.payload).into_owned(),
             )),
             other => {
                 run.broken
@@ -332,7 +330,9 @@ fn absorb(w: &Worker, gates: &Gates, slot: usize, jobs: &mut HashMap<JobId, Pend
 /// run in order, so once both are read to the same point, what came is the
 /// run's first tasks.
 struct Run {
-    parts: Vec<Option<Result<Message, TaskError>>>,
+    parts: Vec<Option<Part>>,
+    /// The values read from the item log, one after the other.
+    arena: Vec<u8>,
     /// How many of `parts` are in.
     count: usize,
     /// A task's handles did not arrive, or the worker reported something
@@ -340,10 +340,19 @@ struct Run {
     broken: Option<String>,
 }
 
+/// One task's outcome in a [`Run`].
+enum Part {
+    /// A value from the item log: these bytes of the run's arena.
+    Logged(std::ops::Range<usize>),
+    /// A value that came as a message (with its handles), or a failure.
+    Sent(Result<Message, TaskError>),
+}
+
 impl Run {
     fn new(items: usize) -> Run {
         Run {
             parts: (0..items).map(|_| None).collect(),
+            arena: Vec::new(),
             count: 0,
             broken: None,
         }
@@ -352,9 +361,23 @@ impl Run {
     /// Task `index` of the run, reported: each once, within the run;
     /// anything else is a confused worker, and the run's end says so.
     fn push(&mut self, index: u32, part: Result<Message, TaskError>) {
+        self.put(index, |_| Part::Sent(part));
+    }
+
+    /// Task `index`'s value, read from the item log: kept in the arena, so
+    /// a run's values take no allocation each.
+    fn push_logged(&mut self, index: u32, value: &[u8]) {
+        self.put(index, |arena| {
+            let start = arena.len();
+            arena.extend_from_slice(value);
+            Part::Logged(start..arena.len())
+        });
+    }
+
+    fn put(&mut self, index: u32, part: impl FnOnce(&mut Vec<u8>) -> Part) {
         match self.parts.get_mut(index as usize) {
             Some(slot @ None) => {
-                *slot = Some(part);
+                *slot = Some(part(&mut self.arena));
                 self.count += 1;
             }
             _ => {
@@ -381,7 +404,10 @@ impl Run {
             .iter()
             .take(n)
             .flatten()
-            .map(|p| p.as_ref().map_or(0, |m| m.fds.len() as u32))
+            .map(|p| match p {
+                Part::Sent(Ok(m)) => m.fds.len() as u32,
+                _ => 0,
+            })
             .sum()
     }
 
@@ -403,7 +429,17 @@ impl Run {
                 )),
             };
         }
-        match crate::chunk::run_output(self.parts.into_iter().flatten().collect()) {
+        let arena = &self.arena;
+        let pieces: Vec<Piece<'_>> = self
+            .parts
+            .into_iter()
+            .flatten()
+            .map(|p| match p {
+                Part::Logged(range) => Piece::Value(arena.get(range).unwrap_or_default()),
+                Part::Sent(outcome) => Piece::Sent(outcome),
+            })
+            .collect();
+        match crate::chunk::run_output(pieces.into_iter(), arena.len()) {
             Ok(output) if output.fds.is_empty() => Event::Done {
                 job,
                 output: output.bytes,
@@ -499,7 +535,7 @@ enum Phase {
 struct State {
     phase: Phase,
     workers: Vec<Option<Worker>>,
-    jobs: HashMap<JobId, Pending>,
+    jobs: IdMap<Pending>,
     /// Jobs waiting for the dispatcher, oldest first.
     backlog: VecDeque<JobId>,
     /// Slots whose worker the dispatcher must start again.
@@ -595,7 +631,7 @@ impl LocalBackend {
                 state: Mutex::new(State {
                     phase: Phase::Running,
                     workers: (0..cfg.processes).map(|_| None).collect(),
-                    jobs: HashMap::new(),
+                    jobs: IdMap::default(),
                     backlog: VecDeque::new(),
                     replace: Vec::new(),
                     dispatching: false,

@@ -11,7 +11,6 @@
 //! more work (a callback calling `apply_async`) reaches the backend's
 //! `submit`, which never waits for a worker.
 
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -22,7 +21,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, Calls, Event, Events, Job, JobId, Work};
+use crate::backend::{Backend, Calls, Event, Events, IdMap, Job, JobId, Work};
 use crate::chunk;
 use crate::error::PoolError;
 use crate::imap::Imap;
@@ -72,7 +71,7 @@ impl Phase {
 
 struct State {
     phase: Phase,
-    jobs: HashMap<JobId, Handler>,
+    jobs: IdMap<Handler>,
     next_job: JobId,
     joined: bool,
 }
@@ -463,7 +462,7 @@ impl Pool {
             backend,
             state: Mutex::new(State {
                 phase: Phase::Running,
-                jobs: HashMap::new(),
+                jobs: IdMap::default(),
                 next_job: 0,
                 joined: false,
             }),
