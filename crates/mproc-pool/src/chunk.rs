@@ -74,14 +74,18 @@ enum ItemOut<R> {
 /// value encoded on its own (by [`transfer::encode_from`], numbering the
 /// descriptors after those of the items before it): one message in the
 /// chunk format, whose table is the items' tables one after the other.
+///
+/// `items` must yield `count` pieces (a chunk that says otherwise fails to
+/// decode); `size` is the room their bytes need, for the buffer.
 pub(crate) fn run_output<'a>(
-    items: impl ExactSizeIterator<Item = Piece<'a>>,
+    items: impl Iterator<Item = Piece<'a>>,
+    count: usize,
     size: usize,
 ) -> Result<Message, String> {
-    let mut bytes = Vec::with_capacity(size + 2 * items.len() + 20);
+    let mut bytes = Vec::with_capacity(size + 2 * count + 20);
     let mut fds = transfer::FdTable::new();
     push_varint(&mut bytes, 2);
-    push_varint(&mut bytes, items.len() as u64);
+    push_varint(&mut bytes, count as u64);
     let head = |out: &mut Vec<u8>, item: &ItemOut<()>| {
         postcard::to_extend(item, std::mem::take(out))
             .map(|v| *out = v)
@@ -621,7 +625,7 @@ mod tests {
             })),
             Piece::Sent(Ok(second)),
         ];
-        let out = run_output(pieces.into_iter(), 0).unwrap();
+        let out = run_output(pieces.into_iter(), 4, 0).unwrap();
         assert_eq!(out.fds.len(), 2);
         let got = decode_each::<(u64, mproc_shm::Segment)>(out).unwrap();
         assert_eq!(got.len(), 4);
@@ -657,7 +661,7 @@ mod tests {
             })),
             Piece::Value(&nine),
         ];
-        let out = run_output(pieces.into_iter(), seven.len() + nine.len()).unwrap();
+        let out = run_output(pieces.into_iter(), 4, seven.len() + nine.len()).unwrap();
         let got = decode_each::<u64>(out).unwrap();
         assert_eq!(got[..2], [Ok(7), Ok(8)]);
         assert!(matches!(

@@ -344,8 +344,9 @@ struct Run {
 enum Part {
     /// A value from the item log: these bytes of the run's arena.
     Logged(std::ops::Range<usize>),
-    /// A value that came as a message (with its handles), or a failure.
-    Sent(Result<Message, TaskError>),
+    /// A value that came as a message (with its handles), or a failure:
+    /// boxed, as these are rare and a run's parts are made all at once.
+    Sent(Box<Result<Message, TaskError>>),
 }
 
 impl Run {
@@ -361,7 +362,7 @@ impl Run {
     /// Task `index` of the run, reported: each once, within the run;
     /// anything else is a confused worker, and the run's end says so.
     fn push(&mut self, index: u32, part: Result<Message, TaskError>) {
-        self.put(index, |_| Part::Sent(part));
+        self.put(index, |_| Part::Sent(Box::new(part)));
     }
 
     /// Task `index`'s value, read from the item log: kept in the arena, so
@@ -405,8 +406,8 @@ impl Run {
             .take(n)
             .flatten()
             .map(|p| match p {
-                Part::Sent(Ok(m)) => m.fds.len() as u32,
-                _ => 0,
+                Part::Sent(sent) => sent.as_ref().as_ref().map_or(0, |m| m.fds.len() as u32),
+                Part::Logged(_) => 0,
             })
             .sum()
     }
@@ -430,16 +431,13 @@ impl Run {
             };
         }
         let arena = &self.arena;
-        let pieces: Vec<Piece<'_>> = self
-            .parts
-            .into_iter()
-            .flatten()
-            .map(|p| match p {
-                Part::Logged(range) => Piece::Value(arena.get(range).unwrap_or_default()),
-                Part::Sent(outcome) => Piece::Sent(outcome),
-            })
-            .collect();
-        match crate::chunk::run_output(pieces.into_iter(), arena.len()) {
+        let count = self.parts.len();
+        let pieces = self.parts.into_iter().flatten().map(|p| match p {
+            Part::Logged(range) => Piece::Value(arena.get(range).unwrap_or_default()),
+            Part::Sent(outcome) => Piece::Sent(*outcome),
+        });
+        // Complete: every part is in, so `count` pieces follow.
+        match crate::chunk::run_output(pieces, count, arena.len()) {
             Ok(output) if output.fds.is_empty() => Event::Done {
                 job,
                 output: output.bytes,
