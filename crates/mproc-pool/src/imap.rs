@@ -1,6 +1,5 @@
 //! `imap` and `imap_unordered`: lazy, bounded, in flat memory.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +7,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::Work;
+use crate::backend::{IdMap, Work};
 use crate::chunk::decode_each;
 use crate::pool::Handler;
 use crate::{Pool, PoolError};
@@ -24,7 +23,7 @@ const SLOW_INPUT: Duration = Duration::from_millis(1);
 type Hook = Box<dyn FnMut(u64, Option<u64>) + Send>;
 
 struct Done {
-    chunks: HashMap<u64, Arrived>,
+    chunks: IdMap<Arrived>,
     /// The chunk the iterating thread sleeps for (`Some(u64::MAX)`: any
     /// chunk), if it sleeps: a chunk filed under another index does not
     /// wake it.
@@ -110,7 +109,8 @@ pub struct Imap<'p, A, R, I> {
     submitted: u64,
     taken: u64,
     exhausted: bool,
-    buffer: VecDeque<Result<R, PoolError>>,
+    /// The rest of the chunk being yielded.
+    buffer: std::vec::IntoIter<Result<R, PoolError>>,
     /// Items sent and not yet yielded (the buffer's included).
     pending: u64,
     /// Items yielded.
@@ -143,7 +143,7 @@ where
             window: (4 * pool.processes() as u64).max(128),
             shared: Arc::new(Shared {
                 done: Mutex::new(Done {
-                    chunks: HashMap::new(),
+                    chunks: IdMap::default(),
                     awaited: None,
                     #[cfg(feature = "async")]
                     waker: None,
@@ -153,7 +153,7 @@ where
             submitted: 0,
             taken: 0,
             exhausted: false,
-            buffer: VecDeque::new(),
+            buffer: Vec::new().into_iter(),
             pending: 0,
             yielded: 0,
             progress: None,
@@ -361,7 +361,7 @@ where
             return Step::Item(Err(e));
         }
         loop {
-            if let Some(item) = self.buffer.pop_front() {
+            if let Some(item) = self.buffer.next() {
                 self.pending -= 1;
                 self.yielded += 1;
                 if self.progress.is_some() {
@@ -390,7 +390,7 @@ where
             };
             drop(done);
             self.taken += 1;
-            self.buffer.extend(arrived.items::<R>());
+            self.buffer = arrived.items::<R>().into_iter();
         }
     }
 }
