@@ -272,11 +272,11 @@ pub(crate) fn run_boot(
     if let Some(output) = header.output {
         crate::output::start_in_child(output.into_owned())?;
     }
-    registry::become_child(
+    registry::become_child(registry::ChildMe::new(
         &header.name,
         header.daemon,
         registry::parent_info(header.parent_name, header.parent_pid, header.parent_ident),
-    );
+    ));
     let input = BootInput {
         body: bytes[used..].to_vec(),
         fds: table,

@@ -434,6 +434,10 @@ impl Process {
             parent.pid,
             ProcessIdent::current().to_bits(),
         );
+        // Everything the child keeps is made here, before the fork: an
+        // allocation in the child costs copy-on-write faults.
+        let me = registry::ChildMe::new(&self.name, self.daemon, parent);
+        registry::ready_for_fork();
         // SAFETY: the child runs the target as CPython's fork method does;
         // the rules for multi-threaded parents are documented on
         // StartMethod::Fork. The child touches none of the parent's library
@@ -447,7 +451,7 @@ impl Process {
                 if self.group {
                     let _ = sys::new_process_group();
                 }
-                registry::become_child(&self.name, self.daemon, parent);
+                registry::become_child(me);
                 if let Some(ours) = ours {
                     // The parent's end, copied by fork: closed here once.
                     sys::close_in_forked_child(ours);

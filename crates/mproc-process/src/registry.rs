@@ -89,11 +89,15 @@ static REGISTRY: PerProcess<Registry> = PerProcess::new();
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn registry() -> &'static Registry {
-    REGISTRY.get(|| Registry {
+    REGISTRY.get(fresh_registry)
+}
+
+fn fresh_registry() -> Registry {
+    Registry {
         me: Mutex::new(None),
         children: Mutex::new(Vec::new()),
         reaper: Mutex::new(Reaper::default()),
-    })
+    }
 }
 
 /// The next default name, `Process-N`.
@@ -143,14 +147,30 @@ pub(crate) fn settle_children() {
     }
 }
 
+/// Makes a forked child's registry ahead, in the parent (see
+/// `PerProcess::ready_for_fork`).
+pub(crate) fn ready_for_fork() {
+    REGISTRY.ready_for_fork(fresh_registry);
+}
+
+/// Who a child is: made before a fork by the parent, so that the forked
+/// child allocates nothing on its way in.
+pub(crate) struct ChildMe(Me);
+
+impl ChildMe {
+    pub(crate) fn new(name: &str, daemon: bool, parent: ProcessInfo) -> ChildMe {
+        ChildMe(Me {
+            name: name.to_owned(),
+            daemon,
+            parent,
+        })
+    }
+}
+
 /// Called in a new child before its target runs: who it is and who its
 /// parent is. (A forked child's registry is already a fresh one.)
-pub(crate) fn become_child(name: &str, daemon: bool, parent: ProcessInfo) {
-    *lock(&registry().me) = Some(Me {
-        name: name.to_owned(),
-        daemon,
-        parent,
-    });
+pub(crate) fn become_child(me: ChildMe) {
+    *lock(&registry().me) = Some(me.0);
 }
 
 /// Information about a parent: `ident` is its packed identity.

@@ -8,9 +8,11 @@
 //! — the registry of children, the report arena, the lifeline, the
 //! forkserver slot — lives behind a [`PerProcess`]: a pointer to a value
 //! tagged with the pid of the process that made it. A process that finds a
-//! value made by another pid (its parent's copy) makes a fresh one and never
-//! touches the old one, its locks included: it is leaked, never dropped, so
-//! nothing of the parent's is closed or freed twice.
+//! value made by another pid (its parent's copy) makes a fresh one — or takes
+//! the fresh one its parent made ahead, unused and unlocked, just before the
+//! fork ([`PerProcess::ready_for_fork`]) — and never touches the old one, its
+//! locks included: it is leaked, never dropped, so nothing of the parent's
+//! is closed or freed twice.
 //!
 //! The fresh values use `std::sync` locks rather than `parking_lot`'s:
 //! parking_lot parks contended threads in one global table whose own locks a
@@ -26,6 +28,9 @@ fn pid() -> u32 {
 /// A value of type `T` per process (see the [module docs](self)).
 pub(crate) struct PerProcess<T> {
     ptr: AtomicPtr<Owned<T>>,
+    /// A fresh value made ahead by a parent about to fork (see
+    /// [`PerProcess::ready_for_fork`]), for the child to take.
+    spare: AtomicPtr<Owned<T>>,
 }
 
 struct Owned<T> {
@@ -38,6 +43,7 @@ impl<T> PerProcess<T> {
     pub(crate) const fn new() -> PerProcess<T> {
         PerProcess {
             ptr: AtomicPtr::new(std::ptr::null_mut()),
+            spare: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 }
@@ -63,10 +69,13 @@ impl<T: Send + Sync> PerProcess<T> {
             if let Some(owned) = Self::deref(cur).filter(|o| o.pid == me) {
                 return Ok(&owned.value);
             }
-            let fresh = Box::into_raw(Box::new(Owned {
-                pid: me,
-                value: init()?,
-            }));
+            let fresh = match Self::take_spare(&self.spare, me) {
+                Some(spare) => spare,
+                None => Box::into_raw(Box::new(Owned {
+                    pid: me,
+                    value: init()?,
+                })),
+            };
             match self
                 .ptr
                 .compare_exchange(cur, fresh, Ordering::AcqRel, Ordering::Acquire)
@@ -84,6 +93,48 @@ impl<T: Send + Sync> PerProcess<T> {
                 }
             }
         }
+    }
+
+    /// Makes a fresh value ahead, for a child about to be forked: its
+    /// first use takes it instead of allocating. Every allocation in a
+    /// forked child writes to heap pages it shares with its parent, and the
+    /// first one that misses the thread cache sorts the free chunks it
+    /// inherited, one copy-on-write fault per page touched (about 7 for an
+    /// empty target, a tenth of a fork start + join). The parent keeps the
+    /// value for its next fork; each child takes its own copy of it.
+    pub(crate) fn ready_for_fork(&'static self, init: impl Fn() -> T) {
+        if !self.spare.load(Ordering::Acquire).is_null() {
+            return;
+        }
+        let fresh = Box::into_raw(Box::new(Owned {
+            pid: 0,
+            value: init(),
+        }));
+        if self
+            .spare
+            .compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // SAFETY: `fresh` came from Box::into_raw above and was never
+            // published: this thread owns it alone.
+            drop(unsafe { Box::from_raw(fresh) });
+        }
+    }
+
+    /// The spare value, now `me`'s, if there is one.
+    fn take_spare(spare: &AtomicPtr<Owned<T>>, me: u32) -> Option<*mut Owned<T>> {
+        let taken = spare.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a non-null spare came from Box::into_raw in
+        // `ready_for_fork` and was never published as a value; the swap
+        // made this thread its only holder.
+        let owned = unsafe { taken.as_mut() }?;
+        owned.pid = me;
+        Some(taken)
     }
 
     /// This process's value, if it has made one.
@@ -114,4 +165,39 @@ impl<T: Send + Sync> PerProcess<T> {
 /// Locks a std mutex; a panic elsewhere cannot leave these values broken.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+
+    /// A forked child takes the value its parent made ahead (not a new one,
+    /// not the parent's), and the parent keeps its own value and the spare.
+    #[test]
+    fn a_forked_child_takes_the_value_made_ahead() {
+        static V: PerProcess<AtomicU32> = PerProcess::new();
+        V.get(|| AtomicU32::new(1)).store(2, SeqCst);
+        V.ready_for_fork(|| AtomicU32::new(7));
+        // SAFETY: the child only reads atomics and a cached pid, then
+        // `_exit`s; the parent reaps its own child by pid.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let v = V.get(|| AtomicU32::new(0));
+            let ok = v.load(SeqCst) == 7 && V.existing().is_some() && V.inherited().is_none();
+            // SAFETY: ends the forked child at once, running nothing of the
+            // parent's.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        assert_eq!(V.get(|| AtomicU32::new(0)).load(SeqCst), 2);
+        assert!(
+            !V.spare.load(SeqCst).is_null(),
+            "the parent keeps the spare"
+        );
+    }
 }
