@@ -136,9 +136,12 @@ pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Option<Instant>) 
 /// is not the futex word itself (a ring's positions, say).
 pub fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     let limit = SPIN.load(Ordering::Relaxed);
-    let yielding = YIELDING.with(Cell::get);
+    // Read only by a spin that lasts: short ones, the most, never ask.
+    let mut yielding = None;
     for i in 0..limit {
-        if yielding && i % YIELD_EVERY == YIELD_EVERY - 1 {
+        if i % YIELD_EVERY == YIELD_EVERY - 1
+            && *yielding.get_or_insert_with(|| YIELDING.with(Cell::get))
+        {
             std::thread::yield_now();
         }
         if ready() {
