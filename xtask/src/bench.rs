@@ -326,7 +326,7 @@ const SCENARIOS: &[Scenario] = &[
         title: "Pool apply_async + get round trip",
         reference: Reference::Python("pool.py", "apply_async_get"),
         items: 0,
-        target: Some(5.0),
+        target: Some(20.0),
         per_core: false,
     },
     Scenario {
@@ -334,7 +334,7 @@ const SCENARIOS: &[Scenario] = &[
         title: "Pool apply_async awaited (futures executor) vs Python's apply_async + get",
         reference: Reference::Python("pool.py", "apply_async_get"),
         items: 0,
-        target: Some(5.0),
+        target: Some(20.0),
         per_core: false,
     },
     Scenario {

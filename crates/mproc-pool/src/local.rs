@@ -1605,8 +1605,10 @@ impl Local {
     /// cannot come.
     fn result_loop(self: &Arc<Self>) {
         ON_RESULT_THREAD.with(|t| t.set(true));
-        // Nor spinning for the next result from the caller it just woke.
-        mproc_sync::wait::yield_while_spinning(true);
+        // It sleeps rather than spin long for the next result: the caller
+        // it just woke needs a core to run, and a worker is likely spinning
+        // on the other.
+        mproc_sync::wait::spin_briefly(true);
         let why = match catch_unwind(AssertUnwindSafe(|| self.read_results())) {
             Ok(None) => return,
             Ok(Some(why)) => why,
