@@ -397,6 +397,87 @@ fn starting_all_then_joining_runs_them_at_once() {
 
 const PARENT: &str = env!("CARGO_BIN_EXE_process-parent");
 
+#[cfg(target_os = "linux")]
+fn take_stderr(_: ()) {
+    // Waits for ever if this copy of stderr's lock was held at the fork.
+    drop(std::io::stderr().lock());
+}
+
+/// The scheduling state of thread `tid` of this process ('R', 'S', ...).
+#[cfg(target_os = "linux")]
+fn thread_state(tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// A thread in the middle of a print at the moment of a fork must not leave
+/// the child's copy of stdio's locks held: the child could never print, nor
+/// flush at its end. The start waits for the print to end instead. (Linux:
+/// it reads the starting thread's state in `/proc`.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_print_on_another_thread_during_a_fork_does_not_hang_the_child() {
+    let leaks = LeakCheck::start();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let lock = std::io::stderr().lock();
+        held_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        drop(lock);
+    });
+    held_rx.recv().unwrap();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let starter = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
+        let mut p = Process::new(take_stderr, ()).start_method(StartMethod::Fork);
+        p.start().unwrap();
+        started_tx.send(()).unwrap();
+        p
+    });
+    let tid = tid_rx.recv().unwrap();
+    // The print ends once the start has forked (as it would have, before
+    // the start waited for stdio's locks) or is waiting for the lock.
+    wait_until("the start forked or waits", Duration::from_secs(20), || {
+        started_rx.try_recv().is_ok() || thread_state(tid) == Some('S')
+    });
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let p = starter.join().unwrap();
+    p.join_timeout(Duration::from_secs(20)).unwrap();
+    let code = p.exitcode();
+    if code.is_none() {
+        p.kill().unwrap();
+        p.join().unwrap();
+    }
+    assert_eq!(code, Some(0), "the child hung on its copy of stderr's lock");
+    leaks.assert_clean();
+}
+
+const PARTIAL_LINE: &str = env!("CARGO_BIN_EXE_partial-line");
+
+/// A forked child flushes its copy of stdout when it ends: what the parent
+/// printed without a newline before the start must come out once, and
+/// before what the child prints — whatever the start method.
+#[test]
+fn a_half_line_printed_before_a_start_comes_out_once() {
+    for method in ["fork", "forkserver", "spawn"] {
+        let out = Command::new(PARTIAL_LINE).arg(method).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{method}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "parent; child; end\n",
+            "{method}"
+        );
+    }
+}
+
 /// Gone, or a zombie its new parent has not reaped yet.
 fn is_gone(pid: u32) -> bool {
     !mproc_tests::is_running(pid)

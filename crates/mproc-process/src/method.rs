@@ -14,7 +14,10 @@ pub enum StartMethod {
     Spawn,
     /// `fork()` without `exec`: fastest, and the child inherits the whole
     /// parent. Safe only in single-threaded programs: a lock held by another
-    /// thread at the fork (stdout's, say) stays held for ever in the child.
+    /// thread at the fork stays held for ever in the child. (Not stdout's
+    /// or stderr's: the start holds both across the fork, after flushing
+    /// stdout, so that the child's copies are free and empty — CPython
+    /// flushes before every start too.)
     Fork,
     /// Ask a single-threaded helper, started on first use, to fork the
     /// child: fork's speed with spawn's safety. The default on Linux.

@@ -1,7 +1,7 @@
 //! `Process`: a function or a struct target run in a child process.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -372,6 +372,13 @@ impl Process {
             None
         };
         let (ours, theirs) = output.unzip();
+        // What this process printed without a newline comes out before
+        // anything the child prints, and never again from the child
+        // (CPython flushes its standard streams before a start too). The
+        // fork method flushes under the lock it holds across the fork.
+        if method != StartMethod::Fork {
+            let _ = io::stdout().flush();
+        }
         let (pid, end, watch) = match method {
             StartMethod::Fork => {
                 warn_if_threaded();
@@ -438,11 +445,24 @@ impl Process {
         // allocation in the child costs copy-on-write faults.
         let me = registry::ChildMe::new(&self.name, self.daemon, parent);
         registry::ready_for_fork();
+        // The locks of stdout and stderr are held across the fork, so that
+        // the child's copies are free: another thread of this process may
+        // be in the middle of a print, and the child would wait for ever
+        // to print (or flush at its end). Stdout's buffer is emptied first:
+        // a forked child flushes its copy when it ends, and what this
+        // process printed without a newline must come out once. (Always in
+        // this order, stdout then stderr, as the standard library never
+        // holds stderr's lock while it takes stdout's.)
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.flush();
+        let stdio = (stdout, io::stderr().lock());
         // SAFETY: the child runs the target as CPython's fork method does;
         // the rules for multi-threaded parents are documented on
         // StartMethod::Fork. The child touches none of the parent's library
         // locks: its state is per process (see `state`).
-        match unsafe { sys::fork()? } {
+        let forked = unsafe { sys::fork() };
+        drop(stdio);
+        match forked? {
             None => {
                 crate::forkserver::forked_child();
                 if lifeline::forked_child(self.daemon).is_err() {
