@@ -41,8 +41,8 @@ pub(crate) fn finish(code: i32) -> ! {
     // Items with handles this child put in queues are fetched from it:
     // give their takers a moment.
     mproc_shm::handoff::wait_taken(mproc_shm::handoff::EXIT_GRACE);
+    // (Stderr is unbuffered: nothing to flush.)
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
     crate::output::finish_in_child();
     sys::exit_now(code)
 }

@@ -299,6 +299,12 @@ fn dispatch(buf: &mut Vec<u8>, name: &str, pid: u32) -> Result<(), String> {
 /// The forwarder of this process, when it forwards.
 static FORWARDER: Mutex<Option<Forwarder>> = Mutex::new(None);
 
+/// Set before a forwarder is made (and so inherited by a child forked from
+/// a forwarding process): without it there is nothing to close, forget or
+/// finish, and a forked child writes none of these statics — each page it
+/// writes costs it a copy-on-write fault.
+static FORWARDING: AtomicBool = AtomicBool::new(false);
+
 struct Forwarder {
     done: std::sync::mpsc::Receiver<()>,
     /// The process whose thread it is.
@@ -310,6 +316,9 @@ struct Forwarder {
 /// forgets it, so that the child neither waits for it at exit nor keeps
 /// the parent's pipes open.
 pub(crate) fn forked_child() {
+    if !FORWARDING.load(Ordering::Acquire) {
+        return;
+    }
     for slot in &FORWARDER_FDS {
         let fd = slot.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
@@ -322,6 +331,7 @@ pub(crate) fn forked_child() {
     if let Ok(mut e) = EVENTS.try_lock() {
         e.take();
     }
+    FORWARDING.store(false, Ordering::Release);
 }
 
 /// Tracing events of this process go to the forwarder's queue.
@@ -346,6 +356,7 @@ pub(crate) fn start_in_child(sock: OwnedFd) -> io::Result<()> {
     drop((out_w, err_w));
     let (events_tx, events_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1024);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
+    FORWARDING.store(true, Ordering::Release);
     for (slot, fd) in FORWARDER_FDS.iter().zip([&out_r, &err_r, &sock]) {
         slot.store(fd.as_raw_fd(), Ordering::Relaxed);
     }
@@ -376,6 +387,9 @@ extern "C" fn finish_at_exit() {
 /// In a child that forwards, as it ends: flushes, closes the pipes, and
 /// waits (at most [`FLUSH_LIMIT`]) for the forwarder to send the rest.
 pub(crate) fn finish_in_child() {
+    if !FORWARDING.load(Ordering::Acquire) {
+        return;
+    }
     let Some(fwd) = FORWARDER
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
