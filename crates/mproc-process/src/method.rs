@@ -17,7 +17,9 @@ pub enum StartMethod {
     /// thread at the fork stays held for ever in the child. (Not stdout's
     /// or stderr's: the start holds both across the fork, after flushing
     /// stdout, so that the child's copies are free and empty — CPython
-    /// flushes before every start too.)
+    /// flushes before every start too. It takes stdout's, then stderr's: a
+    /// thread that prints to stdout while it holds stderr's lock would
+    /// deadlock with it.)
     Fork,
     /// Ask a single-threaded helper, started on first use, to fork the
     /// child: fork's speed with spawn's safety. The default on Linux.
