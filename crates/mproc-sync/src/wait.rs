@@ -220,8 +220,9 @@ pub fn yield_while_spinning(on: bool) {
 /// thread it is about to wake needs that core to run: a pool's result
 /// thread, which wakes the caller waiting for a result and would otherwise
 /// spin for the next one beside it. (`apply_async` + `get` on 2 cores:
-/// 10.2 → 8.7 µs, median of 8 runs.) A brief thread's spins and sleeps
-/// leave the adaptive length, which other threads go by, alone.
+/// 10.2 → 8.7 µs, median of 8 runs.) A brief thread's sleeps, and its
+/// spins cut short at 64 iterations, leave the adaptive length, which other
+/// threads go by, alone.
 ///
 /// ```
 /// use mproc_sync::wait;
