@@ -112,6 +112,42 @@ fn start_and_exit_events_name_the_pid_name_method_and_code() {
 }
 
 #[test]
+fn a_fork_start_beside_another_thread_warns_once() {
+    captured();
+    let leaks = LeakCheck::start();
+    // Another thread of ours runs during both starts.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let _ = rx.recv();
+    });
+    for _ in 0..2 {
+        let mut p = Process::new(exits_with, 0).start_method(StartMethod::Fork);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+    }
+    drop(tx);
+    other.join().unwrap();
+    // Once per process, whichever test forked first once we listened.
+    let warned: Vec<Seen> = captured()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s.target == "mproc_process::method"
+                && s.fields
+                    .get("message")
+                    .is_some_and(|m| m.starts_with("StartMethod::Fork in a multi-threaded process"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    let threads: usize = warned[0].fields["threads"].parse().unwrap();
+    assert!(threads >= 2, "{warned:?}");
+    leaks.assert_clean();
+}
+
+#[test]
 fn a_pool_task_is_submitted_dispatched_and_done_on_started_workers() {
     captured();
     let leaks = LeakCheck::start();

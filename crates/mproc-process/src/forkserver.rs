@@ -141,6 +141,12 @@ static SOCK_FD: AtomicI32 = AtomicI32::new(-1);
 /// forkserver socket, which would keep the parent's server alive after the
 /// parent is gone.
 pub(crate) fn forked_child() {
+    // Read first: a write to a static costs the child a copy of its page,
+    // and a parent without a server has nothing to clear. (The child has
+    // one thread here, so nothing else writes between.)
+    if SOCK_FD.load(Ordering::Acquire) < 0 {
+        return;
+    }
     let fd = SOCK_FD.swap(-1, Ordering::AcqRel);
     if fd >= 0 {
         // SAFETY: the number is the parent's server socket, open in this copy

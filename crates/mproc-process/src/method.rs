@@ -65,7 +65,8 @@ pub(crate) fn warn_if_threaded() {
     #[cfg(feature = "tracing")]
     {
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        if WARNED.load(Ordering::Relaxed) {
+        // Counting threads is a system call: not made when nobody listens.
+        if WARNED.load(Ordering::Relaxed) || !tracing::enabled!(tracing::Level::WARN) {
             return;
         }
         let threads = crate::sys::thread_count().unwrap_or(1);

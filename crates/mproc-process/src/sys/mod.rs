@@ -349,7 +349,15 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
 pub(crate) fn thread_count() -> Option<usize> {
     #[cfg(target_os = "linux")]
     {
-        std::fs::read_dir("/proc/self/task").ok().map(|d| d.count())
+        use std::os::unix::fs::MetadataExt;
+        // Linux counts a process's threads into the link count of its task
+        // directory (2 + one per thread): one `statx`, where reading the
+        // directory takes four calls and a 32 KiB buffer from the heap.
+        match std::fs::metadata("/proc/self/task") {
+            Ok(m) if m.nlink() > 2 => usize::try_from(m.nlink() - 2).ok(),
+            // A procfs that does not count (none known): read the entries.
+            _ => std::fs::read_dir("/proc/self/task").ok().map(|d| d.count()),
+        }
     }
     #[cfg(target_os = "macos")]
     {
@@ -582,5 +590,36 @@ pub(crate) fn wait_io(
     match nix::poll::poll(&mut polled, timeout) {
         Ok(_) | Err(Errno::EINTR) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(all(test, feature = "tracing"))]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn thread_count_counts_the_threads_running_now() {
+        // Three threads, held until they have been counted.
+        let started = Arc::new(Barrier::new(4));
+        let counted = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..3)
+            .map(|_| {
+                let (started, counted) = (started.clone(), counted.clone());
+                std::thread::spawn(move || {
+                    started.wait();
+                    counted.wait();
+                })
+            })
+            .collect();
+        started.wait();
+        let n = super::thread_count();
+        counted.wait();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Those three and this one, at least (the test harness may run
+        // more).
+        let n = n.expect("the platform tells how many threads run");
+        assert!(n >= 4, "counted {n} threads while 4 ran");
     }
 }
