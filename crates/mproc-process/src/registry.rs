@@ -195,7 +195,7 @@ pub(crate) fn parent_info(name: String, pid: u32, ident: u64) -> ProcessInfo {
 /// ```
 pub fn current_process() -> ProcessInfo {
     let ident = Some(ProcessIdent::current());
-    let pid = std::process::id();
+    let pid = crate::sys::my_pid();
     match &*lock(&registry().me) {
         Some(me) => ProcessInfo {
             name: me.name.clone(),

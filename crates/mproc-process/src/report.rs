@@ -54,7 +54,7 @@ static ARENA: PerProcess<Mutex<Option<Arena>>> = PerProcess::new();
 impl ReportSlot {
     /// An empty report for a child about to start.
     pub(crate) fn new() -> io::Result<ReportSlot> {
-        let me = std::process::id();
+        let me = crate::sys::my_pid();
         let mut arena = lock(ARENA.get(|| Mutex::new(None)));
         if arena.is_none() {
             *arena = Some(Arena {
@@ -108,7 +108,7 @@ impl ReportSlot {
 impl Drop for ReportSlot {
     fn drop(&mut self) {
         // A slot inherited through fork belongs to the parent's arena.
-        let Some((_, i)) = self.slot.filter(|s| s.0 == std::process::id()) else {
+        let Some((_, i)) = self.slot.filter(|s| s.0 == crate::sys::my_pid()) else {
             return;
         };
         if let Some(arena) = ARENA.existing() {
