@@ -622,16 +622,18 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let mut table = machine.markdown();
     table.push_str(&markdown(&rows));
-    // Memory is not a criterion measurement: one run each, its line added
-    // to the table.
-    let memory = memory_run("imap_memory", &mut table);
-    let _ = memory_run("buf_memory", &mut table);
+    // Not criterion measurements: one run each, its line added to the
+    // table. Memory, and the fastest that per-file words could be here.
+    let lines: Vec<(&str, Option<String>)> = ["imap_memory", "buf_memory", "words_bound"]
+        .into_iter()
+        .map(|bin| (bin, line_run(bin, &mut table).ok()))
+        .collect();
     println!("\n{table}");
     let out = target.join("mproc-bench");
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("report.md"), &table)?;
     std::fs::write(out.join("ratios.svg"), svg(&rows))?;
-    let json = report_json(&machine, &rows, memory.as_ref().ok().map(|l| l.trim()));
+    let json = report_json(&machine, &rows, &lines);
     std::fs::write(
         out.join("report.json"),
         serde_json::to_string_pretty(&json)?,
@@ -751,8 +753,12 @@ impl Spread {
     }
 }
 
-fn report_json(machine: &Machine, rows: &[Row<'_>], memory: Option<&str>) -> serde_json::Value {
-    serde_json::json!({
+fn report_json(
+    machine: &Machine,
+    rows: &[Row<'_>],
+    lines: &[(&str, Option<String>)],
+) -> serde_json::Value {
+    let mut json = serde_json::json!({
         "machine": {
             "cores": machine.cores,
             "cpu": machine.cpu,
@@ -771,8 +777,12 @@ fn report_json(machine: &Machine, rows: &[Row<'_>], memory: Option<&str>) -> ser
             "met": r.met(),
             "note": r.note,
         })).collect::<Vec<_>>(),
-        "imap_memory": memory,
-    })
+    });
+    // Each one-run binary's line, under its name.
+    for (bin, line) in lines {
+        json[*bin] = serde_json::json!(line.as_deref().map(str::trim));
+    }
+    json
 }
 
 /// Prints each row's ratio now beside the same row of an earlier report.
@@ -846,9 +856,10 @@ impl Row<'_> {
     }
 }
 
-/// Runs one of the benches' memory binaries once and adds the line it
-/// prints to `table`; that line, or why it failed (printed too).
-fn memory_run(bin: &str, table: &mut String) -> Result<String> {
+/// Runs one of the benches' one-run binaries (memory, the words bound)
+/// once and adds the line it prints to `table`; that line, or why it failed
+/// (printed too).
+fn line_run(bin: &str, table: &mut String) -> Result<String> {
     let line = cmd::output(cmd::cargo().args([
         "run",
         "--quiet",
