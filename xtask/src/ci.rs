@@ -103,8 +103,13 @@ fn macos_check() -> Result<()> {
         return Ok(());
     }
     // The test package turns every optional part on, so this checks them
-    // too (tokio's pidfd path is Linux-only and compiles out).
-    cmd::run(cmd::cargo().args(["check", "--workspace", "--all-targets", "--target", MACOS]))
+    // too (tokio's pidfd path is Linux-only and compiles out). Warnings are
+    // errors here as in the gate: a macOS user builds these lines.
+    cmd::run(
+        cmd::cargo()
+            .args(["check", "--workspace", "--all-targets", "--target", MACOS])
+            .env("RUSTFLAGS", "-D warnings"),
+    )
 }
 
 /// Makes sure the standard library for `target` is installed.

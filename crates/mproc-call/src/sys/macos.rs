@@ -3,6 +3,28 @@
 
 const LC_UUID: u32 = 0x1b;
 
+/// `<mach-o/loader.h>`'s `mach_header_64`. Declared here, as is dyld's
+/// function below: the `libc` crate deprecates its own bindings of both in
+/// favour of the `mach2` crate, too much of a dependency for two names.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct MachHeader64 {
+    magic: u32,
+    cputype: i32,
+    cpusubtype: i32,
+    filetype: u32,
+    ncmds: u32,
+    sizeofcmds: u32,
+    flags: u32,
+    reserved: u32,
+}
+
+extern "C" {
+    /// `<mach-o/dyld.h>`: the header of loaded image `index` (0: the main
+    /// executable), or null.
+    fn _dyld_get_image_header(index: u32) -> *const MachHeader64;
+}
+
 /// The executable's `LC_UUID`, if the linker wrote one.
 pub(crate) fn embedded_build_id() -> Option<Vec<u8>> {
     // SAFETY: image 0 is the main executable, loaded for the life of the
@@ -10,12 +32,12 @@ pub(crate) fn embedded_build_id() -> Option<Vec<u8>> {
     // commands, each starting with `cmd` and `cmdsize`, which bound every
     // read below (unaligned reads, all inside the commands).
     unsafe {
-        let header = libc::_dyld_get_image_header(0);
+        let header = _dyld_get_image_header(0);
         if header.is_null() {
             return None;
         }
-        let h = std::ptr::read_unaligned(header.cast::<libc::mach_header_64>());
-        let mut at = header as usize + std::mem::size_of::<libc::mach_header_64>();
+        let h = std::ptr::read_unaligned(header);
+        let mut at = header as usize + std::mem::size_of::<MachHeader64>();
         let end = at + h.sizeofcmds as usize;
         for _ in 0..h.ncmds {
             if at + 8 > end {
